@@ -1,0 +1,15 @@
+"""icnet_tf: a faithful TensorFlow 2 port of ICNet-tensorflow (and PSPNet-101) on a chained builder."""
+from icnet_tf.icnet import ICNet, ICNet_BN
+from icnet_tf.network import Chain, Network, layer
+
+MODELS = {'ICNet_BN': ICNet_BN, 'ICNet': ICNet}
+
+
+def build_model(name, **kwargs):
+    """A network by its class name (`MODELS`), e.g. `build_model('ICNet_BN', num_classes=19)`."""
+    if name not in MODELS:
+        raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
+    return MODELS[name](**kwargs)
+
+
+__all__ = ['ICNet', 'ICNet_BN', 'Network', 'Chain', 'layer', 'MODELS', 'build_model']

@@ -1,0 +1,49 @@
+"""Shared command-line plumbing: flag groups and the one-line error contract (SPEC section 7).
+
+Every CLI runs `cli.run(main)`. Errors the user can fix (bad files, bad flags, weights that do
+not fit, bad list lines) are printed as ONE line, `error: <what and where>`, with exit status 1;
+nothing else escapes as a traceback.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+from converters.errors import WeightsFileError, WeightsMismatchError
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+USER_ERRORS = (UserError, WeightsFileError, WeightsMismatchError)
+
+
+def run(main):
+    """`absl.app.run(main)`, turning user errors into one line on stderr and exit status 1."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print('interrupted', file=sys.stderr)
+            sys.exit(130)
+
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    app.run(guarded)
+
+
+def csv(value):
+    return tuple(s.strip() for s in (value or '').split(',') if s.strip())
+
+
+def define_model_flags(default_model='ICNet_BN'):
+    """--model, --num_classes, --filter_scale (names of the original's flags)."""
+    from icnet_tf import MODELS
+    flags.DEFINE_enum('model', default_model, list(MODELS), 'network architecture')
+    flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
+    flags.DEFINE_integer('filter_scale', 1, 'width multiplier: 1 (released weights) or 2',
+                         lower_bound=1, upper_bound=2)
