@@ -34,6 +34,7 @@ _ALLOWED_GLOBALS = {
     ('numpy', 'ndarray'), ('numpy', 'dtype'),
     ('collections', 'OrderedDict'),
     ('__builtin__', 'dict'), ('builtins', 'dict'),
+    ('_codecs', 'encode'),  # how protocol-2 pickles written by Python 3 carry raw bytes
 }
 
 
@@ -53,7 +54,10 @@ def _read_pickled_npy(f):
     if dtype != np.dtype(object) or shape != ():
         raise ValueError(f'expected one pickled dict, found an array of shape {shape} and '
                          f'dtype {dtype}')
-    return _RestrictedUnpickler(f, encoding='latin1').load()
+    obj = _RestrictedUnpickler(f, encoding='latin1').load()
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()  # np.save pickles the 0-d object array that wraps the dict
+    return obj
 
 
 def load(path):
