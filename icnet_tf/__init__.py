@@ -1,6 +1,12 @@
 """icnet_tf: a faithful TensorFlow 2 port of ICNet-tensorflow (and PSPNet-101) on a chained builder."""
-from icnet_tf.icnet import ICNet, ICNet_BN
-from icnet_tf.network import Chain, Network, layer
+import os
+
+# TF's C++ start-up chatter (CPU feature and CUDA plugin notices) hides the tools' own output;
+# a value the user set wins.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from icnet_tf.icnet import ICNet, ICNet_BN  # noqa: E402
+from icnet_tf.network import Chain, Network, layer  # noqa: E402
 
 MODELS = {'ICNet_BN': ICNet_BN, 'ICNet': ICNet}
 
