@@ -324,6 +324,10 @@ class Network(tf.Module):
     chain_class = Chain
     output_name = None
     input_channels = 3
+    # Networks whose weights also come as PyTorch checkpoints define a method
+    # `torch_key_map(self, state_dict) -> {layer: {param: array}}` that calls a pure key map in
+    # converters/ (see icnet_tf.weights.read_weights); None: not loadable from PyTorch.
+    torch_key_map = None
 
     def __init__(self, *, seed=0, name=None):
         super().__init__(name=name)

@@ -17,15 +17,26 @@ from converters.errors import WeightsFileError, WeightsMismatchError
 HEAD_LAYERS = ('conv6_cls', 'sub4_out', 'sub24_out', 'conv6', 'conv_seg')
 
 
-def read_weights(path):
-    """Any supported weights file -> `{layer: {param: float32 ndarray}}`."""
+TORCH_SUFFIXES = ('.pth', '.pth.tar', '.pt', '.tar', '.safetensors')
+
+
+def read_weights(path, net=None):
+    """Any supported weights file -> `{layer: {param: float32 ndarray}}`.
+
+    PyTorch files need the key map of the network they are for: the method
+    `net.torch_key_map(state_dict) -> {layer: {param: array}}` (None: not loadable from PyTorch).
+    """
     path = os.fspath(path)
     if path.endswith('.npy'):
         from converters import caffe_npy
         return caffe_npy.convert(caffe_npy.load(path))
-    if path.endswith(('.pth', '.pth.tar', '.pt', '.tar', '.safetensors')):
-        raise WeightsFileError(f'{path}: PyTorch weights are converted with '
-                               'python -m converters.torch_pth first')
+    if path.endswith(TORCH_SUFFIXES):
+        key_map = getattr(net, 'torch_key_map', None)
+        if key_map is None:
+            raise WeightsFileError(f'{path}: {type(net).__name__} has no PyTorch key map '
+                                   '(see python -m converters.torch_pth --help)')
+        from converters import torch_pth
+        return key_map(torch_pth.state_dict_of(torch_pth.load(path), path))
     from icnet_tf.checkpoints import read_weights_checkpoint
     return read_weights_checkpoint(path)
 
@@ -107,7 +118,7 @@ def compare(expected_shapes, source, skip=()):
 def load_into(net, source, ignore_missing=False, skip=(), verbose=True):
     """Assign `source` (path or nested dict) to `net`'s variables; see the module docstring."""
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else '<dict>'
-    weights = read_weights(source) if name != '<dict>' else source
+    weights = read_weights(source, net) if name != '<dict>' else source
     net.build()
     variables = net.variables_by_key()
     report, assignments = compare({k: tuple(v.shape) for k, v in variables.items()}, weights,
