@@ -45,3 +45,31 @@ def seeded_images(shape, seed):
     """A float32 NHWC batch shaped like mean-subtracted BGR pixels (roughly -128..128)."""
     rng = _rng(seed, "images")
     return rng.uniform(-128.0, 128.0, tuple(shape)).astype(np.float32)
+
+
+def seeded_torch_array(key, shape, seed):
+    """One PyTorch state-dict entry (`conv.weight` OIHW, BN `weight/bias/running_*`...)."""
+    shape = tuple(int(d) for d in shape)
+    param = key.rsplit(".", 1)[-1]
+    rng = _rng(seed, key)
+    if param == "num_batches_tracked":
+        return np.array(0, dtype=np.int64)
+    if param == "weight" and len(shape) > 1:  # conv (O, I, kh, kw) / transposed (I, O, kh, kw)
+        arr = rng.normal(0.0, np.sqrt(2.0 / max(int(np.prod(shape[1:])), 1)), shape)
+    elif param in ("weight", "running_var"):   # BN gamma and variance
+        arr = rng.uniform(0.5, 1.5, shape)
+    elif param in ("bias", "running_mean"):
+        arr = rng.normal(0.0, 0.1, shape)
+    else:
+        raise ValueError(f"unknown parameter kind in {key!r}")
+    return arr.astype(np.float32)
+
+
+def seeded_torch_state_dict(shapes, seed):
+    """`{'torch.key': shape}` -> flat `{'torch.key': ndarray}` (load with torch.from_numpy)."""
+    return {key: seeded_torch_array(key, shape, seed) for key, shape in shapes.items()}
+
+
+def seeded_uniform(shape, seed, low, high, tag="uniform"):
+    """A float32 array uniform in [low, high), e.g. normalised image pairs for FlowNetS."""
+    return _rng(seed, tag).uniform(low, high, tuple(shape)).astype(np.float32)
