@@ -1,14 +1,16 @@
 """icnet_tf: a faithful TensorFlow 2 port of ICNet-tensorflow (and PSPNet-101) on a chained builder."""
 import os
 
-# TF's C++ start-up chatter (CPU feature and CUDA plugin notices) hides the tools' own output;
+# TF's C++ start-up chatter (CPU feature notices, spurious CUDA-plugin 'errors' of TF 2.15)
+# hides the tools' own output; real failures still surface as Python exceptions;
 # a value the user set wins.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from icnet_tf.icnet import ICNet, ICNet_BN  # noqa: E402
 from icnet_tf.network import Chain, Network, layer  # noqa: E402
+from icnet_tf.pspnet import PSPNet101  # noqa: E402
 
-MODELS = {'ICNet_BN': ICNet_BN, 'ICNet': ICNet}
+MODELS = {'ICNet_BN': ICNet_BN, 'ICNet': ICNet, 'PSPNet101': PSPNet101}
 
 
 def build_model(name, **kwargs):
@@ -18,4 +20,4 @@ def build_model(name, **kwargs):
     return MODELS[name](**kwargs)
 
 
-__all__ = ['ICNet', 'ICNet_BN', 'Network', 'Chain', 'layer', 'MODELS', 'build_model']
+__all__ = ['ICNet', 'ICNet_BN', 'PSPNet101', 'Network', 'Chain', 'layer', 'MODELS', 'build_model']

@@ -54,27 +54,57 @@ def padded_size(h, w, multiple=32):
     return tuple(s if s % multiple == 0 else (s // multiple + 1) * multiple for s in (h, w))
 
 
-def segment(net, rgb, *, return_probabilities=False, min_size=None):
-    """Labels (int32 [N, H, W]) of uint8 RGB images [N, H, W, 3] (or one [H, W, 3]).
+class Segmenter:
+    """uint8 RGB images -> trainId labels with the original's pre- and postprocessing.
 
-    Images smaller than the network's minimum are zero-padded further (bottom/right) so that the
-    pyramid pooling has a map to pool; the result is always cropped back to the input size.
+    `pad_to=(H, W)`: zero-pad to at least this size instead of the next multiple of 32 (the
+    Cityscapes evaluation protocol pads 1024x2048 to 1025x2049). `flip=True`: average the
+    softmax of the image and of its mirror image (the original parsed `--flipped-eval` but never
+    implemented it). `compiled=True` runs the network in a `tf.function` (one trace per size).
     """
-    rgb = np.asarray(rgb)
-    single = rgb.ndim == 3
-    batch = rgb[None] if single else rgb
-    h, w = batch.shape[1:3]
-    ph, pw = padded_size(h, w)
-    if min_size is None:
-        min_size = net.build_input_shape()[1]
-    ph, pw = max(ph, min_size), max(pw, min_size)
-    x = to_network_input(batch)
-    x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])   # zeros after mean subtraction
-    logits = net(x, training=False)
-    logits = resize_bilinear_align_corners(logits, (ph, pw))[:, :h, :w, :]
-    labels = tf.argmax(logits, axis=-1, output_type=tf.int32).numpy()
-    labels = labels[0] if single else labels
-    if not return_probabilities:
-        return labels
-    probs = tf.nn.softmax(logits).numpy()
-    return labels, (probs[0] if single else probs)
+
+    def __init__(self, net, *, pad_to=None, flip=False, compiled=True):
+        self.net = net
+        self.pad_to = tuple(pad_to) if pad_to else None
+        self.flip = flip
+        self.min_size = net.build_input_shape()[1]
+        forward = lambda x: net(x, training=False)  # noqa: E731
+        self._forward = tf.function(forward) if compiled else forward
+
+    def padded_size(self, h, w):
+        ph, pw = self.pad_to if self.pad_to else padded_size(h, w)
+        return max(ph, h, self.min_size), max(pw, w, self.min_size)
+
+    def probabilities(self, rgb):
+        """Softmax [N, H, W, C] at the input size of uint8 RGB images [N, H, W, 3]."""
+        rgb = np.asarray(rgb)
+        h, w = rgb.shape[1:3]
+        ph, pw = self.padded_size(h, w)
+        x = to_network_input(rgb)
+        x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after mean subtraction
+        probs = self._probs(x, h, w)
+        if self.flip:
+            mirrored = tf.pad(to_network_input(rgb[:, :, ::-1]),
+                              [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+            probs = (probs + self._probs(mirrored, h, w)[:, :, ::-1]) / 2.0
+        return probs
+
+    def _probs(self, x, h, w):
+        """Logits resized (align_corners=True) to the padded size, cropped to h x w, softmax."""
+        logits = resize_bilinear_align_corners(self._forward(x), tf.shape(x)[1:3])
+        return tf.nn.softmax(logits[:, :h, :w])
+
+    def __call__(self, rgb, return_probabilities=False):
+        rgb = np.asarray(rgb)
+        single = rgb.ndim == 3
+        batch = rgb[None] if single else rgb
+        probs = self.probabilities(batch)
+        labels = tf.argmax(probs, axis=-1, output_type=tf.int32).numpy()
+        if single:
+            labels, probs = labels[0], probs[0]
+        return (labels, probs.numpy()) if return_probabilities else labels
+
+
+def segment(net, rgb, *, return_probabilities=False, **kwargs):
+    """Labels (int32 [N, H, W]) of uint8 RGB images [N, H, W, 3] (or one [H, W, 3])."""
+    return Segmenter(net, compiled=False, **kwargs)(rgb, return_probabilities)

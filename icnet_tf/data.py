@@ -1,0 +1,147 @@
+"""List files and the training input pipeline (the original `image_reader.py`, in tf.data).
+
+List file (Cityscapes / ICNet-tensorflow format): one sample per line,
+`<image_rel> <label_rel>`, separated by whitespace, paths relative to `--data_dir`. Labels are
+trainId PNGs (`*_labelTrainIds.png`): values in [0, num_classes) or `ignore_label` (255).
+
+Training sample, as the original (`--random_scale`, `--random_mirror` optional):
+decode (any PNG/JPEG, any mode -> 3 channels) -> RGB->BGR, float32, minus the BGR mean ->
+random scale in [0.5, 2.0] (image bilinear, label nearest; the TF1 resize defaults) ->
+random left-right mirror (one bit for both) -> pad bottom/right up to the crop (image with 0,
+label with ignore_label) -> random crop of `input_size` at the same offset for both.
+All randomness is stateless and derived from `--seed`, so a run is reproducible.
+"""
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from icnet_tf.cli import UserError
+from icnet_tf.predict import IMG_MEAN_BGR
+
+SCALE_RANGE = (0.5, 2.0)  # the original's --random-scale range
+
+
+def read_list(list_path, data_dir=''):
+    """Parse a list file into [(image_path, label_path)] with paths joined to `data_dir`.
+
+    Raises UserError naming the list file and line for a bad line or a missing file.
+    """
+    if not os.path.isfile(list_path):
+        raise UserError(f'{list_path}: no such list file')
+    pairs, missing = [], []
+    with open(list_path, encoding='utf-8') as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise UserError(f'{list_path}:{number}: expected 2 fields "<image> <label>", '
+                                f'found {len(fields)}: {line.strip()!r}')
+            paths = tuple(os.path.join(data_dir, p) for p in fields)
+            missing += [f'{list_path}:{number}: no such file {p}' for p in paths
+                        if not os.path.isfile(p)]
+            pairs.append(paths)
+    if missing:
+        more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+        raise UserError(missing[0] + more)
+    if not pairs:
+        raise UserError(f'{list_path}: the list is empty')
+    return pairs
+
+
+def check_labels(pairs, num_classes, ignore_label, list_path='list', workers=8):
+    """Decode every label once; raise UserError for values outside [0, C) other than ignore."""
+
+    def bad_values(index):
+        path = pairs[index][1]
+        try:
+            with Image.open(path) as img:
+                label = np.asarray(img)
+        except OSError as e:
+            return index, f'unreadable label ({e})'
+        if label.ndim != 2:
+            return index, f'label must be single-channel, found shape {label.shape}'
+        values = np.unique(label)
+        bad = values[(values >= num_classes) & (values != ignore_label)]
+        if bad.size:
+            return index, (f'label values {bad[:8].tolist()} outside [0, {num_classes}) '
+                           f'and != ignore_label {ignore_label}')
+        return index, None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for index, problem in pool.map(bad_values, range(len(pairs))):
+            if problem:
+                raise UserError(f'{list_path}:{index + 1}: {pairs[index][1]}: {problem}')
+
+
+def decode_image(data):
+    """Encoded PNG/JPEG/BMP/GIF bytes -> uint8 [H, W, 3] (grayscale, RGBA, 16-bit accepted)."""
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_label(data):
+    label = tf.io.decode_png(data, channels=1)
+    label.set_shape([None, None, 1])
+    return label
+
+
+def preprocess(rgb_uint8):
+    """uint8 RGB -> float32 BGR minus the mean (the network input convention)."""
+    return tf.reverse(tf.cast(rgb_uint8, tf.float32), axis=[-1]) - IMG_MEAN_BGR
+
+
+def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignore_label):
+    """One training sample: see the module docstring. `seed` is a [2] int tensor."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if random_scale:
+        scale = tf.random.stateless_uniform([], seeds[0], *SCALE_RANGE)
+        size = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * scale, tf.int32)
+        # tf.image.resize_images / resize_nearest_neighbor with the TF1 defaults
+        image = tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=False,
+                                          half_pixel_centers=False)[0]
+        label = tf.raw_ops.ResizeNearestNeighbor(images=label[None], size=size,
+                                                 align_corners=False,
+                                                 half_pixel_centers=False)[0]
+    if random_mirror:
+        flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
+        image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+        label = tf.cond(flip, lambda: label[:, ::-1], lambda: label)
+    crop_h, crop_w = crop_size
+    shape = tf.shape(image)
+    pad_h, pad_w = tf.maximum(crop_h - shape[0], 0), tf.maximum(crop_w - shape[1], 0)
+    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])                      # 0 = the mean
+    label = tf.pad(tf.cast(label, tf.int32), [[0, pad_h], [0, pad_w], [0, 0]],
+                   constant_values=ignore_label)
+    shape = tf.shape(image)
+    y = tf.random.stateless_uniform([], seeds[2], 0, shape[0] - crop_h + 1, tf.int32)
+    x = tf.random.stateless_uniform([], seeds[3], 0, shape[1] - crop_w + 1, tf.int32)
+    image = image[y:y + crop_h, x:x + crop_w]
+    label = label[y:y + crop_h, x:x + crop_w]
+    image.set_shape([crop_h, crop_w, 3])
+    label.set_shape([crop_h, crop_w, 1])
+    return image, label
+
+
+def train_dataset(pairs, *, batch_size, crop_size, random_scale=False, random_mirror=False,
+                  ignore_label=255, seed=0, shuffle_buffer=500):
+    """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1])."""
+    images, labels = (list(p) for p in zip(*pairs))
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+
+    def load(paths, sample_seed):
+        image = preprocess(decode_image(tf.io.read_file(paths[0])))
+        label = decode_label(tf.io.read_file(paths[1]))
+        return augment(image, label, sample_seed, crop_size=crop_size,
+                       random_scale=random_scale, random_mirror=random_mirror,
+                       ignore_label=ignore_label)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
