@@ -1,0 +1,186 @@
+"""FlowNetS (Dosovitskiy et al., ICCV 2015) as in ClementPinard/FlowNetPytorch (HEAD d5f3292),
+`models/FlowNetS.py` and the helpers in `models/util.py`, on icnet_tf's chained builder.
+
+Architecture
+------------
+Encoder (`ENCODER`): ten `unit`s = symmetric zero padding `(k - 1) // 2`, a k x k convolution
+(biased, or bias-free followed by batch norm `<name>_bn` in the BN variant) and LeakyReLU(0.1):
+`conv1` 7x7/2 64, `conv2` 5x5/2 128, `conv3` 5x5/2 256, `conv3_1` 256, `conv4` /2 512,
+`conv4_1` 512, `conv5` /2 512, `conv5_1` 512, `conv6` /2 1024, `conv6_1` 1024 (3x3 unless said).
+Every stride-2 conv gives `ceil(h / 2)`, so `conv2` is `ceil(ceil(h / 2) / 2)` = `ceil(h / 4)`.
+
+Decoder (`DECODER`), coarse to fine, for level l = 5, 4, 3, 2 with skip `s` (the encoder output
+at that level: conv5_1, conv4_1, conv3_1, conv2) and `f` = conv6_1 then `concat<l+1>`:
+
+    predict_flow<l+1>                = 3x3 conv, 2 outputs, no bias        (on f)
+    flow<l+1>_up                     = crop_like(upsampled_flow<l+1>_to_<l>(predict_flow<l+1>), s)
+    out_deconv<l>                    = crop_like(LeakyReLU(deconv<l>(f)), s)
+    concat<l>                        = concat(s, out_deconv<l>, flow<l+1>_up)   (channels last)
+
+and finally `predict_flow2` on `concat2`. `upsampled_flow*` and `deconv*` are 4x4 stride-2
+transposed convolutions without bias in PyTorch `ConvTranspose2d(padding=1)` geometry (output
+`2h`); `crop_like` keeps the top-left `[:H, :W]` of the skip's size (when the skip's size is
+odd, the last row/column of the upsampled map is dropped). Parameters: 38,675,536 (plain).
+
+Conventions
+-----------
+* Input: NHWC float32 with 6 channels, `concat([img1, img2], axis=-1)` of two frames already
+  normalised as FlowNetPytorch's training does: RGB `/ 255` minus `FLOWNET_MEAN_RGB`. This
+  module does not normalise; the caller (DFF) does. In DFF the pair is
+  `concat([current, key])`, so the flow maps each pixel of the current frame to where to sample
+  the key frame (the displacement that `dff_tf.warp.warp(key_features, flow)` takes).
+* Output (`output_name = 'predict_flow2'`): raw flow2 `[N, ceil(H / 4), ceil(W / 4), 2]`,
+  channel 0 = x (columns), 1 = y (rows), in units of input pixels divided by `DIV_FLOW`:
+  `DIV_FLOW * flow2` is the displacement measured in input-image pixels, sampled on the 1/4
+  grid (divide by s to use it on a map at 1/s of the input). `outputs=FlowNetS.heads` gives
+  flow2..flow6 (the multiscale training outputs, finest first, as FlowNetPytorch returns them
+  in train mode).
+* Layer names of parameter-holding layers equal the PyTorch module names (`conv3_1`,
+  `deconv4`, `predict_flow3`, `upsampled_flow4_to_3`; BN `conv3_1_bn`), so checkpoints map 1:1
+  through `converters.flownet_keys` (`net.load('flownets_EPE1.951.pth')`).
+
+The padding quirk
+-----------------
+PyTorch pads `(k - 1) // 2` on every side. TF's 'SAME' at stride 2 on an even input pads
+`k - 2` in total and puts the odd pixel at the bottom/right (2 top / 3 bottom for conv1, k7 s2),
+which shifts the sampling grid of that stride-2 output by one input pixel (on odd-sized
+inputs the two happen to agree). So each conv is an explicit `zero_padding((k - 1) // 2)`
+followed by a VALID conv, whatever the input size.
+
+Differences from the original, none numerical at inference: BN momentum is the builder's 0.95
+(PyTorch's default is 0.1 in its convention, i.e. 0.9 here), and fresh weights are the builder's
+He-normal, not PyTorch's `kaiming_normal_(a=0.1)`. Load trained weights for real use.
+"""
+from dataclasses import dataclass
+
+from converters import flownet_keys
+from icnet_tf.network import Chain, Network
+
+# FlowNetPytorch trains on ground-truth flow divided by `div_flow` (main.py `--div-flow`,
+# default 20; saved as 'div_flow' in its checkpoints; run_inference.py multiplies the output by
+# it): the network predicts input pixels / 20.
+DIV_FLOW = 20.0
+# FlowNetPytorch main.py input transform: RGB / 255, then minus this mean (since commit 53248d1,
+# "Change BGR normalization to RGB"; run_inference.py still subtracts (0.411, 0.432, 0.45)).
+FLOWNET_MEAN_RGB = (0.45, 0.432, 0.411)
+# Loss weights of flow2..flow6 in multiscaleloss.py (those of the FlowNet paper).
+MULTISCALE_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)
+LEAKY_SLOPE = 0.1
+
+
+@dataclass(frozen=True)
+class EncoderConv:
+    name: str
+    k: int
+    stride: int
+    width: int
+
+
+@dataclass(frozen=True)
+class DecoderLevel:
+    level: int         # the level built here: concat<level>, deconv<level>
+    skip: str          # the encoder unit at this resolution
+    deconv_width: int  # output channels of deconv<level>
+
+
+ENCODER = (
+    EncoderConv('conv1', 7, 2, 64),
+    EncoderConv('conv2', 5, 2, 128),
+    EncoderConv('conv3', 5, 2, 256),
+    EncoderConv('conv3_1', 3, 1, 256),
+    EncoderConv('conv4', 3, 2, 512),
+    EncoderConv('conv4_1', 3, 1, 512),
+    EncoderConv('conv5', 3, 2, 512),
+    EncoderConv('conv5_1', 3, 1, 512),
+    EncoderConv('conv6', 3, 2, 1024),
+    EncoderConv('conv6_1', 3, 1, 1024),
+)
+
+DECODER = (
+    DecoderLevel(5, 'conv5_1', 512),
+    DecoderLevel(4, 'conv4_1', 256),
+    DecoderLevel(3, 'conv3_1', 128),
+    DecoderLevel(2, 'conv2', 64),
+)
+
+FLOW_OUTPUTS = ('predict_flow2', 'predict_flow3', 'predict_flow4', 'predict_flow5',
+                'predict_flow6')
+
+
+class FlowNetChain(Chain):
+    """Chain with FlowNet's conv unit and flow predictor."""
+
+    def unit(self, k, c_o, s=1, *, name):
+        """`(k-1)//2` zero padding, VALID k x k conv, [`<name>_bn`], LeakyReLU(0.1)."""
+        bn = self.net.batch_norm
+        (self.zero_padding((k - 1) // 2, name=f'{name}/pad')
+             .conv(k, k, c_o, s, s, relu=False, biased=not bn, name=name))
+        if bn:
+            self.batch_normalization(name=f'{name}_bn')
+        return self.leaky_relu(LEAKY_SLOPE, name=f'{name}/lrelu')
+
+    def out(self, name):
+        """The name of unit `name`'s output."""
+        return f'{name}/lrelu'
+
+    def predict_flow(self, *, name):
+        """3x3 conv (padding 1) to 2 channels, no bias, no activation."""
+        return (self.zero_padding(1, name=f'{name}/pad')
+                    .conv(3, 3, 2, 1, 1, relu=False, biased=False, name=name))
+
+    def upsample(self, c_o, *, name):
+        """PyTorch ConvTranspose2d(k=4, s=2, padding=1, bias=False): h -> 2h."""
+        return self.conv_transpose(4, 4, c_o, 2, 2, crop=1, relu=False, biased=False,
+                                   name=name)
+
+
+class FlowNetS(Network):
+    """FlowNetS; `batch_norm=True` is FlowNetPytorch's `flownets_bn`, False its `flownets`."""
+
+    chain_class = FlowNetChain
+    output_name = 'predict_flow2'
+    input_channels = 6
+    heads = FLOW_OUTPUTS
+
+    def __init__(self, batch_norm=False, *, seed=0, name=None):
+        super().__init__(seed=seed, name=name or ('FlowNetS_BN' if batch_norm else 'FlowNetS'))
+        self.batch_norm = bool(batch_norm)
+
+    def get_config(self):
+        return dict(batch_norm=self.batch_norm)
+
+    def build_input_shape(self):
+        return (1, 64, 64, self.input_channels)
+
+    def setup(self, n):
+        source = 'data'
+        for spec in ENCODER:
+            n.feed(source).unit(spec.k, spec.width, spec.stride, name=spec.name)
+            source = n.out(spec.name)
+
+        features = n.out(ENCODER[-1].name)
+        for d in DECODER:
+            coarse, skip = d.level + 1, n.out(d.skip)
+            n.feed(features).predict_flow(name=f'predict_flow{coarse}')
+            (n.feed(f'predict_flow{coarse}')
+              .upsample(2, name=f'upsampled_flow{coarse}_to_{d.level}'))
+            (n.feed(f'upsampled_flow{coarse}_to_{d.level}', skip)
+              .crop_like(name=f'flow{coarse}_up'))
+            (n.feed(features)
+              .upsample(d.deconv_width, name=f'deconv{d.level}')
+              .leaky_relu(LEAKY_SLOPE, name=f'deconv{d.level}/lrelu'))
+            (n.feed(f'deconv{d.level}/lrelu', skip)
+              .crop_like(name=f'out_deconv{d.level}'))
+            (n.feed(skip, f'out_deconv{d.level}', f'flow{coarse}_up')
+              .concat(axis=-1, name=f'concat{d.level}'))
+            features = f'concat{d.level}'
+        n.feed(features).predict_flow(name='predict_flow2')
+
+    # ----------------------------------------------------------------------- PyTorch weights
+    def torch_key_map(self, state_dict):
+        """FlowNetPytorch state dict -> `{layer: {param: array}}` (used by `net.load(.pth)`)."""
+        return flownet_keys.convert(state_dict, batch_norm=self.batch_norm)
+
+    def torch_state_dict_shapes(self):
+        """`{pytorch_key: shape}` of the FlowNetPytorch model this network corresponds to."""
+        return flownet_keys.torch_shapes(self.build().param_shapes(), self.batch_norm)
