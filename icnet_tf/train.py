@@ -90,6 +90,24 @@ def initialise(net, restore_from):
     print(report)
 
 
+def trained_variables(net, train_beta_gamma):
+    """Every trainable variable, minus BN gamma/beta unless --train_beta_gamma."""
+    affine = {id(v) for v in net.bn_affine()}
+    return [v for v in net.trainable_variables if train_beta_gamma or id(v) not in affine]
+
+
+def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
+    """The replica loss of one (images, labels) batch: BN in training mode, three heads."""
+
+    def loss_fn(batch):
+        images, labels = batch
+        outputs = net(images, training=True, update_stats=update_mean_var, outputs=net.heads)
+        return icnet_loss(outputs, labels, num_classes=net.num_classes,
+                          ignore_label=ignore_label, weight_decay=weight_decay,
+                          conv_weights=net.conv_weights())
+    return loss_fn
+
+
 def main(argv):
     del argv
     crop = parse_size(FLAGS.input_size, 'input_size')
@@ -111,21 +129,11 @@ def main(argv):
                           filter_scale=FLAGS.filter_scale, seed=FLAGS.seed).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
-    affine = {id(v) for v in net.bn_affine()}
-    variables = [v for v in net.trainable_variables
-                 if FLAGS.train_beta_gamma or id(v) not in affine]
-
-    def loss_fn(batch):
-        images, labels = batch
-        outputs = net(images, training=True, update_stats=FLAGS.update_mean_var,
-                      outputs=net.heads)
-        return icnet_loss(outputs, labels, num_classes=FLAGS.num_classes,
-                          ignore_label=FLAGS.ignore_label, weight_decay=FLAGS.weight_decay,
-                          conv_weights=net.conv_weights())
-
-    trainer = Trainer(strategy=strategy, model=net, optimizer=optimizer, variables=variables,
-                      loss_fn=loss_fn, snapshot_dir=FLAGS.snapshot_dir,
-                      save_every=FLAGS.save_pred_every)
+    loss_fn = make_loss_fn(net, ignore_label=FLAGS.ignore_label,
+                           weight_decay=FLAGS.weight_decay, update_mean_var=FLAGS.update_mean_var)
+    trainer = Trainer(strategy=strategy, model=net, optimizer=optimizer,
+                      variables=trained_variables(net, FLAGS.train_beta_gamma), loss_fn=loss_fn,
+                      snapshot_dir=FLAGS.snapshot_dir, save_every=FLAGS.save_pred_every)
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')

@@ -1,0 +1,202 @@
+"""Training: learning, BN switches, resume, NaN stop, kill -9 safety, 2-replica equivalence."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from icnet_tf import ICNet_BN
+from icnet_tf.data import read_list, train_dataset
+from icnet_tf.losses import PolyLR, TF1Momentum
+from icnet_tf.train import make_loss_fn, trained_variables
+from icnet_tf.training import Trainer, TrainingDiverged
+from tests.test_network import Tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    from data import toycity
+    out = tmp_path_factory.mktemp('toy')
+    toycity.generate(str(out), num_train=6, num_val=2, height=224, width=320,
+                     num_videos_train=0, num_videos_val=0, seed=3)
+    return str(out)
+
+
+def icnet_trainer(toy, tmp_path, *, update_mean_var=False, train_beta_gamma=False, lr=1e-2,
+                  num_classes=19):
+    net = ICNet_BN(num_classes=num_classes, seed=1).build()
+    opt = TF1Momentum(PolyLR(lr, 100, 0.9), momentum=0.9)
+    loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4,
+                           update_mean_var=update_mean_var)
+    trainer = Trainer(strategy=tf.distribute.get_strategy(), model=net, optimizer=opt,
+                      variables=trained_variables(net, train_beta_gamma), loss_fn=loss_fn,
+                      snapshot_dir=str(tmp_path), save_every=1000)
+    pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
+    ds = train_dataset(pairs, batch_size=2, crop_size=(193, 193), random_mirror=True, seed=0)
+    return net, trainer, iter(ds)
+
+
+@pytest.mark.slow
+def test_thirty_steps_lower_the_loss(toy, tmp_path):
+    net, trainer, batches = icnet_trainer(toy, tmp_path, update_mean_var=True,
+                                          train_beta_gamma=True)
+    losses = [trainer.train_step(next(batches))['conv6_cls'] for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+
+
+@pytest.mark.parametrize('update_mean_var,train_beta_gamma', [(False, False), (True, True)])
+def test_bn_switches(toy, tmp_path, update_mean_var, train_beta_gamma):
+    net, trainer, batches = icnet_trainer(toy, tmp_path, update_mean_var=update_mean_var,
+                                          train_beta_gamma=train_beta_gamma)
+    layer = net.params['conv3_1_1x1_reduce_bn']
+    before = {k: v.numpy().copy() for k, v in layer.items()}
+    conv_before = net.params['conv3_1_1x1_reduce']['weights'].numpy().copy()
+    for _ in range(2):
+        trainer.train_step(next(batches))
+    changed = {k: not np.array_equal(before[k], v.numpy()) for k, v in layer.items()}
+    assert changed == {'mean': update_mean_var, 'variance': update_mean_var,
+                       'scale': train_beta_gamma, 'offset': train_beta_gamma}
+    assert not np.array_equal(conv_before, net.params['conv3_1_1x1_reduce']['weights'].numpy())
+
+
+def tiny_trainer(snapshot_dir, loss_scale=None, save_every=2):
+    net = Tiny(lambda n: n.feed('data').conv(3, 3, 4, 1, 1, name='c')
+               .batch_normalization(name='out'), seed=2)
+    net.build()
+    opt = TF1Momentum(0.1)
+    step_source = opt.iterations
+
+    def loss_fn(batch):
+        loss = tf.reduce_mean(tf.square(net(batch, training=True) - 1.0))
+        if loss_scale is not None:   # NaN from the given step on
+            loss = tf.where(step_source >= loss_scale, tf.constant(np.nan), loss)
+        return loss, {}
+    trainer = Trainer(strategy=tf.distribute.get_strategy(), model=net, optimizer=opt,
+                      variables=net.trainable_variables, loss_fn=loss_fn,
+                      snapshot_dir=str(snapshot_dir), save_every=save_every)
+    data = tf.data.Dataset.from_tensors(tf.random.stateless_normal((2, 8, 8, 3), [1, 1])).repeat()
+    return net, opt, trainer, data
+
+
+def test_resume_restores_weights_step_and_optimizer_slots(tmp_path):
+    net, opt, trainer, data = tiny_trainer(tmp_path)
+    trainer.fit(data, 3)
+    assert trainer.step == 3 and trainer.manager.latest_checkpoint.endswith('ckpt-3')
+    net2, opt2, trainer2, _ = tiny_trainer(tmp_path)
+    assert trainer2.restore().endswith('ckpt-3')
+    assert trainer2.step == 3
+    for a, b in zip(opt.variables, opt2.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert any(np.any(v.numpy()) for v in opt2.accumulators)
+    for a, b in zip(net.variables, net2.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    trainer2.fit(data, 5)
+    assert trainer2.step == 5
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    _, _, trainer, data = tiny_trainer(tmp_path, loss_scale=4, save_every=2)
+    with pytest.raises(TrainingDiverged, match=r'nan at step 5.*ckpt-4'):
+        trainer.fit(data, 10)
+    assert trainer.manager.latest_checkpoint.endswith('ckpt-4')
+    assert not any(name.startswith('ckpt-5') for name in os.listdir(tmp_path))
+
+
+def _train_cli(toy, snapshot, *extra):
+    return [sys.executable, '-m', 'icnet_tf.train', '--data_list',
+            os.path.join(toy, 'list', 'train.txt'), '--data_dir', toy, '--batch_size', '1',
+            '--input_size', '193,193', '--snapshot_dir', snapshot, *extra]
+
+
+@pytest.mark.slow
+def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_path):
+    snapshot = str(tmp_path / 'snap')
+    proc = subprocess.Popen(_train_cli(toy, snapshot, '--num_steps', '400',
+                                       '--save_pred_every', '2'), cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if os.path.exists(snapshot) and any(f.startswith('ckpt-6.index')
+                                            for f in os.listdir(snapshot)):
+            break
+        time.sleep(0.2)
+    time.sleep(0.7)  # land somewhere inside a later step or save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    latest = tf.train.latest_checkpoint(snapshot)
+    assert latest is not None
+    tf.train.load_checkpoint(latest).get_variable_to_shape_map()  # readable, not broken
+    saved = int(latest.rsplit('-', 1)[1])
+    r = subprocess.run(_train_cli(toy, snapshot, '--num_steps', str(saved + 1)), cwd=ROOT,
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f'resumed from {latest} at step {saved}' in r.stdout
+
+
+def test_bad_list_is_one_line_and_nonzero(toy, tmp_path):
+    bad = tmp_path / 'bad.txt'
+    bad.write_text(open(os.path.join(toy, 'list', 'train.txt')).readline() + 'one_field\n')
+    cmd = _train_cli(toy, str(tmp_path / 's'))
+    cmd[cmd.index('--data_list') + 1] = str(bad)
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f'error: {bad}:2: expected 2 fields "<image> <label>", found 1: \'one_field\'']
+
+
+TWO_REPLICAS = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from icnet_tf import ICNet
+    from icnet_tf.losses import TF1Momentum
+    from icnet_tf.train import make_loss_fn, trained_variables
+    from icnet_tf.training import Trainer
+
+    images = tf.random.stateless_normal((4, 193, 193, 3), [5, 6]) * 60
+    labels = tf.random.stateless_uniform((4, 193, 193, 1), [7, 8], 0, 4, tf.int32)
+    labels = tf.where(tf.random.stateless_uniform(labels.shape, [9, 9]) < 0.3, 255, labels)
+    result = {}
+    for name, strategy in [('one', tf.distribute.OneDeviceStrategy('/cpu:0')),
+                           ('two', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))]:
+        with strategy.scope():
+            net = ICNet(num_classes=4, seed=3).build()
+            opt = TF1Momentum(0.01)
+        trainer = Trainer(strategy=strategy, model=net, optimizer=opt,
+                          variables=trained_variables(net, True),
+                          loss_fn=make_loss_fn(net, ignore_label=255, weight_decay=1e-3,
+                                               update_mean_var=False),
+                          snapshot_dir=sys.argv[1] + '/' + name, save_every=100)
+        ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        it = iter(strategy.experimental_distribute_dataset(ds))
+        losses = [trainer.train_step(next(it))['loss'] for _ in range(2)]
+        result[name] = {'replicas': strategy.num_replicas_in_sync, 'losses': losses,
+                        'weights': {k: v.numpy().tolist() for k, v in
+                                    net.variables_by_key().items() if 'conv6_cls' in k or
+                                    'conv1_1_3x3_s2' in k}}
+    print(json.dumps(result))
+''')
+
+
+@pytest.mark.slow
+def test_two_replicas_equal_one_device_with_the_same_global_batch(tmp_path):
+    r = subprocess.run([sys.executable, '-c', TWO_REPLICAS, str(tmp_path)], cwd=ROOT, env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (res['one']['replicas'], res['two']['replicas']) == (1, 2)
+    np.testing.assert_allclose(res['two']['losses'], res['one']['losses'], rtol=1e-5)
+    for key, one in res['one']['weights'].items():
+        np.testing.assert_allclose(res['two']['weights'][key], one, rtol=1e-4, atol=1e-6,
+                                   err_msg=key)
