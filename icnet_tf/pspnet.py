@@ -56,8 +56,12 @@ Inputs (float32 NHWC; `preprocess()` makes them from uint8 RGB):
 * mmseg: RGB, (x - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375] (mmseg's
   `data_preprocessor` with `bgr_to_rgb=True`).
 
-Outputs: `net(images)` returns the `conv6` logits at 1/8 of the input (ceil(h/8) x ceil(w/8) at
-odd sizes). For Deep Feature Flow, `net.feature_layer` ('conv5_4_bn': conv5_4 after BN+ReLU) is
+Outputs: `net(images)` returns the `conv6` logits at 1/8 of the input: ceil(h/8) x ceil(w/8)
+with 'pytorch' or 'same' stem padding, and with 'caffe' padding whenever the side is 4k+1 or
+4k+2 (713 -> 90); at other sides Caffe's ceil-mode max pool yields one more row/column
+(e.g. 720 -> 181 after pool1), which can reach the logits (71 -> 10, not 9).
+
+For Deep Feature Flow, `net.feature_layer` ('conv5_4_bn': conv5_4 after BN+ReLU) is
 N_feat's output and `net.classify(features, training)` is N_task: the classifier's dropout
 (training only) and the 1x1 `conv6`, using the network's own `conv6` variables; at inference
 `net.classify(net.layers[net.feature_layer])` equals `net(images)`.
@@ -376,9 +380,18 @@ class PSPNet101(Network):
         self._pyramid_pooling(n)
         self._classifier(n.feed(self.feature_layer))
 
+    @property
+    def backbone_output(self):
+        """Name of the backbone's last layer: 'conv5_3/relu' (fewer blocks: 'conv5_<n>/relu').
+
+        The pyramid-pooling layers keep their Caffe names (`conv5_3_pool<bin>...`) whatever
+        the depth, so the weight files and the key map always match them.
+        """
+        return f'{self.stages[-1].name}_{self.stages[-1].blocks}/relu'
+
     def _pyramid_pooling(self, n):
         lay = self.layout
-        last = f'{self.stages[-1].name}_{self.stages[-1].blocks}/relu'
+        last = self.backbone_output
         shape = n.outputs[last].shape[1:3]
         if not shape.is_fully_defined():
             raise ValueError('PSPNet101 needs a static input height and width (pyramid pooling '
