@@ -1,13 +1,20 @@
-"""`make demo`: segment a street scene with ICNet_BN and write the colourised result.
+"""`make demo`: the main job on built-in data, start to finish, with the real command-line tools.
 
-    python -m icnet_tf.demo --out_dir demo_output [--weights icnet_cityscapes_train_30k_bnnomerge.npy]
-        [--image photo.png]
+    python -m icnet_tf.demo [--out_dir demo_output] [--num_steps 150] [--weights W.npy]
 
-Without --image a synthetic toy-city scene is rendered (data/toycity.py). Without --weights the
-network keeps its random initialisation and the demo says so: the picture then shows noise,
-which is still a complete run of the pipeline (preprocessing, network, postprocessing, colours).
+1. generate a small toy city (`python -m data.toycity`),
+2. train ICNet_BN on it from scratch for a few minutes (`python -m icnet_tf.train`),
+3. evaluate it on the validation images (`python -m icnet_tf.evaluate`),
+4. write `val_<i>.png` for a few validation images: photo | ground truth | prediction.
+Each command is printed before it runs, so the demo doubles as a usage example. With
+`--weights` (a `.npy` or checkpoint for 19 Cityscapes classes) training is skipped and those
+weights are used. A few minutes of CPU training gives a rough segmentation (bench/RESULTS.md has
+what longer training reaches).
 """
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -15,51 +22,66 @@ from absl import flags
 from PIL import Image
 
 from icnet_tf import build_model, cli
-from icnet_tf.palette import colorize, overlay
-from icnet_tf.predict import read_image, segment
+from icnet_tf.palette import colorize
+from icnet_tf.predict import Segmenter, read_image
 
 FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _scene(seed):
-    from data import toycity  # repository-local generator (not part of the installed package)
-    image, label = toycity.render_scene(np.random.default_rng(seed), 256, 512)
-    return image, label
+def step(title, cmd):
+    print(f'\n== {title}\n$ {" ".join(cmd)}', flush=True)
+    start = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT)
+    if r.returncode:
+        raise cli.UserError(f'demo step "{title}" failed (exit {r.returncode})')
+    return time.perf_counter() - start
 
 
 def main(argv):
     del argv
-    os.makedirs(FLAGS.out_dir, exist_ok=True)
-    if FLAGS.image:
-        image, label = read_image(FLAGS.image), None
-    else:
-        image, label = _scene(FLAGS.seed)
-    net = build_model(FLAGS.model, num_classes=FLAGS.num_classes, filter_scale=FLAGS.filter_scale)
-    if FLAGS.weights:
-        print(net.load(FLAGS.weights, skip=cli.csv(FLAGS.skip_layers), verbose=False))
-    else:
-        print('no --weights given: the network keeps its random initialisation, so the '
-              'segmentation below is noise (train with `python -m icnet_tf.train` or pass the '
-              'Caffe weights)')
-    start = time.perf_counter()
-    labels = segment(net, image)
-    print(f'segmented a {image.shape[1]}x{image.shape[0]} image in '
-          f'{time.perf_counter() - start:.2f} s ({FLAGS.model}, eager, first call)')
-    outputs = {'input.png': image, 'prediction.png': colorize(labels),
-               'overlay.png': overlay(image, labels)}
-    if label is not None:
-        outputs['ground_truth.png'] = colorize(label)
-    for name, array in outputs.items():
-        Image.fromarray(array).save(os.path.join(FLAGS.out_dir, name))
-    print(f'wrote {", ".join(outputs)} to {FLAGS.out_dir}/')
+    out = os.path.abspath(FLAGS.out_dir)
+    data, snapshots = os.path.join(out, 'toycity'), os.path.join(out, 'snapshots')
+    py = sys.executable
+    if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
+        step('generate the toy city', [
+            py, '-m', 'data.toycity', '--out_dir', data, '--num_train', '60', '--num_val', '6',
+            '--num_videos_train', '0', '--num_videos_val', '0', '--seed', str(FLAGS.seed)])
+    weights = FLAGS.weights
+    if not weights:
+        seconds = step('train ICNet_BN from scratch', [
+            py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt', '--data_dir',
+            data, '--snapshot_dir', snapshots, '--batch_size', '4', '--input_size', '224,448',
+            '--num_steps', str(FLAGS.num_steps), '--learning_rate', '0.02',
+            '--save_pred_every', '50', '--random_scale', '--random_mirror',
+            '--update_mean_var', '--train_beta_gamma', '--seed', str(FLAGS.seed)])
+        print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
+        weights = snapshots
+    step('evaluate on the validation images', [
+        py, '-m', 'icnet_tf.evaluate', '--data_list', f'{data}/list/val.txt', '--data_dir', data,
+        '--restore_from', weights, '--save_dir', os.path.join(out, 'eval')])
+    miou = json.load(open(os.path.join(out, 'eval', 'metrics.json')))['mIoU']
+
+    net = build_model('ICNet_BN', num_classes=19)
+    net.load(weights, skip=('sub4_out', 'sub24_out'), verbose=False)
+    segmenter = Segmenter(net)
+    with open(os.path.join(data, 'list', 'val.txt')) as f:
+        pairs = [line.split() for line in f if line.strip()][:FLAGS.num_pictures]
+    written = []
+    for i, (img_rel, lab_rel) in enumerate(pairs):
+        image = read_image(os.path.join(data, img_rel))
+        label = np.asarray(Image.open(os.path.join(data, lab_rel)))
+        panel = np.concatenate([image, colorize(label), colorize(segmenter(image))], axis=1)
+        written.append(os.path.join(out, f'val_{i}.png'))
+        Image.fromarray(panel).save(written[-1])
+    print(f'\nvalidation mIoU {miou * 100:.1f}; wrote {len(written)} pictures '
+          f'(photo | ground truth | prediction): {", ".join(written)}')
 
 
 if __name__ == '__main__':
-    flags.DEFINE_string('out_dir', 'demo_output', 'where to write the PNGs')
-    flags.DEFINE_string('weights', None, '.npy or checkpoint to load (random weights if unset)')
-    flags.DEFINE_string('skip_layers', 'sub4_out,sub24_out',
-                        'layers not to load (the Caffe files have no auxiliary heads)')
-    flags.DEFINE_string('image', None, 'an image to segment (default: a toy-city scene)')
-    flags.DEFINE_integer('seed', 0, 'seed of the rendered scene')
-    cli.define_model_flags()
+    flags.DEFINE_string('out_dir', 'demo_output', 'where everything is written')
+    flags.DEFINE_integer('num_steps', 150, 'training steps (a few minutes on 2 CPU cores)')
+    flags.DEFINE_string('weights', None, 'use these weights instead of training')
+    flags.DEFINE_integer('num_pictures', 3, 'validation images to draw')
+    flags.DEFINE_integer('seed', 0, 'seed of the data and the training')
     cli.run(main)

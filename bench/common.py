@@ -1,0 +1,32 @@
+"""Shared bits of the benchmark scripts: machine description and appending to RESULTS.md."""
+import datetime
+import os
+import platform
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS.md')
+
+
+def machine_info():
+    """One line: date, cores, CPU model, load average, Python/TF/numpy versions."""
+    cpu = platform.processor() or 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
+    except (OSError, StopIteration):
+        pass
+    import numpy as np
+    import tensorflow as tf
+    load = ', '.join(f'{v:.2f}' for v in os.getloadavg())
+    return (f'{datetime.date.today().isoformat()}, {os.cpu_count()} cores, {cpu}, load average '
+            f'{load}; Python {platform.python_version()}, TF {tf.__version__}, '
+            f'numpy {np.__version__}')
+
+
+def append_results(title, table, command):
+    """Append a dated section to bench/RESULTS.md (never rewrites earlier sections)."""
+    new = not os.path.exists(RESULTS)
+    with open(RESULTS, 'a') as f:
+        if new:
+            f.write('# Benchmark results\n\nEach section is appended by the script named in '
+                    'its title; figures are medians unless stated.\n')
+        f.write(f'\n## {title}\n\n{machine_info()}\n\n`{command}`\n\n{table}\n')

@@ -1,0 +1,81 @@
+"""Train ICNet_BN from scratch on the toy city and report the validation mIoU it reaches.
+
+    python bench/train_toycity.py [--out_dir runs/toycity] [--num_steps 1000] [--batch_size 8]
+        [--input_size 224,448] [--learning_rate 0.02]
+
+Generates the toy city (200 train / 50 val, 256x512) if absent, runs `python -m icnet_tf.train`
+(random scale and mirror, BN statistics and gamma/beta trained, as needed from scratch), then
+`python -m icnet_tf.evaluate` on the 50 validation images, and appends the steps, wall time,
+mIoU and per-class IoU to bench/RESULTS.md. The checkpoint it leaves in <out_dir>/snapshots is
+also the "toy-trained ICNet" other benchmarks (DFF) start from.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from bench.common import append_results, machine_info  # noqa: E402
+
+
+def run(cmd, log):
+    print('$', ' '.join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, 'a') as f:
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out_dir', default=os.path.join(ROOT, 'runs', 'toycity'))
+    p.add_argument('--num_steps', type=int, default=1000)
+    p.add_argument('--batch_size', type=int, default=8)
+    p.add_argument('--input_size', default='224,448')
+    p.add_argument('--learning_rate', type=float, default=0.02)
+    p.add_argument('--save_pred_every', type=int, default=100)
+    p.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
+    args = p.parse_args()
+
+    data, snapshots = os.path.join(args.out_dir, 'data'), os.path.join(args.out_dir, 'snapshots')
+    log = os.path.join(args.out_dir, 'log.txt')
+    os.makedirs(args.out_dir, exist_ok=True)
+    py = sys.executable
+    if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
+        run([py, '-m', 'data.toycity', '--out_dir', data, '--num_videos_train', '0',
+             '--num_videos_val', '0'], log)
+    train_cmd = [py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt',
+                 '--data_dir', data, '--val_list', f'{data}/list/val.txt', '--val_limit', '10',
+                 '--snapshot_dir', snapshots, '--batch_size', str(args.batch_size),
+                 '--input_size', args.input_size, '--num_steps', str(args.num_steps),
+                 '--learning_rate', str(args.learning_rate), '--save_pred_every',
+                 str(args.save_pred_every), '--random_scale', '--random_mirror',
+                 '--update_mean_var', '--train_beta_gamma', '--model', 'ICNet_BN']
+    train_s = run(train_cmd, log)
+    eval_dir = os.path.join(args.out_dir, 'eval')
+    run([py, '-m', 'icnet_tf.evaluate', '--data_list', f'{data}/list/val.txt', '--data_dir',
+         data, '--restore_from', snapshots, '--save_dir', eval_dir], log)
+    metrics = json.load(open(os.path.join(eval_dir, 'metrics.json')))
+    from icnet_tf.palette import CLASS_NAMES
+    present = [(name, v) for name, v in zip(CLASS_NAMES, metrics['iou']) if v is not None]
+    rows = ['| steps | batch | crop | wall time | val mIoU (50 images) | pixel acc. |',
+            '|---|---|---|---|---|---|',
+            f'| {args.num_steps} | {args.batch_size} | {args.input_size} | '
+            f'{train_s / 60:.1f} min | {metrics["mIoU"] * 100:.1f} | '
+            f'{metrics["pixel_accuracy"] * 100:.1f} |', '',
+            'per-class IoU: ' + ', '.join(f'{n} {v * 100:.1f}' for n, v in present)]
+    table = '\n'.join(rows)
+    print(table)
+    if not args.no_append:
+        append_results('ICNet_BN trained from scratch on the toy city (bench/train_toycity.py)',
+                       table, ' '.join(['python', 'bench/train_toycity.py'] + sys.argv[1:]))
+    print(machine_info())
+
+
+if __name__ == '__main__':
+    main()
