@@ -456,3 +456,54 @@ def split_metadata(obj, path: str = "checkpoint") -> tuple[dict[str, np.ndarray]
     """``(state_dict_of(obj), top-level entries holding no array)``, e.g. FlowNet's ``div_flow``."""
     meta = {k: v for k, v in obj.items() if not _holds_array(v)} if isinstance(obj, dict) else {}
     return state_dict_of(obj, path), meta
+
+
+# ----------------------------------------------------------------------------------- CLI
+# python -m converters.torch_pth --pth X --target flownets|flownets_bn|pspnet101_mmseg|dff
+#     --out_dir DIR [--num_classes 19] [--ignore_missing] [--skip_layers a,b]
+# Builds the target network, loads the checkpoint through its key map (strict by default),
+# writes a TF checkpoint and prints the load report. Only this part imports TensorFlow.
+
+def _target_network(target: str, num_classes: int):
+    if target in ("flownets", "flownets_bn"):
+        from dff_tf.flownet import FlowNetS
+        return FlowNetS(batch_norm=target == "flownets_bn")
+    if target == "pspnet101_mmseg":
+        from icnet_tf.pspnet import PSPNet101
+        return PSPNet101(num_classes=num_classes, layout="mmseg")
+    if target == "dff":
+        from dff_tf import DFF
+        return DFF.for_torch_checkpoint(num_classes=num_classes)
+    raise ValueError(f"unknown target {target!r}")
+
+
+def main(argv):
+    from absl import flags
+
+    from icnet_tf import cli
+    from icnet_tf.checkpoints import save_weights_checkpoint
+
+    f = flags.FLAGS
+    net = _target_network(f.target, f.num_classes)
+    report = net.load(f.pth, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers),
+                      verbose=False)
+    print(report)
+    print(f"wrote {save_weights_checkpoint(net, f.out_dir)}")
+
+
+def _define_flags():
+    from absl import flags
+    flags.DEFINE_string("pth", None, "PyTorch checkpoint (.pth, .pth.tar, .pt, .safetensors)")
+    flags.DEFINE_enum("target", None, ["flownets", "flownets_bn", "pspnet101_mmseg", "dff"],
+                      "what the checkpoint holds")
+    flags.DEFINE_integer("num_classes", 19, "classes of the segmentation head", lower_bound=1)
+    flags.DEFINE_string("out_dir", None, "directory for the TF checkpoint")
+    flags.DEFINE_bool("ignore_missing", False, "skip keys that do not fit instead of failing")
+    flags.DEFINE_string("skip_layers", "", "comma-separated layers not to load")
+    flags.mark_flags_as_required(["pth", "target", "out_dir"])
+
+
+if __name__ == "__main__":
+    from icnet_tf import cli
+    _define_flags()
+    cli.run(main)

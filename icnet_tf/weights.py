@@ -36,7 +36,11 @@ def read_weights(path, net=None):
             raise WeightsFileError(f'{path}: {type(net).__name__} has no PyTorch key map '
                                    '(see python -m converters.torch_pth --help)')
         from converters import torch_pth
-        return key_map(torch_pth.state_dict_of(torch_pth.load(path), path))
+        state_dict = torch_pth.state_dict_of(torch_pth.load(path), path)
+        try:
+            return key_map(state_dict)
+        except WeightsMismatchError as e:   # pure key maps do not know the file name
+            raise WeightsMismatchError(f'{path}: {e}') from None
     from icnet_tf.checkpoints import read_weights_checkpoint
     return read_weights_checkpoint(path)
 

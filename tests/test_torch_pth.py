@@ -341,3 +341,44 @@ def test_runtime_never_imports_torch(tmp_path):
         "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# ----------------------------------------------------------------------------- the CLI
+@pytest.mark.torch
+def test_cli_converts_a_flownet_checkpoint_and_reports_errors_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from dff_tf.flownet import FlowNetS
+    from tests.golden.seeded import seeded_torch_state_dict
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=root)
+    net = FlowNetS(batch_norm=False).build()
+    sd = seeded_torch_state_dict(net.torch_state_dict_shapes(), 11)
+    path = tmp_path / "flownets_EPE1.951.pth.tar"
+    torch.save({"epoch": 1, "arch": "flownets", "div_flow": 20,
+                "state_dict": {k: torch.from_numpy(v) for k, v in sd.items()}}, str(path))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "converters.torch_pth", *args], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    r = cli("--pth", str(path), "--target", "flownets", "--out_dir", str(tmp_path / "ckpt"))
+    assert r.returncode == 0, r.stderr
+    assert f"loaded {len(sd)} arrays from {path}" in r.stdout
+    net.load(str(tmp_path / "ckpt"))
+    np.testing.assert_array_equal(net.params["conv3_1"]["weights"].numpy(),
+                                  sd["conv3_1.0.weight"].transpose(2, 3, 1, 0))
+
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:5000])
+    for pth, target, expect in [(path, "flownets_bn", "plain FlowNetS"),
+                                (cut, "flownets", "truncated")]:
+        r = cli("--pth", str(pth), "--target", target, "--out_dir", str(tmp_path / "bad"))
+        path = pth
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        assert lines[0].startswith(f"error: {path}: ") and expect in lines[0], lines[0]
