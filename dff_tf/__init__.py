@@ -1,1 +1,14 @@
-"""Deep Feature Flow video segmentation on top of icnet_tf's chained builder."""
+"""Deep Feature Flow video segmentation on top of icnet_tf's chained builder.
+
+`from dff_tf import DFF` (loaded on first use: importing `dff_tf.flownet` or `dff_tf.warp`
+alone does not build the whole model module).
+"""
+
+__all__ = ['DFF', 'VideoRunner']
+
+
+def __getattr__(name):
+    if name in __all__:
+        from dff_tf import model
+        return getattr(model, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,228 @@
+"""Video lists, key-frame lookup and the DFF training pipeline (key, current, label) in tf.data.
+
+A video list has the ICNet list format, `"<image> <label>"` per line relative to `--data_dir`
+(`icnet_tf.data.read_list`): the labelled frames. Every frame must be placed in a sequence:
+
+* with `--videos_json` (the toy city's `videos.json`): `sequences[*].images` lists each
+  sequence's frames in order (paths relative to `--data_dir`); frame t is `images[t]`;
+* otherwise from the Cityscapes file name `<sequence>_<frame>_leftImg8bit.<ext>`
+  (`aachen_000000_000019_leftImg8bit.png`: sequence `aachen_000000` in that directory,
+  frame 19). Toy city names follow it too.
+
+The key frame of a labelled frame t at distance d is frame t - d of the same sequence: a
+listed frame, or else the file of that name next to it, or in `leftImg8bit_sequence/` when the
+list points into `leftImg8bit/` (Cityscapes: only `*_000019_*` is annotated, in `gtFine/`, and
+its neighbours live in `leftImg8bit_sequence/`). When t - d is before the first existing frame
+the key is clamped to the sequence start (the original DFF clamps to the segment).
+"""
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from icnet_tf.cli import UserError
+from icnet_tf.data import augment, decode_image, decode_label, read_list
+from icnet_tf.predict import IMG_MEAN_BGR
+
+MAX_KEY_DISTANCE = 9  # training distances are uniform in [0, 9] (the original's MIN_OFFSET -9)
+FRAME_NAME = re.compile(r'^(?P<stem>.+)_(?P<frame>\d+)_leftImg8bit(?P<ext>\.\w+)$')
+# Padding value of frames (RGB): the feature networks' mean, i.e. 0 after mean subtraction.
+PAD_RGB = tuple(reversed(IMG_MEAN_BGR))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A labelled frame: paths, its sequence and frame number, its line in the list."""
+    image: str
+    label: str
+    sequence: str
+    frame: int
+    line: int
+
+
+class VideoList:
+    """The labelled frames of a video list and the lookup of their key frames."""
+
+    def __init__(self, samples, frames, list_path='list'):
+        self.samples = list(samples)
+        self.frames = frames          # {sequence: {frame number: image path}} (known frames)
+        self.list_path = list_path
+        self._cache = {}
+
+    def __len__(self):
+        return len(self.samples)
+
+    def frame_path(self, sample, frame):
+        """The image of `frame` in `sample`'s sequence, or None if there is none."""
+        known = self.frames.get(sample.sequence, {})
+        if frame in known:
+            return known[frame]
+        if frame < 0 or self.frames.get(sample.sequence) is None or sample.sequence.startswith(
+                'json:'):
+            return None
+        m = FRAME_NAME.match(os.path.basename(sample.image))
+        name = f'{m.group("stem")}_{frame:0{len(m.group("frame"))}d}_leftImg8bit{m.group("ext")}'
+        folder = os.path.dirname(sample.image)
+        for candidate_dir in (folder, _sequence_dir(folder)):
+            if candidate_dir is None:
+                continue
+            path = os.path.join(candidate_dir, name)
+            if os.path.isfile(path):
+                known[frame] = path
+                return path
+        return None
+
+    def key(self, sample, distance):
+        """(key image path, actual distance): frame t - distance, clamped to the sequence start."""
+        cache_key = (sample.image, distance)
+        if cache_key not in self._cache:
+            found = (sample.image, 0)
+            for frame in range(sample.frame - distance, sample.frame):
+                path = self.frame_path(sample, frame)
+                if path is not None:
+                    found = (path, sample.frame - frame)
+                    break
+            self._cache[cache_key] = found
+        return self._cache[cache_key]
+
+    def exact_key(self, sample, distance):
+        """Key image path at exactly `distance`, or None if that frame does not exist."""
+        path, actual = self.key(sample, distance)
+        return path if actual == distance else None
+
+    def key_table(self, max_distance):
+        """[num_samples, max_distance + 1] key paths (clamped), column d = distance d."""
+        return [[self.key(s, d)[0] for d in range(max_distance + 1)] for s in self.samples]
+
+
+def _sequence_dir(folder):
+    """`.../leftImg8bit/split/city` -> `.../leftImg8bit_sequence/split/city` (else None)."""
+    parts = folder.split(os.sep)
+    if 'leftImg8bit' not in parts:
+        return None
+    parts[len(parts) - 1 - parts[::-1].index('leftImg8bit')] = 'leftImg8bit_sequence'
+    return os.sep.join(parts)
+
+
+def read_video_list(list_path, data_dir='', videos_json=None):
+    """Parse a video list (and optionally videos.json) into a `VideoList`.
+
+    Raises UserError naming the list file and line for lines whose frame cannot be placed.
+    """
+    pairs = read_list(list_path, data_dir)
+    frames, by_image = {}, {}
+    if videos_json:
+        if not os.path.isfile(videos_json):
+            raise UserError(f'{videos_json}: no such videos.json file')
+        try:
+            with open(videos_json, encoding='utf-8') as f:
+                sequences = json.load(f)['sequences']
+            for index, seq in enumerate(sequences):
+                name = f'json:{seq.get("name", index)}'
+                images = [os.path.normpath(os.path.join(data_dir, p)) for p in seq['images']]
+                frames[name] = dict(enumerate(images))
+                by_image.update({p: (name, t) for t, p in enumerate(images)})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f'{videos_json}: not a videos.json file with "sequences[*].images" '
+                            f'({type(e).__name__}: {e})') from None
+    samples = []
+    for line, (image, label) in enumerate(pairs, 1):
+        if videos_json:
+            place = by_image.get(os.path.normpath(image))
+            if place is None:
+                raise UserError(f'{list_path}:{line}: {image} is not a frame of any sequence in '
+                                f'{videos_json}')
+            sequence, frame = place
+        else:
+            m = FRAME_NAME.match(os.path.basename(image))
+            if not m:
+                raise UserError(f'{list_path}:{line}: cannot tell the sequence and frame of '
+                                f'{os.path.basename(image)!r}: expected '
+                                '<sequence>_<frame>_leftImg8bit.<ext> (Cityscapes names) or '
+                                'pass --videos_json')
+            sequence = os.path.join(os.path.dirname(image), m.group('stem'))
+            frame = int(m.group('frame'))
+            frames.setdefault(sequence, {})[frame] = image
+        samples.append(Sample(image, label, sequence, frame, line))
+    return VideoList(samples, frames, list_path)
+
+
+def train_dataset(videos, *, batch_size, crop_size, key_distance=None,
+                  max_distance=MAX_KEY_DISTANCE, random_mirror=False, ignore_label=255, seed=0,
+                  shuffle_buffer=500):
+    """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), label [B,h,w,1])`.
+
+    Frames are float32 RGB 0..255; per sample the distance is uniform in [0, max_distance]
+    (or `key_distance`), the key is frame t - d clamped to the sequence start; key, current
+    and label get the same mirror bit and crop (`icnet_tf.data.augment`), frames padded with
+    the mean colour, labels with ignore_label. Seeded and deterministic.
+    """
+    if key_distance is not None:
+        max_distance = int(key_distance)
+    table = videos.key_table(max_distance)
+    current = [s.image for s in videos.samples]
+    labels = [s.label for s in videos.samples]
+    ds = tf.data.Dataset.from_tensor_slices((current, labels, table))
+    ds = ds.shuffle(min(shuffle_buffer, len(current)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    pad = tf.constant(PAD_RGB, tf.float32)
+
+    def load(cur_path, label_path, keys, sample_seed):
+        seeds = tf.random.experimental.stateless_split(sample_seed, 2)
+        if key_distance is None:
+            d = tf.random.stateless_uniform([], seeds[0], 0, max_distance + 1, tf.int32)
+        else:
+            d = tf.constant(int(key_distance))
+        key = decode_image(tf.io.read_file(keys[d]))
+        cur = decode_image(tf.io.read_file(cur_path))
+        label = decode_label(tf.io.read_file(label_path))
+        tf.debugging.assert_equal(tf.shape(key), tf.shape(cur),
+                                  message='key and current frames differ in size')
+        # augment() draws its mirror bit and crop offset from the seed and the shape only, so
+        # the same seed gives key, current and label the same mirror and crop.
+        options = dict(crop_size=crop_size, random_scale=False, random_mirror=random_mirror,
+                       ignore_label=ignore_label)
+        key, _ = augment(tf.cast(key, tf.float32) - pad, label, seeds[1], **options)
+        cur, label = augment(tf.cast(cur, tf.float32) - pad, label, seeds[1], **options)
+        return (key + pad, cur + pad), label
+
+    ds = ds.map(lambda paths, s: load(*paths, s), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def first_frame_size(videos):
+    """(H, W) of the first labelled frame (the default crop)."""
+    from icnet_tf.predict import read_image
+    return tuple(read_image(videos.samples[0].image).shape[:2])
+
+
+def frame_paths(spec):
+    """Frames of a video: the image files of a directory or the files matching a glob pattern,
+    in natural order of their names (frame_2 before frame_10)."""
+    import glob
+    if os.path.isdir(spec):
+        names = sorted((n for n in os.listdir(spec)
+                       if n.lower().endswith(('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.ppm',
+                                              '.tif', '.tiff', '.webp'))), key=sort_key)
+        paths = [os.path.join(spec, n) for n in names]
+        if not paths:
+            raise UserError(f'{spec}: directory holds no image files')
+        return paths
+    if any(ch in spec for ch in '*?['):
+        paths = sorted((p for p in glob.glob(spec) if os.path.isfile(p)), key=sort_key)
+        if not paths:
+            raise UserError(f'{spec}: the pattern matches no files')
+        return paths
+    raise UserError(f'{spec}: no such directory (pass a directory of frames or a glob '
+                    'pattern such as "video/*.png")')
+
+
+def sort_key(path):
+    """Natural order (frame_2 before frame_10)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', os.path.basename(path))]
+
+

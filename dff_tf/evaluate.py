@@ -1,0 +1,204 @@
+"""`python -m dff_tf.evaluate`: mIoU of DFF at key distances {1, 5, 9} and of the per-frame
+baseline on the same frames, plus frames/s.
+
+    python -m dff_tf.evaluate --data_list list/video_val.txt --data_dir DIR \
+        --restore_from snapshots_dff/ [--flownet_weights W] [--videos_json DIR/videos.json]
+        [--distances 1,5,9] [--key_interval 5] [--max_samples N] [--save_dir out/]
+
+Protocol. A labelled frame t is evaluated when frames t - d exist in its sequence for every
+d in --distances (toy city videos: every labelled frame t >= max(d); Cityscapes
+`leftImg8bit_sequence`: the annotated `*_000019_*` frame, keys 19 - d, label from `gtFine`),
+so every setting is scored on exactly the same frames:
+  * per-frame: N_feat + N_task on frame t (the feature network alone, = DFF at distance 0);
+  * distance d: N_feat on frame t - d, then FlowNetS(t, t - d), warp and N_task.
+Logits are resized to the frame the feature network's way (ICNet / Caffe PSPNet:
+align_corners=True) and argmaxed; frames are used at their size, without padding. The
+confusion matrix skips ignore_label pixels; mIoU is over classes present in labels or
+predictions (`icnet_tf.evaluate.scores`).
+
+Speed: every key step (N_feat + N_task + resize + argmax) and propagation step (FlowNetS +
+warp + N_task + resize + argmax) is timed (compiled, batch 1, input already decoded; the first
+call of each kind, which traces, is left out). Frames/s = 1 / median; overall at key interval
+l = l / (t_key + (l - 1) t_propagate). Everything goes to `<save_dir>/dff_metrics.json`.
+"""
+import json
+import os
+import time
+
+import numpy as np
+from absl import flags
+from PIL import Image
+
+from dff_tf.data import read_video_list
+from dff_tf.model import VideoRunner, dff_checkpoint_prefix, load_weights
+from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
+                          quiet_tf)
+from icnet_tf import cli
+from icnet_tf.cli import UserError
+from icnet_tf.data import check_labels
+from icnet_tf.evaluate import confusion_matrix, scores
+from icnet_tf.palette import CLASS_NAMES
+from icnet_tf.predict import read_image
+from icnet_tf.training import Progress
+
+FLAGS = flags.FLAGS
+BASELINE = 'per-frame'
+
+
+def parse_distances(text):
+    try:
+        values = sorted({int(v) for v in cli.csv(text)})
+    except ValueError:
+        raise UserError(f'--distances must be comma-separated integers, got {text!r}') from None
+    if not values or values[0] < 1:
+        raise UserError(f'--distances must be positive integers, got {text!r}')
+    return values
+
+
+def read_label(path, image_shape, where):
+    try:
+        with Image.open(path) as img:
+            label = np.asarray(img)
+    except OSError as e:
+        raise UserError(f'{where}: unreadable label {path} ({e})') from None
+    if label.shape != tuple(image_shape[:2]):
+        raise UserError(f'{where}: label {label.shape} and image {tuple(image_shape[:2])} sizes '
+                        f'differ ({path})')
+    return label
+
+
+def evaluate(dff, videos, distances, *, num_classes, ignore_label=255, key_interval=5,
+             max_samples=0, progress=True):
+    """Confusion matrices {'per-frame': cm, 1: cm, 5: cm, ...}, the runner (timings), the
+    number of evaluated frames."""
+    samples = [s for s in videos.samples
+               if all(videos.exact_key(s, d) is not None for d in distances)]
+    if not samples:
+        raise UserError(f'{videos.list_path}: no labelled frame has frames at all distances '
+                        f'{distances} before it in its sequence')
+    if max_samples:
+        samples = samples[:max_samples]
+    runner = VideoRunner(dff, key_interval=key_interval)
+    cms = {k: np.zeros((num_classes, num_classes), np.int64) for k in [BASELINE, *distances]}
+    bar = Progress(0, len(samples)) if progress else None
+    checked = set()
+    for index, sample in enumerate(samples):
+        where = f'{videos.list_path}:{sample.line}'
+        current = read_image(sample.image)
+        label = read_label(sample.label, current.shape, where)
+        if current.shape not in checked:
+            check_frame_size(dff, *current.shape[:2], f'{sample.image}: frame size')
+            checked.add(current.shape)
+        _, pred = runner.key_step(current)
+        cms[BASELINE] += confusion_matrix(pred, label, num_classes, ignore_label)
+        for d in distances:
+            key = read_image(videos.exact_key(sample, d))
+            if key.shape != current.shape:
+                raise UserError(f'{where}: key frame {videos.exact_key(sample, d)} is '
+                                f'{key.shape[:2]}, the frame {current.shape[:2]}')
+            features, _ = runner.key_step(key)
+            pred = runner.propagate_step(features, key, current)
+            cms[d] += confusion_matrix(pred, label, num_classes, ignore_label)
+        if bar:
+            bar.update(index + 1, {'mIoU per-frame': scores(cms[BASELINE])[1],
+                                   f'd={distances[-1]}': scores(cms[distances[-1]])[1]},
+                       force=index + 1 == len(samples))
+    if bar:
+        bar.close()
+    return cms, runner, len(samples)
+
+
+def summary(cms, speed, class_names=None):
+    """The printed report: per-class IoU columns, mIoU and pixel accuracy rows, speed."""
+    keys = list(cms)
+    header = [BASELINE if k == BASELINE else f'd={k}' for k in keys]
+    results = {k: scores(cms[k]) for k in keys}
+    num = len(results[keys[0]][0])
+    names = class_names or [f'class {i}' for i in range(num)]
+    lines = [f'{"IoU (%)":>14s} ' + ' '.join(f'{h:>9s}' for h in header)]
+    for c in range(num):
+        values = [results[k][0][c] for k in keys]
+        if all(np.isnan(v) for v in values):
+            continue
+        lines.append(f'{names[c]:>14s} ' + ' '.join(f'{v * 100:9.2f}' for v in values))
+    lines.append(f'{"mIoU":>14s} ' + ' '.join(f'{results[k][1] * 100:9.2f}' for k in keys))
+    lines.append(f'{"pixel acc.":>14s} ' + ' '.join(f'{results[k][2] * 100:9.2f}'
+                                                     for k in keys))
+    n = speed['samples']
+    lines.append(
+        f'speed (medians of {max(n["key"] - 1, 1)} key and {max(n["propagate"] - 1, 1)} '
+        f'propagation steps): key frames {speed["key_fps"]:.2f} frames/s, propagated frames '
+        f'{speed["propagate_fps"]:.2f} frames/s '
+        f'({speed["propagate_fps"] / speed["key_fps"]:.2f}x), '
+        f'overall at key interval {speed["key_interval"]} {speed["overall_fps"]:.2f} frames/s '
+        f'vs per-frame {speed["key_fps"]:.2f} frames/s')
+    return '\n'.join(lines)
+
+
+def metrics(cms, speed, num_frames, config):
+    out = {'frames': num_frames, 'model': config, 'speed': speed}
+    for k, cm in cms.items():
+        iou, miou, accuracy = scores(cm)
+        out[BASELINE if k == BASELINE else f'distance_{k}'] = {
+            'mIoU': miou, 'pixel_accuracy': accuracy,
+            'iou': [None if np.isnan(v) else float(v) for v in iou]}
+    return out
+
+
+def main(argv):
+    del argv
+    quiet_tf()
+    distances = parse_distances(FLAGS.distances)
+    videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
+    config = model_config(FLAGS.restore_from)
+    check_labels([(s.image, s.label) for s in videos.samples], config['num_classes'],
+                 FLAGS.ignore_label, FLAGS.data_list)
+    dff = build_model(config)
+    load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
+    if not FLAGS.flownet_weights and not saved_dff(FLAGS.restore_from):
+        print('note: no --flownet_weights and --restore_from is not a DFF checkpoint: FlowNetS '
+              'keeps its random initialisation')
+    start = time.perf_counter()
+    cms, runner, count = evaluate(dff, videos, distances, num_classes=dff.num_classes,
+                                  ignore_label=FLAGS.ignore_label,
+                                  key_interval=FLAGS.key_interval,
+                                  max_samples=FLAGS.max_samples)
+    speed = runner.speed()
+    names = CLASS_NAMES if dff.num_classes == len(CLASS_NAMES) else None
+    print(f'{count} labelled frames x ({len(distances)} distances + per-frame) in '
+          f'{time.perf_counter() - start:.1f} s; DFF({dff.feature_net_name})')
+    print(summary(cms, speed, names))
+    out_dir = FLAGS.save_dir or '.'
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'dff_metrics.json')
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(metrics(cms, speed, count, dff.get_config()), f, indent=1)
+    print(f'wrote {path}')
+
+
+def saved_dff(restore_from):
+    return bool(restore_from) and dff_checkpoint_prefix(restore_from) is not None
+
+
+def define_flags():
+    flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
+    flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
+    flags.DEFINE_string('videos_json', None, 'videos.json placing frames in sequences '
+                        '(default: from Cityscapes file names)')
+    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
+                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    flags.DEFINE_string('distances', '1,5,9', 'key-frame distances to evaluate')
+    flags.DEFINE_integer('key_interval', 5, 'key interval of the overall frames/s',
+                         lower_bound=1)
+    flags.DEFINE_integer('max_samples', 0, 'evaluate at most N labelled frames (0: all)',
+                         lower_bound=0)
+    flags.DEFINE_integer('ignore_label', 255, 'label value excluded from the metric')
+    flags.DEFINE_string('save_dir', None, 'where to write dff_metrics.json (default: .)')
+    flags.mark_flags_as_required(['data_list', 'restore_from'])
+    define_model_flags()
+
+
+if __name__ == '__main__':
+    define_flags()
+    cli.run(main)

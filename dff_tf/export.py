@@ -1,0 +1,117 @@
+"""`python -m dff_tf.export`: a SavedModel of DFF with a key-frame and a propagation signature.
+
+    python -m dff_tf.export --restore_from snapshots_dff/ --input_size 1024,2048 \
+        --export_dir dff_saved_model [--flownet_weights W]
+
+Signatures (batch 1, H x W fixed by --input_size: the feature networks' pyramid pooling derives
+its kernels from the static size, so the graph is built for one frame size):
+
+  key_frame(image: uint8 [1, H, W, 3] RGB)
+      -> {'features': float32 [1, Gh, Gw, C], 'labels': int32 [1, H, W]}
+  propagate(features: float32 [1, Gh, Gw, C], key_image: uint8 [1, H, W, 3],
+            image: uint8 [1, H, W, 3])
+      -> {'labels': int32 [1, H, W]}
+
+All preprocessing (RGB -> each sub-network's input) and postprocessing (resize, argmax) is
+inside. A client keeps the key frame's `features` and image and calls `propagate` for the
+next frames; `<export_dir>/dff_export.json` records the sizes, the grid and the model.
+
+    loaded = tf.saved_model.load('dff_saved_model')
+    key = loaded.signatures['key_frame'](image=frame0)
+    labels = loaded.signatures['propagate'](features=key['features'], key_image=frame0,
+                                            image=frame1)['labels']
+"""
+import json
+import os
+
+import tensorflow as tf
+from absl import flags, logging
+
+from dff_tf.model import load_weights
+from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
+                          quiet_tf)
+from icnet_tf import cli
+from icnet_tf.cli import UserError
+from icnet_tf.train import parse_size
+
+FLAGS = flags.FLAGS
+
+
+class DFFExport(tf.Module):
+    """The two serving functions of a DFF model for frames of `height x width`."""
+
+    def __init__(self, dff, height, width):
+        super().__init__(name='dff_export')
+        self.dff = dff
+        self.height, self.width = int(height), int(width)
+        grid = dff.key_features(tf.zeros([1, self.height, self.width, 3], tf.uint8)).shape
+        self.grid = (int(grid[1]), int(grid[2]))
+        self.channels = int(grid[3])
+        image = tf.TensorSpec([1, self.height, self.width, 3], tf.uint8)
+        features = tf.TensorSpec([1, *self.grid, self.channels], tf.float32)
+        self.key_frame = tf.function(self._key_frame, input_signature=[image],
+                                     autograph=False)
+        self.propagate = tf.function(self._propagate, input_signature=[features, image, image],
+                                     autograph=False)
+
+    def _key_frame(self, image):
+        features = self.dff.key_features(image)
+        labels = self.dff.labels(self.dff.task(features), (self.height, self.width))
+        return {'features': features, 'labels': labels}
+
+    def _propagate(self, features, key_image, image):
+        logits = self.dff.propagate(features, key_image, image)
+        return {'labels': self.dff.labels(logits, (self.height, self.width))}
+
+    def description(self):
+        return {'input_size': [self.height, self.width], 'feature_grid': list(self.grid),
+                'feature_channels': self.channels, 'num_classes': self.dff.num_classes,
+                'model': self.dff.get_config(),
+                'signatures': {
+                    'key_frame': 'image uint8 [1,H,W,3] RGB -> features float32 [1,Gh,Gw,C], '
+                                 'labels int32 [1,H,W]',
+                    'propagate': 'features, key_image uint8, image uint8 -> labels int32 '
+                                 '[1,H,W]'}}
+
+
+def export(dff, height, width, export_dir):
+    """Write the SavedModel (+ dff_export.json); returns the module."""
+    module = DFFExport(dff, height, width)
+    signatures = {'key_frame': module.key_frame.get_concrete_function(),
+                  'propagate': module.propagate.get_concrete_function()}
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    with open(os.path.join(export_dir, 'dff_export.json'), 'w', encoding='utf-8') as f:
+        json.dump(module.description(), f, indent=1)
+    return module
+
+
+def main(argv):
+    del argv
+    quiet_tf()
+    if not FLAGS.input_size:
+        raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
+    height, width = parse_size(FLAGS.input_size, 'input_size')
+    config = model_config(FLAGS.restore_from)
+    dff = build_model(config)
+    check_frame_size(dff, height, width, '--input_size')
+    load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
+    logging.set_verbosity(logging.WARNING)  # SavedModel's INFO chatter
+    module = export(dff, height, width, FLAGS.export_dir)
+    print(f'wrote a SavedModel for {width}x{height} frames to {FLAGS.export_dir}/ '
+          f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
+          f'{module.channels})')
+
+
+def define_flags():
+    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
+                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    flags.DEFINE_string('input_size', None, 'frame size H,W of the exported graph')
+    flags.DEFINE_string('export_dir', 'dff_saved_model', 'SavedModel directory')
+    flags.mark_flags_as_required(['restore_from'])
+    define_model_flags()
+
+
+if __name__ == '__main__':
+    define_flags()
+    cli.run(main)

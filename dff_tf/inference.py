@@ -1,0 +1,132 @@
+"""`python -m dff_tf.inference`: segment a video with Deep Feature Flow.
+
+    python -m dff_tf.inference --frames DIR_or_GLOB --restore_from snapshots_dff/ \
+        [--key_interval 5] [--save_dir dff_output] [--flownet_weights W] [--gif_width 1024]
+
+Frames are the image files of a directory or of a glob pattern, in natural name order
+(frame_2 before frame_10); all must have the size of the first readable one. The first frame
+and then every --key_interval-th frame is a key frame (N_feat + N_task); the others reuse the
+cached key features (FlowNetS + warp + N_task). Writes `<save_dir>/<frame name>_color.png`
+(the segmentation in the Cityscapes colours) and `<save_dir>/video.gif` (input | segmentation
+side by side, scaled to --gif_width), and prints frames/s of key frames, propagated frames and
+overall. A frame that cannot be read or has another size is skipped (the schedule goes on with
+the next frame) and reported at the end, with exit status 1.
+"""
+import os
+import time
+
+import numpy as np
+from absl import flags
+from PIL import Image
+
+from dff_tf.data import frame_paths
+from dff_tf.model import VideoRunner, load_weights
+from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
+                          quiet_tf)
+from icnet_tf import cli
+from icnet_tf.cli import UserError
+from icnet_tf.palette import colorize
+from icnet_tf.predict import read_image
+
+FLAGS = flags.FLAGS
+GIF_FPS = 17.0  # Cityscapes' frame rate
+
+
+def readable_frames(paths, problems):
+    """(path, uint8 RGB) of every readable frame of the first frame's size; the others are
+    recorded in `problems` and skipped."""
+    size = None
+    for path in paths:
+        try:
+            image = read_image(path)
+        except UserError as e:
+            problems.append(str(e))
+            continue
+        if size is None:
+            size = image.shape
+        elif image.shape != size:
+            problems.append(f'{path}: frame is {image.shape[1]}x{image.shape[0]}, the video '
+                            f'{size[1]}x{size[0]}')
+            continue
+        yield path, image
+
+
+def side_by_side(image, colour, width):
+    both = Image.fromarray(np.concatenate([image, colour], axis=1))
+    if width and both.width > width:
+        both = both.resize((width, max(1, round(both.height * width / both.width))),
+                           Image.BILINEAR)
+    return both
+
+
+def segment_video(dff, paths, *, key_interval, save_dir, gif_width=1024, log=print):
+    """Run the schedule over `paths`, write PNGs and the GIF; returns (runner, problems, n)."""
+    runner = VideoRunner(dff, key_interval=key_interval)
+    problems, gif = [], []
+    features = key_frame = None
+    count = 0
+    for path, image in readable_frames(paths, problems):
+        if count == 0:
+            check_frame_size(dff, *image.shape[:2], f'{path}: frame size')
+        if count % key_interval == 0:
+            features, labels = runner.key_step(image)
+            key_frame = image
+        else:
+            labels = runner.propagate_step(features, key_frame, image)
+        colour = colorize(labels, num_classes=dff.num_classes)
+        name = os.path.splitext(os.path.basename(path))[0] + '_color.png'
+        Image.fromarray(colour).save(os.path.join(save_dir, name))
+        gif.append(side_by_side(image, colour, gif_width))
+        count += 1
+    if gif:
+        gif[0].save(os.path.join(save_dir, 'video.gif'), save_all=True, append_images=gif[1:],
+                    duration=round(1000 / GIF_FPS), loop=0)
+    return runner, problems, count
+
+
+def speed_line(runner, count, elapsed):
+    speed = runner.speed()
+    n = speed['samples']
+    text = (f'{count} frames ({n["key"]} key, {n["propagate"]} propagated) in {elapsed:.1f} s; '
+            f'key frames {speed["key_fps"]:.2f} frames/s')
+    if n['propagate']:
+        text += (f', propagated frames {speed["propagate_fps"]:.2f} frames/s, overall at key '
+                 f'interval {speed["key_interval"]} {speed["overall_fps"]:.2f} frames/s')
+    return text + ' (medians, first call of each kind excluded: tracing)'
+
+
+def main(argv):
+    del argv
+    quiet_tf()
+    paths = frame_paths(FLAGS.frames)
+    config = model_config(FLAGS.restore_from)
+    dff = build_model(config)
+    load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
+    os.makedirs(FLAGS.save_dir, exist_ok=True)
+    start = time.perf_counter()
+    runner, problems, count = segment_video(dff, paths, key_interval=FLAGS.key_interval,
+                                            save_dir=FLAGS.save_dir, gif_width=FLAGS.gif_width)
+    if count:
+        print(speed_line(runner, count, time.perf_counter() - start))
+        print(f'wrote {count} segmentation PNGs and video.gif to {FLAGS.save_dir}/')
+    if problems:
+        more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
+        raise UserError(f'{len(problems)} of {len(paths)} frames skipped: {problems[0]}{more}')
+
+
+def define_flags():
+    flags.DEFINE_string('frames', None, 'directory of frames or a glob pattern ("v/*.png")')
+    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
+                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    flags.DEFINE_integer('key_interval', 5, 'a key frame every N frames', lower_bound=1)
+    flags.DEFINE_string('save_dir', 'dff_output', 'where to write PNGs and video.gif')
+    flags.DEFINE_integer('gif_width', 1024, 'width of the side-by-side GIF (0: full size)',
+                         lower_bound=0)
+    flags.mark_flags_as_required(['frames', 'restore_from'])
+    define_model_flags()
+
+
+if __name__ == '__main__':
+    define_flags()
+    cli.run(main)

@@ -1,0 +1,241 @@
+"""`python -m dff_tf.train`: train Deep Feature Flow on (key, current, label) pairs of videos.
+
+    python -m dff_tf.train --data_list list/video_train.txt --data_dir DIR \
+        [--videos_json DIR/videos.json] [--feature_net pspnet101|icnet_bn|icnet]
+        [--restore_from FEATURE_NET_WEIGHTS (.npy / checkpoint / .pth)]
+        [--flownet_weights flownets_EPE1.951.pth] [--snapshot_dir snapshots_dff/]
+        [--batch_size 4 --input_size 512,1024 --learning_rate 2.5e-4 --num_steps 20000]
+        [--key_distance D] [--scale_field] [--train_feature_net] [--strategy mirrored]
+
+Semantics (SPEC section 5): each sample is a labelled frame t, a key frame t - d with d
+uniform in [0, --max_key_distance] (or fixed --key_distance), clamped to the sequence start
+(`dff_tf.data`), and the label of t; the loss is the mean cross entropy of the propagated
+logits over pixels whose label is < num_classes and != --ignore_label (labels
+nearest-resized to the logits, `icnet_tf.losses.masked_xent_sum`), plus --weight_decay on the
+trained conv kernels. FlowNetS, N_task (and the scale field's weights) are trained; N_feat is
+frozen unless --train_feature_net. Poly learning rate, TF1 momentum, checkpoints, resume,
+NaN stop, progress and TensorBoard are `icnet_tf.training.Trainer`'s. The model's
+configuration is written to `<snapshot_dir>/dff_config.json`, so evaluate/inference/export
+rebuild the same model from the snapshot directory alone.
+"""
+import json
+import os
+
+import tensorflow as tf
+from absl import flags
+
+from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
+from dff_tf.model import DFF, FEATURE_NETS, dff_checkpoint_prefix, load_weights
+from icnet_tf import cli
+from icnet_tf.cli import UserError
+from icnet_tf.data import check_labels
+from icnet_tf.losses import PolyLR, TF1Momentum, _global_sum, _num_replicas, masked_xent_sum
+from icnet_tf.train import parse_size
+from icnet_tf.training import Trainer, make_strategy
+
+FLAGS = flags.FLAGS
+CONFIG_NAME = 'dff_config.json'
+
+
+# ------------------------------------------------------------------ model flags (all CLIs)
+def define_model_flags():
+    """Flags that define the DFF model (shared by train, evaluate, inference, export)."""
+    flags.DEFINE_enum('feature_net', 'pspnet101', list(FEATURE_NETS), 'feature network N_feat')
+    flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
+    flags.DEFINE_integer('filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1,
+                         upper_bound=2)
+    flags.DEFINE_enum('psp_layout', 'caffe', ['caffe', 'mmseg'], 'PSPNet101 layout')
+    flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
+    flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
+    flags.DEFINE_enum('flownet', 'plain', ['plain', 'bn'],
+                      "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)")
+
+
+_MODEL_FLAGS = ('feature_net', 'num_classes', 'filter_scale', 'psp_layout', 'flow_scale',
+                'scale_field', 'flownet')
+
+
+def saved_config(restore_from):
+    """The dff_config.json written by dff_tf.train next to a DFF checkpoint, or None."""
+    if not restore_from or not (os.path.isdir(restore_from) or
+                                os.path.exists(restore_from + '.index')):
+        return None
+    prefix = dff_checkpoint_prefix(restore_from)
+    if prefix is None:
+        return None
+    path = os.path.join(os.path.dirname(prefix), CONFIG_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable DFF configuration ({e})') from None
+
+
+def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
+    """DFF constructor arguments: flags given on the command line win, then the
+    dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
+    --restore_from when it is a DFF checkpoint, then the flag defaults."""
+    saved = (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(
+        restore_from) or {}
+    kwargs_saved = saved.get('feature_net_kwargs', {})
+    value = {}
+    for name in _MODEL_FLAGS:
+        value[name] = getattr(FLAGS, name)
+    if saved:
+        for name in ('feature_net', 'num_classes', 'flow_scale', 'scale_field', 'flownet'):
+            if not FLAGS[name].present and name in saved:
+                value[name] = saved[name]
+        if not FLAGS['filter_scale'].present and 'filter_scale' in kwargs_saved:
+            value['filter_scale'] = kwargs_saved['filter_scale']
+        if not FLAGS['psp_layout'].present and isinstance(kwargs_saved.get('layout'), str):
+            value['psp_layout'] = kwargs_saved['layout']
+    if value['feature_net'] in ('icnet_bn', 'icnet'):
+        feature_kwargs = {'filter_scale': value['filter_scale']}
+        if value['feature_net'] == saved.get('feature_net'):
+            feature_kwargs = dict(kwargs_saved, **feature_kwargs)
+    else:
+        feature_kwargs = {'layout': value['psp_layout']}
+    if not value['flow_scale'] > 0:
+        raise UserError(f'--flow_scale must be positive, got {value["flow_scale"]}')
+    return dict(feature_net=value['feature_net'], num_classes=value['num_classes'],
+                flow_scale=value['flow_scale'], scale_field=value['scale_field'],
+                flownet=value['flownet'], train_feature_net=train_feature_net,
+                feature_net_kwargs=feature_kwargs)
+
+
+def quiet_tf():
+    """TF's Python-side warnings (e.g. about a checkpoint that did not fit, right before our
+    own one-line error) would break the one-line error contract; errors still surface."""
+    tf.get_logger().setLevel('ERROR')
+
+
+def build_model(config, seed=0):
+    """A built DFF from `model_config()`, with a one-line message for bad settings."""
+    try:
+        return DFF(seed=seed, **config).build()
+    except (TypeError, ValueError) as e:
+        raise UserError(f'cannot build DFF({config}): {e}') from None
+
+
+def check_frame_size(dff, h, w, what):
+    """The feature network's minimum input size (pyramid pooling), as a one-line error."""
+    side = dff.feature_net.build_input_shape()[1]
+    if h < side or w < side:
+        raise UserError(f'{what} {h}x{w} is smaller than {dff.feature_net_name}\'s minimum '
+                        f'{side}x{side} (pyramid pooling)')
+
+
+# ----------------------------------------------------------------------------- training
+def define_flags():
+    flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
+    flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
+    flags.DEFINE_string('videos_json', None, 'videos.json placing frames in sequences '
+                        '(default: from Cityscapes file names)')
+    flags.DEFINE_integer('batch_size', 4, 'global batch size (split across replicas)',
+                         lower_bound=1)
+    flags.DEFINE_string('input_size', '', 'crop size h,w (default: the frame size)')
+    flags.DEFINE_float('learning_rate', 2.5e-4, 'base learning rate of the poly schedule '
+                       '(the original DFF: 0.00025)')
+    flags.DEFINE_float('momentum', 0.9, 'momentum (TF1 MomentumOptimizer semantics)')
+    flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
+    flags.DEFINE_integer('num_steps', 20000, 'number of optimizer steps', lower_bound=1)
+    flags.DEFINE_float('weight_decay', 5e-4, 'L2 factor on the trained conv kernels '
+                       '(the original DFF: 0.0005)')
+    flags.DEFINE_integer('key_distance', None, 'fixed key distance (default: uniform in '
+                         '[0, --max_key_distance])', lower_bound=0)
+    flags.DEFINE_integer('max_key_distance', MAX_KEY_DISTANCE, 'largest sampled key distance',
+                         lower_bound=0)
+    flags.DEFINE_bool('train_feature_net', False, 'also train N_feat (default: frozen)')
+    flags.DEFINE_bool('random_mirror', False, 'random left-right mirroring (same for the pair)')
+    flags.DEFINE_integer('ignore_label', 255, 'label value ignored by the loss')
+    flags.DEFINE_string('restore_from', None, 'feature-network weights (.npy, checkpoint, .pth) '
+                        'or a DFF checkpoint')
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth/.pth.tar of '
+                        'FlowNetPytorch, or a checkpoint)')
+    flags.DEFINE_string('snapshot_dir', './snapshots_dff/', 'checkpoints and TensorBoard logs')
+    flags.DEFINE_integer('save_pred_every', 500, 'checkpoint every N steps', lower_bound=1)
+    flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and sampling')
+    flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
+                      'tf.distribute strategy')
+    flags.mark_flag_as_required('data_list')
+    define_model_flags()
+
+
+def make_loss_fn(dff, *, ignore_label, weight_decay):
+    """The replica loss of one ((key, current), label) batch and its parts."""
+
+    def loss_fn(batch):
+        (key, current), labels = batch
+        logits = dff(key, current, training=True)
+        xent_sum, count = masked_xent_sum(logits, labels, dff.num_classes, ignore_label)
+        xent = xent_sum / tf.maximum(_global_sum(count), 1.0)
+        parts = {'xent': xent}
+        total = xent
+        if weight_decay:
+            decay = weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in dff.conv_weights()])
+            parts['weight_decay'] = decay / _num_replicas()
+            total = total + parts['weight_decay']
+        return total, parts
+    return loss_fn
+
+
+def main(argv):
+    del argv
+    quiet_tf()
+    videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
+    check_labels([(s.image, s.label) for s in videos.samples], FLAGS.num_classes,
+                 FLAGS.ignore_label, FLAGS.data_list)
+    crop = (parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size
+            else first_frame_size(videos))
+    strategy = make_strategy(FLAGS.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.batch_size % replicas:
+        raise UserError(f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} '
+                        'replicas')
+    config = model_config(FLAGS.restore_from, train_feature_net=FLAGS.train_feature_net,
+                          snapshot_dir=FLAGS.snapshot_dir)
+    with strategy.scope():
+        dff = build_model(config, seed=FLAGS.seed)
+        schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
+        optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
+    check_frame_size(dff, *crop, '--input_size')
+    distance = (f'key distance {FLAGS.key_distance}' if FLAGS.key_distance is not None
+                else f'key distance uniform in [0, {FLAGS.max_key_distance}]')
+    print(f'{len(videos)} labelled frames in {len(videos.frames)} sequences, {distance}, '
+          f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
+          f'DFF({dff.feature_net_name}, flow_scale={dff.flow_scale}, '
+          f'scale_field={dff.scale_field is not None}), N_feat '
+          f'{"trained" if dff.train_feature_net else "frozen"}')
+
+    trainer = Trainer(strategy=strategy, model=dff, optimizer=optimizer,
+                      variables=dff.trained_variables(),
+                      loss_fn=make_loss_fn(dff, ignore_label=FLAGS.ignore_label,
+                                           weight_decay=FLAGS.weight_decay),
+                      snapshot_dir=FLAGS.snapshot_dir, save_every=FLAGS.save_pred_every)
+    resumed = trainer.restore()
+    if resumed:
+        print(f'resumed from {resumed} at step {trainer.step}')
+    else:
+        if not FLAGS.restore_from:
+            print('no --restore_from: the feature network starts from a fresh initialisation')
+        if not FLAGS.flownet_weights:
+            print('no --flownet_weights: FlowNetS starts from a fresh initialisation')
+        load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights, fresh_heads=True)
+    os.makedirs(FLAGS.snapshot_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
+        json.dump(dff.get_config(), f, indent=1)
+
+    dataset = train_dataset(videos, batch_size=FLAGS.batch_size, crop_size=crop,
+                            key_distance=FLAGS.key_distance,
+                            max_distance=FLAGS.max_key_distance,
+                            random_mirror=FLAGS.random_mirror, ignore_label=FLAGS.ignore_label,
+                            seed=FLAGS.seed)
+    trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
+    print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
+
+
+if __name__ == '__main__':
+    define_flags()
+    cli.run(main)
