@@ -471,10 +471,43 @@ def _target_network(target: str, num_classes: int):
     if target == "pspnet101_mmseg":
         from icnet_tf.pspnet import PSPNet101
         return PSPNet101(num_classes=num_classes, layout="mmseg")
-    if target == "dff":
-        from dff_tf import DFF
-        return DFF.for_torch_checkpoint(num_classes=num_classes)
     raise ValueError(f"unknown target {target!r}")
+
+
+def _convert_dff(path: str, num_classes: int, out_dir: str, ignore_missing: bool, skip):
+    """A whole PyTorch DFF (net_feat./flownet./net_task.) -> a dff_tf checkpoint + config."""
+    import json
+    import os
+
+    import tensorflow as tf
+
+    from converters import dff_keys
+    from dff_tf import DFF
+    from dff_tf.train import CONFIG_NAME
+
+    state_dict = state_dict_of(load(path), path)
+    batch_norm = dff_keys.is_batch_norm_flownet(dff_keys.split(state_dict)["flownet"])
+    dff = DFF("pspnet101", num_classes, flownet="bn" if batch_norm else "plain",
+              feature_net_kwargs={"layout": "mmseg"}).build()
+    try:
+        reports, notes = dff_keys.load_into_dff(dff, state_dict, ignore_missing=ignore_missing,
+                                                skip=skip)
+    except WeightsFileError:
+        raise
+    except ValueError as e:  # WeightsMismatchError from a key map or the strict loader
+        text = str(e)
+        raise WeightsFileError(text.replace("<dict>", path, 1) if text.startswith("<dict>")
+                               else f"{path}: {text}") from None
+    for report in reports:
+        report.source = path
+        print(report)
+    for note in notes:
+        print(f"note: {note}")
+    os.makedirs(out_dir, exist_ok=True)
+    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(net=dff), out_dir, 1).save()
+    with open(os.path.join(out_dir, CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(dff.get_config(), f, indent=1)
+    return prefix
 
 
 def main(argv):
@@ -484,6 +517,9 @@ def main(argv):
     from icnet_tf.checkpoints import save_weights_checkpoint
 
     f = flags.FLAGS
+    if f.target == "dff":
+        print(f"wrote {_convert_dff(f.pth, f.num_classes, f.out_dir, f.ignore_missing, cli.csv(f.skip_layers))}")
+        return
     net = _target_network(f.target, f.num_classes)
     report = net.load(f.pth, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers),
                       verbose=False)
