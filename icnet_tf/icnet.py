@@ -13,7 +13,9 @@ Input: float32 NHWC, BGR, mean (103.939, 116.779, 123.68) subtracted, no scaling
 """
 from dataclasses import dataclass
 
-from icnet_tf.network import Chain, Network
+import tensorflow as tf
+
+from icnet_tf.network import Chain, Network, layer
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,54 @@ def psp_pool_geometry(h, w, n_bin, pooling='caffe'):
     return kernel, kernel
 
 
+def adaptive_avg_pool_dynamic(x, n_bin):
+    """VALID average pooling with kernel = stride = (h // n, w // n) taken from `tf.shape(x)`.
+
+    `tf.nn.avg_pool2d` needs static kernel sizes, so the pool is written as a crop to the
+    `m * k` rows the windows cover (`m = h // k` windows, the VALID output size, which can
+    exceed `n`: h = 8, n = 3 gives k = 2 and 4 windows), a reshape to `[N, m_h, k_h, W, C]` and
+    a mean over the window rows, then the same for the columns. (One mean over both window
+    axes of a 6-D reshape is several times slower on CPU.) Equal to `avg_pool(k, k, k, k)` up
+    to float rounding.
+    """
+    shape = tf.shape(x)
+    h, w = shape[1], shape[2]
+    with tf.control_dependencies([tf.debugging.assert_greater_equal(
+            tf.minimum(h, w), n_bin,
+            message=f'pyramid bin {n_bin}: conv5_3 is smaller than {n_bin}x{n_bin} (input too '
+                    f'small, use at least {32 * n_bin + 1}x{32 * n_bin + 1})')]):
+        k_h, k_w = h // n_bin, w // n_bin
+    m_h, m_w = h // k_h, w // k_w
+    rows = tf.reshape(x[:, :m_h * k_h], tf.stack([shape[0], m_h, k_h, w, shape[3]]))
+    rows = tf.reduce_mean(rows, axis=2)
+    cols = tf.reshape(rows[:, :, :m_w * k_w], tf.stack([shape[0], m_h, m_w, k_w, shape[3]]))
+    pooled = tf.reduce_mean(cols, axis=3)
+    return tf.ensure_shape(pooled, [x.shape[0], None, None, x.shape[3]])
+
+
+def psp_pool_dynamic(x, n_bin, pooling='caffe'):
+    """Pyramid level `n_bin` of `x` whose h, w are only known at run time.
+
+    The adaptive rule (`adaptive_avg_pool_dynamic`) in general; with pooling='caffe', a
+    `tf.cond` on the run-time size switches to the prototxt's static kernels and strides when
+    h, w is a size of PROTOTXT_PSP_POOLS (33x65), exactly as `psp_pool_geometry` does statically.
+    """
+    psp_pool_geometry(64, 64, 1, pooling)  # validates the name
+    table = {size: geometry[n_bin] for size, geometry in PROTOTXT_PSP_POOLS.items()
+             if n_bin in geometry} if pooling == 'caffe' else {}
+
+    def pool(entries):
+        if not entries:
+            return adaptive_avg_pool_dynamic(x, n_bin)
+        (t_h, t_w), ((k_h, k_w), (s_h, s_w)) = entries[0]
+        size = tf.shape(x)[1:3]
+        return tf.cond(tf.logical_and(tf.equal(size[0], t_h), tf.equal(size[1], t_w)),
+                       lambda: tf.nn.avg_pool2d(x, [k_h, k_w], [s_h, s_w], padding='VALID'),
+                       lambda: pool(entries[1:]))
+
+    return pool(list(table.items()))
+
+
 class ICNetChain(Chain):
     """Chain with ICNet's conv(+BN) unit, so one setup() writes both variants."""
 
@@ -84,6 +134,11 @@ class ICNetChain(Chain):
     def out(self, name):
         """The name of unit `name`'s output (`<name>_bn` in ICNet_BN)."""
         return f'{name}_bn' if self.net.use_bn else name
+
+    @layer
+    def psp_pool(self, x, n_bin, pooling='caffe', *, name):
+        """Pyramid level `n_bin` for run-time spatial sizes (see `psp_pool_dynamic`)."""
+        return psp_pool_dynamic(x, n_bin, pooling)
 
 
 class _ICNetFamily(Network):
@@ -190,10 +245,20 @@ class _ICNetFamily(Network):
               .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='sub24_out'))
 
     def _pyramid_pooling(self, n):
+        """Average-pool conv5_3/relu per bin, resize back (align_corners=True).
+
+        Static h, w: `avg_pool` with the kernels of `psp_pool_geometry` (the TF1/Caffe ops).
+        Unknown h, w (a `tf.function` / SavedModel with `None` spatial dims): `psp_pool_dynamic`,
+        the same geometry computed from tensor shapes.
+        """
         shape = n.outputs['conv5_3/relu'].shape[1:3]
         if not shape.is_fully_defined():
-            raise ValueError('ICNet needs a static input height and width (pyramid pooling '
-                             'kernels derive from them)')
+            size = tf.shape(n.outputs['conv5_3/relu'])[1:3]
+            for n_bin in self.psp_bins:
+                (n.feed('conv5_3/relu')
+                  .psp_pool(n_bin, self.psp_pooling, name=f'conv5_3_pool{n_bin}')
+                  .resize_bilinear(size, name=f'conv5_3_pool{n_bin}_interp'))
+            return
         h, w = int(shape[0]), int(shape[1])
         for n_bin in self.psp_bins:
             (k_h, k_w), (s_h, s_w) = psp_pool_geometry(h, w, n_bin, self.psp_pooling)

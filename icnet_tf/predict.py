@@ -1,8 +1,8 @@
 """Image in, labels out: the original's preprocessing and postprocessing around a network.
 
 Preprocessing (ICNet-tensorflow `_check_input` / evaluation path): RGB -> BGR, subtract the BGR
-mean (103.939, 116.779, 123.68), no scaling; zero-pad bottom/right so that H and W are
-multiples of 32 (a size already divisible is left alone, `(h // 32 + 1) * 32` otherwise).
+mean (103.939, 116.779, 123.68), no scaling; zero-pad bottom/right to multiples of 32 the
+original's way (`padded_size`: if either side is not a multiple, both grow by `x // 32 + 1`).
 Postprocessing: `conv6_cls` logits bilinear-resized with align_corners=True to the padded
 size, cropped to the image, argmax. (The original's current inference path forgets the mean
 subtraction because of an argument-order slip; this port does not copy that bug.)
@@ -50,8 +50,17 @@ def to_network_input(rgb):
 
 
 def padded_size(h, w, multiple=32):
-    """The original's check_input: sizes not divisible by `multiple` grow to the next multiple."""
-    return tuple(s if s % multiple == 0 else (s // multiple + 1) * multiple for s in (h, w))
+    """The original's check_input: if H or W is not a multiple of 32, BOTH become
+    `(x // 32 + 1) * 32`, so a side that already is a multiple still grows by 32 (reproduced on
+    purpose: the extra zeros reach the pyramid pooling and change the numbers). Python ints or
+    int32 tensors (dynamic shapes)."""
+    if isinstance(h, (int, np.integer)) and isinstance(w, (int, np.integer)):
+        if h % multiple == 0 and w % multiple == 0:
+            return int(h), int(w)
+        return (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
+    grow = tf.logical_or(h % multiple != 0, w % multiple != 0)
+    return (tf.where(grow, (h // multiple + 1) * multiple, h),
+            tf.where(grow, (w // multiple + 1) * multiple, w))
 
 
 class Segmenter:
@@ -60,16 +69,20 @@ class Segmenter:
     `pad_to=(H, W)`: zero-pad to at least this size instead of the next multiple of 32 (the
     Cityscapes evaluation protocol pads 1024x2048 to 1025x2049). `flip=True`: average the
     softmax of the image and of its mirror image (the original parsed `--flipped-eval` but never
-    implemented it). `compiled=True` runs the network in a `tf.function` (one trace per size).
+    implemented it). `compiled=True` runs the network in a `tf.function` (one trace per padded
+    size); with `reduce_retracing=True` TF traces once more with unknown height and width after
+    the second size and reuses that trace for every later size (the network then takes its
+    run-time-shape paths, e.g. the dynamic pyramid pooling; equal up to float rounding).
     """
 
-    def __init__(self, net, *, pad_to=None, flip=False, compiled=True):
+    def __init__(self, net, *, pad_to=None, flip=False, compiled=True, reduce_retracing=False):
         self.net = net
         self.pad_to = tuple(pad_to) if pad_to else None
         self.flip = flip
         self.min_size = net.build_input_shape()[1]
         forward = lambda x: net(x, training=False)  # noqa: E731
-        self._forward = tf.function(forward) if compiled else forward
+        self._forward = (tf.function(forward, reduce_retracing=reduce_retracing) if compiled
+                         else forward)
 
     def padded_size(self, h, w):
         ph, pw = self.pad_to if self.pad_to else padded_size(h, w)
