@@ -4,6 +4,11 @@
 alone does not build the whole model module).
 """
 
+import os
+
+# Quiet TF's C++ start-up chatter before any CLI of this package imports TF (as icnet_tf does).
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
 __all__ = ['DFF', 'VideoRunner']
 
 

@@ -155,9 +155,6 @@ def main(argv):
                  FLAGS.ignore_label, FLAGS.data_list)
     dff = build_model(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
-    if not FLAGS.flownet_weights and not saved_dff(FLAGS.restore_from):
-        print('note: no --flownet_weights and --restore_from is not a DFF checkpoint: FlowNetS '
-              'keeps its random initialisation')
     start = time.perf_counter()
     cms, runner, count = evaluate(dff, videos, distances, num_classes=dff.num_classes,
                                   ignore_label=FLAGS.ignore_label,
@@ -174,10 +171,6 @@ def main(argv):
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(metrics(cms, speed, count, dff.get_config()), f, indent=1)
     print(f'wrote {path}')
-
-
-def saved_dff(restore_from):
-    return bool(restore_from) and dff_checkpoint_prefix(restore_from) is not None
 
 
 def define_flags():

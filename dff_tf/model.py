@@ -411,8 +411,12 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
     """
     loaded = []
     dff.build()
+    whole = restore_from and dff_checkpoint_prefix(restore_from)
+    if not fresh_heads and not whole and not flownet_weights:
+        log('note: no --flownet_weights and --restore_from is not a DFF checkpoint: FlowNetS '
+            'keeps its random initialisation, so propagated frames use an untrained flow')
     if restore_from:
-        prefix = dff_checkpoint_prefix(restore_from)
+        prefix = whole
         if prefix:
             restore_dff_checkpoint(dff, prefix)
             log(f'restored the whole DFF model from {prefix}')

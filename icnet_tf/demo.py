@@ -5,7 +5,11 @@
 1. generate a small toy city (`python -m data.toycity`),
 2. train ICNet_BN on it from scratch for a few minutes (`python -m icnet_tf.train`),
 3. evaluate it on the validation images (`python -m icnet_tf.evaluate`),
-4. write `val_<i>.png` for a few validation images: photo | ground truth | prediction.
+4. write `val_<i>.png` for a few validation images: photo | ground truth | prediction,
+5. Deep Feature Flow on a toy video with the trained ICNet as feature network
+   (`python -m dff_tf.inference`): `dff/video.gif`, input | segmentation. No FlowNetS weights
+   ship with the project, so propagated frames use an untrained flow unless
+   `--flownet_weights` (FlowNetPytorch `flownets_EPE1.951.pth.tar`) is given.
 Each command is printed before it runs, so the demo doubles as a usage example. With
 `--weights` (a `.npy` or checkpoint for 19 Cityscapes classes) training is skipped and those
 weights are used. A few minutes of CPU training gives a rough segmentation (bench/RESULTS.md has
@@ -77,6 +81,21 @@ def main(argv):
     print(f'\nvalidation mIoU {miou * 100:.1f}; wrote {len(written)} pictures '
           f'(photo | ground truth | prediction): {", ".join(written)}')
 
+    video = os.path.join(out, 'toyvideo')
+    if not os.path.isdir(os.path.join(video, 'leftImg8bit_sequence')):
+        step('generate a toy video', [
+            py, '-m', 'data.toycity', '--out_dir', video, '--num_train', '0', '--num_val', '0',
+            '--num_videos_train', '0', '--num_videos_val', '1', '--video_frames', '15',
+            '--seed', str(FLAGS.seed)])
+    frames = os.path.join(video, 'leftImg8bit_sequence', 'val', 'toycity', '*.png')
+    dff_cmd = [py, '-m', 'dff_tf.inference', '--frames', frames, '--restore_from', weights,
+               '--feature_net', 'icnet_bn', '--key_interval', '5', '--save_dir',
+               os.path.join(out, 'dff')]
+    if FLAGS.flownet_weights:
+        dff_cmd += ['--flownet_weights', FLAGS.flownet_weights]
+    step('Deep Feature Flow on the toy video (key frame every 5)', dff_cmd)
+    print(f'wrote {os.path.join(out, "dff", "video.gif")}')
+
 
 if __name__ == '__main__':
     flags.DEFINE_string('out_dir', 'demo_output', 'where everything is written')
@@ -84,4 +103,5 @@ if __name__ == '__main__':
     flags.DEFINE_string('weights', None, 'use these weights instead of training')
     flags.DEFINE_integer('num_pictures', 3, 'validation images to draw')
     flags.DEFINE_integer('seed', 0, 'seed of the data and the training')
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights for the DFF part (.pth)')
     cli.run(main)
