@@ -1,6 +1,6 @@
 """`make demo`: the main job on built-in data, start to finish, with the real command-line tools.
 
-    python -m icnet_tf.demo [--out_dir demo_output] [--num_steps 150] [--weights W.npy]
+    python -m icnet_tf.demo [--out_dir demo_output] [--num_steps 400] [--weights W.npy]
 
 1. generate a small toy city (`python -m data.toycity`),
 2. train ICNet_BN on it from scratch for a few minutes (`python -m icnet_tf.train`),
@@ -99,7 +99,7 @@ def main(argv):
 
 if __name__ == '__main__':
     flags.DEFINE_string('out_dir', 'demo_output', 'where everything is written')
-    flags.DEFINE_integer('num_steps', 150, 'training steps (a few minutes on 2 CPU cores)')
+    flags.DEFINE_integer('num_steps', 400, 'training steps (about 3 minutes on 2 idle CPU cores)')
     flags.DEFINE_string('weights', None, 'use these weights instead of training')
     flags.DEFINE_integer('num_pictures', 3, 'validation images to draw')
     flags.DEFINE_integer('seed', 0, 'seed of the data and the training')

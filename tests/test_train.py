@@ -139,6 +139,12 @@ def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_pat
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f'resumed from {latest} at step {saved}' in r.stdout
+    tags = set()   # TensorBoard: losses, learning rate, and the image panels
+    for events in os.listdir(os.path.join(snapshot, 'logs')):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(snapshot, 'logs', events)):
+            tags |= {v.tag for v in event.summary.value}
+    assert {'loss/loss', 'loss/conv6_cls', 'learning_rate', 'input', 'label',
+            'prediction'} <= tags, tags
 
 
 def test_bad_list_is_one_line_and_nonzero(toy, tmp_path):
