@@ -56,7 +56,7 @@ def main(argv):
         seconds = step('train ICNet_BN from scratch', [
             py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt', '--data_dir',
             data, '--snapshot_dir', snapshots, '--batch_size', '4', '--input_size', '224,448',
-            '--num_steps', str(FLAGS.num_steps), '--learning_rate', '0.02',
+            '--num_steps', str(FLAGS.num_steps), '--learning_rate', '0.05',
             '--save_pred_every', '50', '--random_scale', '--random_mirror',
             '--update_mean_var', '--train_beta_gamma', '--seed', str(FLAGS.seed)])
         print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
