@@ -66,7 +66,7 @@ PALETTE = {  # RGB base colours, jittered per instance; deliberately overlapping
     SIDEWALK: ((152, 146, 140), (172, 150, 140), (128, 128, 134), (158, 124, 112)),
     BUILDING: ((150, 140, 130), (185, 170, 150), (120, 112, 108), (165, 95, 75),
                (205, 200, 190), (105, 112, 125)),
-    WALL: ((150, 150, 145), (178, 166, 150), (125, 125, 120)),
+    WALL: ((176, 172, 150), (128, 134, 140), (148, 128, 100)),
     FENCE: ((125, 100, 75), (95, 100, 95), (150, 150, 140)),
     VEGETATION: ((60, 100, 40), (80, 122, 52), (45, 82, 38), (95, 112, 60)),
     TERRAIN: ((112, 132, 72), (142, 138, 82), (124, 110, 78), (92, 124, 62)),
@@ -80,12 +80,20 @@ HAIR = ((30, 25, 20), (90, 60, 30), (200, 170, 100), (150, 150, 150))
 TROUSERS = ((40, 45, 70), (30, 30, 30), (150, 130, 95), (90, 90, 95))
 SIGN_COLORS = (((240, 240, 240), (35, 85, 175)), ((200, 30, 35), (240, 240, 240)),  # (rim, face)
                ((200, 30, 35), (240, 240, 240)), ((240, 240, 240), (235, 190, 40)))
-LIGHT_BOX = (0.45, 1.2)  # traffic light housing width, height (m)
+# Thin objects are drawn thicker than real ones. ICNet was designed for 1024x2048 Cityscapes frames
+# and predicts at 1/4 of its input (its labels are nearest-resized to 1/4 for the loss); at this
+# dataset's 256x512 a real 0.2 m pole ten metres away is 2 px wide, i.e. half an output cell, and
+# cannot be learned. Widths below (and the nearer placement of poles and persons) give thin
+# classes Cityscapes-like pixel widths at 256x512.
+LIGHT_BOX = (0.7, 1.6)  # traffic light housing width, height (m)
+POLE_WIDTH = (0.32, 0.55)  # m
+PERSON_WIDTH = 1.5  # persons are this much wider than life
+POLE_MAX_Z, PERSON_MAX_Z = 45.0, 32.0  # m; nothing thinner is placed farther away
 LAMPS = ((255, 60, 40), (255, 200, 40), (60, 255, 120))  # red / yellow / green, top to bottom
 
 # Plane segments: kind -> (probability, length range m, height range m).
-NEAR_SEGMENTS = {BUILDING: (0.45, (8, 30), (6, 25)), VEGETATION: (0.2, (6, 20), (3, 10)),
-                 WALL: (0.14, (6, 18), (1.2, 3)), FENCE: (0.14, (6, 18), (1.2, 2.5)),
+NEAR_SEGMENTS = {BUILDING: (0.4, (8, 30), (6, 25)), VEGETATION: (0.2, (6, 20), (3, 10)),
+                 WALL: (0.18, (6, 18), (1.0, 2.4)), FENCE: (0.15, (6, 18), (1.2, 2.5)),
                  GAP: (0.07, (3, 10), (0, 0))}
 FAR_SEGMENTS = {BUILDING: (0.55, (10, 40), (8, 35)), VEGETATION: (0.3, (8, 25), (5, 14)),
                 GAP: (0.15, (5, 15), (0, 0))}
@@ -161,13 +169,13 @@ def _new_object(rng, kind, X, Z, vel=(0.0, 0.0)):
                  color=_pick(rng, CAR_COLORS, 25), glass=_pick(rng, GLASS))
     elif kind == "person":
         h = rng.uniform(1.5, 1.9)
-        o.update(cls=PERSON, half=0.3 * h / 1.75, top=h, depth=0.4, shadow_half=0.25,
+        o.update(cls=PERSON, half=0.3 * PERSON_WIDTH * h / 1.75, top=h, depth=0.4, shadow_half=0.25,
                  skin=_pick(rng, SKIN, 10), hair=_pick(rng, HAIR, 10),
                  shirt=rng.uniform(20, 230, 3).astype(np.float32), trousers=_pick(rng, TROUSERS, 15),
                  omega=TWO_PI * 0.9 / FPS * (vel != (0.0, 0.0)), swing=0.18 if vel[0] else 0.05)
     elif kind == "pole":
         attach = rng.choice(["none", "sign", "light"], p=[0.3, 0.4, 0.3])
-        pw, size = rng.uniform(0.18, 0.4), rng.uniform(0.7, 1.1)
+        pw, size = rng.uniform(*POLE_WIDTH), rng.uniform(0.9, 1.3)
         top = rng.uniform(2.6, 3.6) if attach == "light" else rng.uniform(3.5, 7.5)  # lights on top
         o.update(cls=POLE, pw=pw, pole_top=top, attach=attach, size=size, shape=rng.integers(4),
                  sign_h=min(top - 0.6 * size, rng.uniform(2.3, 3.2)), lit=rng.integers(3),
@@ -194,9 +202,9 @@ def _place_objects(rng, st):
 
     for side, sign in enumerate((-1, 1)):
         z = rng.uniform(4, 14)
-        while z < 70:
+        while z < POLE_MAX_Z:
             add("pole", sign * (R + rng.uniform(0.3, 0.6)), z)
-            z += rng.uniform(10, 25)
+            z += rng.uniform(8, 18)
         if S[side] > 2.2 and rng.random() < 0.5:
             z = rng.uniform(6, 14)
             while z < 70:
@@ -214,17 +222,18 @@ def _place_objects(rng, st):
     for _ in range(rng.integers(2, 9)):
         speed = rng.uniform(1.0, 1.6) / FPS * rng.choice([-1, 1]) * (rng.random() < 0.8)
         if rng.random() < 0.2:  # crossing the road
-            add("person", rng.uniform(-R + 0.5, R - 0.5), rng.uniform(6, 30), (speed, 0.0))
+            add("person", rng.uniform(-R + 0.5, R - 0.5), rng.uniform(6, 0.8 * PERSON_MAX_Z), (speed, 0.0))
         else:
             side = rng.integers(2)
             X = (2 * side - 1) * rng.uniform(R + 0.5, R + max(S[side] - 0.3, 0.6))
-            add("person", X, rng.uniform(4, 45), (0.0, speed))
+            add("person", X, rng.uniform(4, PERSON_MAX_Z), (0.0, speed))
     return objs
 
 
 def _build_world(rng, height, width, pano_width, xv):
     """Sample everything about one scene: camera, street, facade planes, lighting, objects."""
-    cam = dict(f=width * rng.uniform(0.75, 1.0), yh=height * rng.uniform(0.38, 0.5),
+    # Focal length near Cityscapes' (2262 px at width 2048, i.e. 1.1 x width).
+    cam = dict(f=width * rng.uniform(0.95, 1.25), yh=height * rng.uniform(0.38, 0.5),
                hc=rng.uniform(1.2, 1.6), xv=xv)
     R, S = rng.uniform(3.0, 6.0), rng.uniform(2.0, 4.5, 2)
     T = np.where(rng.random(2) < 0.6, rng.uniform(1.0, 4.0, 2), 0.0)  # grass strip before facades
@@ -330,8 +339,10 @@ def _vegetation_texture(pl, seg, rel, up, col, ns, nf):
 
 
 def _wall_texture(pl, seg, rel, up, col, ns, nf):
-    col[(np.mod(up, 0.5) < 0.04) | (np.mod(rel + 0.5 * np.floor(up / 0.5), 1.0) < 0.04)] *= 0.8  # blocks
-    col[up > pl["height"][seg] - 0.12] *= 1.2  # coping
+    # Large stone blocks with dark mortar and a bright coping: unlike any building storey.
+    col *= (0.9 + 0.2 * _hash01(np.floor((rel + 0.4 * np.floor(up / 0.4)) / 0.8), np.floor(up / 0.4), 7))[:, None]
+    col[(np.mod(up, 0.4) < 0.05) | (np.mod(rel + 0.4 * np.floor(up / 0.4), 0.8) < 0.05)] *= 0.6
+    col[up > pl["height"][seg] - 0.18] *= 1.35  # coping
     return col
 
 
@@ -428,7 +439,7 @@ def _car_parts(o, a, b, lab, col):
 
 def _person_parts(o, a, b, phase, lab, col):
     k = o["top"] / 1.75
-    p, q = a / k, b / k
+    p, q = a / (k * PERSON_WIDTH), b / k
     s = o["swing"] * np.sin(phase) * (0.9 - q)
     leg = (q < 0.9) & ((np.abs(p + 0.085 + s) < 0.075) | (np.abs(p - 0.085 - s) < 0.075))
     arm = (q >= 0.8) & (q < 1.45) & (np.abs(p) >= 0.17) & (np.abs(p) < 0.25)

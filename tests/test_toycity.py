@@ -33,7 +33,10 @@ def dataset(tmp_path_factory):
     return out, res
 
 
-@pytest.fixture(scope="module", params=[11, 22])  # 22: fast pan, three cars, ego hood
+SEQUENCE_SEEDS = (8, 20)  # 8: three cars, ego hood; 20: fast pan
+
+
+@pytest.fixture(scope="module", params=SEQUENCE_SEEDS)
 def sequence(request):
     return tc.render_sequence(_rng(request.param), 128, 256, 12)
 
@@ -143,13 +146,12 @@ def test_videos_json(dataset):
         assert all(len(o["track"]) == 4 for o in s["objects"])
 
 
-def test_render_sequence_is_deterministic(sequence):
-    frames, labels, meta = sequence
+@pytest.mark.parametrize("seed", SEQUENCE_SEEDS)
+def test_render_sequence_is_deterministic(seed):
+    frames, labels, meta = tc.render_sequence(_rng(seed), 128, 256, 12)
     assert frames.shape == (12, 128, 256, 3) and labels.shape == (12, 128, 256)
     assert frames.dtype == labels.dtype == np.uint8
-    frames2, labels2, meta2 = tc.render_sequence(_rng(11), 128, 256, 12)
-    if meta2["camera_dx"] != meta["camera_dx"]:  # the other parametrisation
-        frames2, labels2, meta2 = tc.render_sequence(_rng(22), 128, 256, 12)
+    frames2, labels2, meta2 = tc.render_sequence(_rng(seed), 128, 256, 12)
     np.testing.assert_array_equal(frames, frames2)
     np.testing.assert_array_equal(labels, labels2)
     assert json.dumps(meta) == json.dumps(meta2)
