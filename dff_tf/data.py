@@ -106,6 +106,12 @@ def _sequence_dir(folder):
     return os.sep.join(parts)
 
 
+def json_sequence_name(index, seq):
+    """Sequence id of the index-th entry of videos.json; names alone are not unique (the toy
+    city numbers train and val sequences from 0 each)."""
+    return f'json:{index}:{seq.get("split", "")}/{seq.get("name", index)}'
+
+
 def read_video_list(list_path, data_dir='', videos_json=None):
     """Parse a video list (and optionally videos.json) into a `VideoList`.
 
@@ -120,7 +126,7 @@ def read_video_list(list_path, data_dir='', videos_json=None):
             with open(videos_json, encoding='utf-8') as f:
                 sequences = json.load(f)['sequences']
             for index, seq in enumerate(sequences):
-                name = f'json:{seq.get("name", index)}'
+                name = json_sequence_name(index, seq)
                 images = [os.path.normpath(os.path.join(data_dir, p)) for p in seq['images']]
                 frames[name] = dict(enumerate(images))
                 by_image.update({p: (name, t) for t, p in enumerate(images)})
@@ -226,3 +232,122 @@ def sort_key(path):
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', os.path.basename(path))]
 
 
+
+
+# ------------------------------------------------------------------ known flow (toy city videos)
+@dataclass(frozen=True)
+class FlowPairs:
+    """Frame pairs with known background flow, as arrays (one row per pair)."""
+    current: list      # image paths of frame t
+    key: list          # image paths of frame t - d
+    dx: list           # background flow x of every static pixel of t, in frame pixels
+    hood_top: list     # rows >= hood_top are the frame-fixed ego hood (not supervised)
+    boxes: list        # [K, 4] int boxes [x0, y0, x1, y1) in frame t not supervised (padded 0)
+
+
+def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
+    """Every (frame t, frame t - d), 1 <= d <= max_distance, of the sequences `videos` (a
+    `VideoList` read with `videos_json`) draws labelled frames from, with its known flow.
+
+    The toy city's static world is a panorama the camera pans across (data/toycity.py):
+    frame_t[y, x] == frame_{t-d}[y, x + camera_x[t] - camera_x[t - d]], so the flow that maps
+    a pixel p of the current frame to where to sample the key frame (DFF's convention, the
+    displacement `dff_tf.warp.warp` takes) is (camera_x[t] - camera_x[t - d], 0) on static
+    content. Not supervised: the boxes of moving objects in frame t, the pixels whose
+    displaced position falls in a moving object's box in frame t - d (both given in frame t's
+    coordinates, shadows included), and the ego hood rows.
+    """
+    with open(videos_json, encoding='utf-8') as f:
+        sequences = json.load(f)['sequences']
+    wanted = {s.sequence for s in videos.samples}
+    rows = []
+    for index, seq in enumerate(sequences):
+        name = json_sequence_name(index, seq)
+        if name not in wanted:
+            continue
+        if 'camera_x' not in seq:
+            raise UserError(f'{videos_json}: sequence {seq.get("name", index)} has no camera_x: '
+                            'known flow needs the camera motion the toy city records')
+        images = [os.path.normpath(os.path.join(data_dir, p)) for p in seq['images']]
+        cam = seq['camera_x']
+        hood = int(seq.get('hood_top', seq.get('height', 1 << 30)))
+        tracks = [o['track'] for o in seq.get('objects', [])]
+        for t in range(len(images)):
+            for d in range(1, max_distance + 1):
+                k = t - d
+                if k < 0:
+                    break
+                dx = cam[t] - cam[k]
+                boxes = [tr[t]['bbox'] for tr in tracks if tr[t]['bbox'] is not None]
+                boxes += [[b[0] - dx, b[1], b[2] - dx, b[3]] for tr in tracks
+                          for b in [tr[k]['bbox']] if b is not None]
+                rows.append((images[t], images[k], float(dx), hood, boxes))
+    if not rows:
+        raise UserError(f'{videos.list_path}: its sequences in {videos_json} have no frame '
+                        'pairs (need at least 2 frames per sequence)')
+    most = max(1, max(len(r[4]) for r in rows))
+    boxes = [r[4] + [[0, 0, 0, 0]] * (most - len(r[4])) for r in rows]
+    return FlowPairs([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     [r[3] for r in rows], boxes)
+
+
+def known_flow(shape, dx, hood_top, boxes):
+    """Dense target of one pair: `(flow [H, W, 2] float32 px, valid [H, W, 1] float32)`.
+
+    flow = (dx, 0) everywhere; valid = 1 where y < hood_top, 0 <= x + dx <= W - 1 and (y, x) is in none of `boxes` ([K, 4] int [x0, y0, x1, y1), half-open).
+    """
+    h, w = shape[0], shape[1]
+    ys = tf.range(h)[:, None]
+    xs = tf.range(w)[None, :]
+    boxes = tf.cast(boxes, tf.int32)
+    inside = ((xs[None] >= boxes[:, 0, None, None]) & (xs[None] < boxes[:, 2, None, None]) &
+              (ys[None] >= boxes[:, 1, None, None]) & (ys[None] < boxes[:, 3, None, None]))
+    x_key = tf.cast(xs, tf.float32) + tf.cast(dx, tf.float32)
+    valid = ((ys < hood_top) & (x_key >= 0) & (x_key <= tf.cast(w - 1, tf.float32)) &
+             ~tf.reduce_any(inside, axis=0))
+    flow = tf.stack([tf.fill([h, w], tf.cast(dx, tf.float32)), tf.zeros([h, w])], axis=-1)
+    return flow, tf.cast(valid, tf.float32)[..., None]
+
+
+def flow_dataset(pairs, *, batch_size, crop_size=None, random_mirror=False, seed=0,
+                 shuffle_buffer=2000):
+    """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), (flow [B,h,w,2], valid
+    [B,h,w,1]))`: frames (float32 RGB 0..255) and their known flow (`known_flow`). With
+    `crop_size` (h, w) both frames are cut at one random place and only pixels whose key
+    position lies inside the crop are supervised; a mirrored pair gets its flow x negated.
+    Seeded and deterministic."""
+    ds = tf.data.Dataset.from_tensor_slices((pairs.current, pairs.key, pairs.dx, pairs.hood_top,
+                                             pairs.boxes))
+    ds = ds.shuffle(min(shuffle_buffer, len(pairs.current)), seed=seed,
+                    reshuffle_each_iteration=True).repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+
+    def load(fields, sample_seed):
+        cur_path, key_path, dx, hood_top, boxes = fields
+        cur = tf.cast(decode_image(tf.io.read_file(cur_path)), tf.float32)
+        key = tf.cast(decode_image(tf.io.read_file(key_path)), tf.float32)
+        tf.debugging.assert_equal(tf.shape(key), tf.shape(cur),
+                                  message='key and current frames differ in size')
+        seeds = tf.random.experimental.stateless_split(sample_seed, 3)
+        if crop_size is not None:
+            shape = tf.shape(cur)
+            tf.debugging.assert_greater_equal(shape[:2], tf.constant(crop_size, tf.int32),
+                                              message='frames smaller than the crop size')
+            y0 = tf.random.stateless_uniform([], seeds[1], 0, shape[0] - crop_size[0] + 1,
+                                             tf.int32)
+            x0 = tf.random.stateless_uniform([], seeds[2], 0, shape[1] - crop_size[1] + 1,
+                                             tf.int32)
+            cur = cur[y0:y0 + crop_size[0], x0:x0 + crop_size[1]]
+            key = key[y0:y0 + crop_size[0], x0:x0 + crop_size[1]]
+            hood_top = hood_top - y0
+            boxes = boxes - tf.stack([x0, y0, x0, y0])
+        flow, valid = known_flow(tf.shape(cur), dx, hood_top, boxes)
+        if random_mirror:
+            flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
+            cur, key, valid = (tf.cond(flip, lambda v=v: v[:, ::-1], lambda v=v: v)
+                               for v in (cur, key, valid))
+            flow = flow * tf.where(flip, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))
+        return (key, cur), (flow, valid)
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -114,6 +114,28 @@ def build_feature_net(name, num_classes, seed=0, **kwargs):
     raise ValueError(f'unknown feature_net {name!r}; choose one of {", ".join(FEATURE_NETS)}')
 
 
+def flownet_input(rgb):
+    """RGB 0..255 -> FlowNetS' convention: `RGB / 255 - FLOWNET_MEAN_RGB`."""
+    return tf.cast(rgb, tf.float32) / 255.0 - tf.constant(FLOWNET_MEAN_RGB, tf.float32)
+
+
+def flow_input_size(height, width, flow_scale):
+    """FlowNetS input size for frames of `height x width`: ceil(size * flow_scale)."""
+    return tuple(max(1, math.ceil(s * flow_scale - 1e-9)) for s in (height, width))
+
+
+def flownet_pair(key_images, current_images, flow_scale):
+    """FlowNetS' input: `concat([current, key])` of RGB 0..255 frames `[N, H, W, 3]`, each
+    normalised by `flownet_input`, resized to `flow_input_size` (bilinear, half-pixel, no
+    antialias) -> `[N, h, w, 6]`."""
+    key, current = DFF._frames(key_images), DFF._frames(current_images)
+    size = flow_input_size(*_static_hw(current, 'frames'), flow_scale)
+    pair = tf.concat([flownet_input(current), flownet_input(key)], axis=-1)
+    if size != tuple(pair.shape[1:3]):
+        pair = tf.image.resize(pair, size, method='bilinear')
+    return pair
+
+
 def _static_hw(images, what):
     h, w = images.shape[1], images.shape[2]
     if h is None or w is None:
@@ -217,10 +239,7 @@ class DFF(tf.Module):
             raise ValueError(f'DFF expects RGB frames [N, H, W, 3], got shape {images.shape}')
         return tf.cast(images, tf.float32)
 
-    @staticmethod
-    def flownet_input(rgb):
-        """RGB 0..255 -> FlowNetS' convention: `RGB / 255 - FLOWNET_MEAN_RGB`."""
-        return tf.cast(rgb, tf.float32) / 255.0 - tf.constant(FLOWNET_MEAN_RGB, tf.float32)
+    flownet_input = staticmethod(flownet_input)
 
     def feature_input(self, rgb):
         """RGB 0..255 -> the feature network's input convention."""
@@ -228,7 +247,7 @@ class DFF(tf.Module):
 
     def flow_input_size(self, height, width):
         """FlowNetS input size for frames of `height x width`: ceil(size * flow_scale)."""
-        return tuple(max(1, math.ceil(s * self.flow_scale - 1e-9)) for s in (height, width))
+        return flow_input_size(height, width, self.flow_scale)
 
     # ------------------------------------------------------------------------- parts
     def key_features(self, key_images):
@@ -241,6 +260,10 @@ class DFF(tf.Module):
         """N_task: the feature network's classifier on (warped) features -> logits."""
         return self._parts.classify(tf.convert_to_tensor(features, tf.float32), training)
 
+    def flownet_pair(self, key_images, current_images):
+        """FlowNetS' input for these frames (`flownet_pair` at this model's flow_scale)."""
+        return flownet_pair(key_images, current_images, self.flow_scale)
+
     def raw_flow(self, key_images, current_images, training=False):
         """FlowNetS on `concat([current, key])` at `flow_scale`.
 
@@ -248,12 +271,8 @@ class DFF(tf.Module):
         `flow_input_size`; FlowNetS input pixels / 20, x then y) and the 194-channel decoder
         features it was predicted from (the input of the scale field).
         """
-        key, current = self._frames(key_images), self._frames(current_images)
-        size = self.flow_input_size(*_static_hw(current, 'frames'))
-        pair = tf.concat([self.flownet_input(current), self.flownet_input(key)], axis=-1)
-        if size != tuple(pair.shape[1:3]):
-            pair = tf.image.resize(pair, size, method='bilinear')  # half-pixel, no antialias
-        out = self.flownet(pair, training=training, outputs=('predict_flow2', FLOWNET_CONCAT2[0]))
+        out = self.flownet(self.flownet_pair(key_images, current_images), training=training,
+                           outputs=('predict_flow2', FLOWNET_CONCAT2[0]))
         return out['predict_flow2'], out[FLOWNET_CONCAT2[0]]
 
     def grid_flow(self, raw_flow, grid_size, flow_input_size):

@@ -17,6 +17,9 @@ def build_model(name, **kwargs):
     """A network by its class name (`MODELS`), e.g. `build_model('ICNet_BN', num_classes=19)`."""
     if name not in MODELS:
         raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
+    if name == 'PSPNet101':  # the CLIs' --filter_scale is ICNet's width multiplier
+        if kwargs.pop('filter_scale', 1) != 1:
+            raise ValueError('filter_scale applies to ICNet models only, not PSPNet101')
     return MODELS[name](**kwargs)
 
 

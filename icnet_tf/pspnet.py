@@ -299,6 +299,7 @@ class PSPNet101(Network):
     chain_class = PSPChain
     output_name = 'conv6'
     feature_layer = 'conv5_4_bn'   # DFF N_feat output (conv5_4 after BN + ReLU)
+    heads = ('conv6',)             # trained outputs (icnet_tf.train); no auxiliary head
 
     def __init__(self, num_classes=19, layout='caffe', psp_bins=(1, 2, 3, 6), *,
                  blocks=(3, 4, 23, 3), width_multiplier=1, seed=0, name=None):

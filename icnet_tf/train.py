@@ -1,4 +1,5 @@
-"""`python -m icnet_tf.train`: train ICNet on a Cityscapes-style list (the original train.py).
+"""`python -m icnet_tf.train`: train ICNet (or PSPNet101, `--model PSPNet101`) on a
+Cityscapes-style list (the original train.py).
 
     python -m icnet_tf.train --data_list list/train.txt --data_dir DIR \
         [--restore_from icnet_cityscapes_train_30k_bnnomerge.npy] [--snapshot_dir snapshots/]
@@ -22,7 +23,7 @@ from absl import flags
 from icnet_tf import build_model, cli
 from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels, read_list, train_dataset
-from icnet_tf.losses import PolyLR, TF1Momentum, icnet_loss
+from icnet_tf.losses import HEAD_WEIGHTS, PolyLR, TF1Momentum, icnet_loss
 from icnet_tf.palette import colorize
 from icnet_tf.predict import Segmenter, read_image
 from icnet_tf.training import Trainer, make_strategy
@@ -97,14 +98,16 @@ def trained_variables(net, train_beta_gamma):
 
 
 def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
-    """The replica loss of one (images, labels) batch: BN in training mode, three heads."""
+    """The replica loss of one (images, labels) batch: BN in training mode, three heads
+    (ICNet_BN, weights LAMBDA1..3) or the network's only output (ICNet merged, PSPNet101)."""
+    head_weights = {head: HEAD_WEIGHTS.get(head, 1.0) for head in net.heads}
 
     def loss_fn(batch):
         images, labels = batch
         outputs = net(images, training=True, update_stats=update_mean_var, outputs=net.heads)
         return icnet_loss(outputs, labels, num_classes=net.num_classes,
                           ignore_label=ignore_label, weight_decay=weight_decay,
-                          conv_weights=net.conv_weights())
+                          conv_weights=net.conv_weights(), head_weights=head_weights)
     return loss_fn
 
 

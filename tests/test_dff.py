@@ -361,3 +361,19 @@ def test_video_list_errors(tmp_path):
         read_video_list(str(tmp_path / 'l.txt'))
     with pytest.raises(UserError, match='no such videos.json'):
         read_video_list(str(tmp_path / 'l.txt'), videos_json=str(tmp_path / 'nope.json'))
+
+
+def test_videos_json_sequences_with_equal_names_stay_apart(tmp_path):
+    """The toy city numbers train and val sequences from 0 each (both 'toycity_000000'): a
+    training frame's key must come from its own sequence, not from the val one."""
+    from data import toycity
+    out = str(tmp_path)
+    toycity.generate(out, num_train=0, num_val=0, height=64, width=128, num_videos_train=1,
+                     num_videos_val=1, video_frames=3, seed=0)
+    for split in ('train', 'val'):
+        videos = read_video_list(f'{out}/list/video_{split}.txt', out, f'{out}/videos.json')
+        for sample in videos.samples[1:]:
+            key, distance = videos.key(sample, 1)
+            assert distance == 1
+            assert key == videos.samples[sample.frame - 1].image
+            assert f'/{split}/' in key

@@ -70,12 +70,12 @@ def test_evaluate_reports_distances_baseline_and_speed(toy, snapshot, tmp_path):
                '--restore_from', snapshot, '--save_dir', tmp_path)
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.strip().startswith('IoU (%)'))
-    assert header.split()[2:] == ['per-frame', 'd=1', 'd=5', 'd=9']
+    assert header.split()[2:] == ['per-frame', 'd=1', 'd=2', 'd=3', 'd=4', 'd=5', 'd=9', 'l=5']
     assert 'key frames' in out and 'propagated frames' in out and 'key interval 5' in out
     with open(tmp_path / 'dff_metrics.json') as f:
         metrics = json.load(f)
     assert metrics['frames'] == 3       # frames 9, 10, 11 have keys at 1, 5 and 9
-    for key in ('per-frame', 'distance_1', 'distance_5', 'distance_9'):
+    for key in ('per-frame', 'distance_1', 'distance_5', 'distance_9', 'key_interval_5'):
         assert 0 <= metrics[key]['mIoU'] <= 1
     assert metrics['speed']['overall_fps'] > 0
 

@@ -206,3 +206,40 @@ def test_two_replicas_equal_one_device_with_the_same_global_batch(tmp_path):
     for key, one in res['one']['weights'].items():
         np.testing.assert_allclose(res['two']['weights'][key], one, rtol=1e-4, atol=1e-6,
                                    err_msg=key)
+
+
+def test_pspnet101_trains_on_its_single_output(toy):
+    """--model PSPNet101: the loss is the masked cross entropy of `conv6` alone (weight 1.0)
+    plus the L2 term; a few steps lower it. Narrow, shallow PSPNet keeps this fast."""
+    from icnet_tf import PSPNet101
+    from icnet_tf.losses import masked_xent_sum
+    net = PSPNet101(num_classes=19, width_multiplier=1 / 8, blocks=(1, 1, 1, 1), seed=2).build()
+    loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4, update_mean_var=True)
+    pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
+    images, labels = next(iter(train_dataset(pairs, batch_size=2, crop_size=(97, 97), seed=0)))
+    total, parts = loss_fn((images, labels))
+    assert set(parts) == {'conv6', 'weight_decay'}
+    logits = net(images, training=True, update_stats=False)
+    xent, count = masked_xent_sum(logits, labels, 19, 255)
+    np.testing.assert_allclose(float(parts['conv6']), float(xent / count), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(parts['conv6'] + parts['weight_decay']),
+                               rtol=1e-6)
+    opt = TF1Momentum(0.01, momentum=0.9)
+    variables = trained_variables(net, True)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss, parts = loss_fn((images, labels))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return parts['conv6']
+
+    losses = [float(step()) for _ in range(20)]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_filter_scale_is_refused_for_pspnet101():
+    from icnet_tf import build_model
+    with pytest.raises(ValueError, match='ICNet models only'):
+        build_model('PSPNet101', filter_scale=2)
+    assert build_model('PSPNet101', filter_scale=1, num_classes=3).num_classes == 3
