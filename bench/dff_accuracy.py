@@ -11,7 +11,7 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
 3. `python -m dff_tf.evaluate` of the untrained combination (toy-trained feature network
    --features + the pretrained FlowNetS, N_task as trained with the feature network);
 4. DFF training (`python -m dff_tf.train`, N_feat frozen, distances uniform in [0, 9]);
-5. `python -m dff_tf.evaluate` of the trained DFF.
+5. `python -m dff_tf.evaluate` of the trained DFF (4-5 skipped with --dff_steps 0).
 Both evaluations score per-frame, distances 1, 2, 3, 4, 5, 9 and key interval 5 (the mean
 over distances 0..4, the DFF paper's number) on the same validation frames, and the table
 goes to bench/RESULTS.md with each stage's wall time.
@@ -61,10 +61,11 @@ def main():
     p.add_argument('--videos', default=None, help='toy video directory (default: out_dir/videos)')
     p.add_argument('--flownet_weights', default=None, help='skip step 2, use these')
     p.add_argument('--flow_steps', type=int, default=1200)
-    p.add_argument('--dff_steps', type=int, default=800)
+    p.add_argument('--dff_steps', type=int, default=800, help='0: no DFF training (steps 4-5)')
     p.add_argument('--dff_batch_size', type=int, default=4)
     p.add_argument('--dff_learning_rate', type=float, default=2.5e-4)
-    p.add_argument('--max_samples', type=int, default=0, help='evaluate at most N frames')
+    p.add_argument('--max_samples', type=int, default=0, help='evaluate at most N frames '
+                   '(evenly spread)')
     p.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
     args = p.parse_args()
 
@@ -97,7 +98,7 @@ def main():
                         '--flownet_weights', flow, '--save_dir', before], log)
     results['feature net + pretrained FlowNetS, no DFF training'] = before
     snap = os.path.join(args.out_dir, 'dff')
-    if not os.path.exists(os.path.join(snap, f'ckpt-{args.dff_steps}.index')):
+    if args.dff_steps and not os.path.exists(os.path.join(snap, f'ckpt-{args.dff_steps}.index')):
         times['DFF training'] = run(
             [py, '-m', 'dff_tf.train', '--data_list', lists['train'], '--data_dir', videos,
              '--videos_json', vjson, '--feature_net', args.feature_net, '--restore_from',
@@ -106,10 +107,11 @@ def main():
              '--num_steps', str(args.dff_steps), '--save_pred_every', '200',
              '--random_mirror'], log)
     after = os.path.join(args.out_dir, 'eval_after')
-    if not os.path.exists(os.path.join(after, 'dff_metrics.json')):
+    if args.dff_steps and not os.path.exists(os.path.join(after, 'dff_metrics.json')):
         times['evaluation (trained DFF)'] = run(evaluate + ['--restore_from', snap, '--save_dir',
                                                             after], log)
-    results[f'DFF trained {args.dff_steps} steps'] = after
+    if args.dff_steps:
+        results[f'DFF trained {args.dff_steps} steps'] = after
 
     columns = ['per-frame', 'distance_1', 'distance_2', 'distance_3', 'distance_4',
                'distance_5', 'distance_9', 'key_interval_5']

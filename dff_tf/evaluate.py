@@ -71,6 +71,13 @@ def read_label(path, image_shape, where):
     return label
 
 
+def spread(items, limit):
+    """At most `limit` items, evenly spread over the list (all of them for limit 0)."""
+    if not limit or limit >= len(items):
+        return list(items)
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def evaluate(dff, videos, distances, *, num_classes, ignore_label=255, key_interval=5,
              max_samples=0, progress=True):
     """Confusion matrices {'per-frame': cm, 1: cm, 5: cm, ...}, the runner (timings), the
@@ -80,8 +87,7 @@ def evaluate(dff, videos, distances, *, num_classes, ignore_label=255, key_inter
     if not samples:
         raise UserError(f'{videos.list_path}: no labelled frame has frames at all distances '
                         f'{distances} before it in its sequence')
-    if max_samples:
-        samples = samples[:max_samples]
+    samples = spread(samples, max_samples)
     runner = VideoRunner(dff, key_interval=key_interval)
     cms = {k: np.zeros((num_classes, num_classes), np.int64) for k in [BASELINE, *distances]}
     bar = Progress(0, len(samples)) if progress else None
@@ -209,7 +215,8 @@ def define_flags():
                          'interval mIoU', lower_bound=1)
     flags.DEFINE_bool('interval_miou', True, 'also score a key frame every --key_interval '
                       'frames (mean over distances 0..l-1; evaluates those distances too)')
-    flags.DEFINE_integer('max_samples', 0, 'evaluate at most N labelled frames (0: all)',
+    flags.DEFINE_integer('max_samples', 0, 'evaluate at most N labelled frames, evenly '
+                         'spread over the list (0: all)',
                          lower_bound=0)
     flags.DEFINE_integer('ignore_label', 255, 'label value excluded from the metric')
     flags.DEFINE_string('save_dir', None, 'where to write dff_metrics.json (default: .)')

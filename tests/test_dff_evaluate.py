@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dff_tf.evaluate import BASELINE, add_interval, metrics, summary
+from dff_tf.evaluate import BASELINE, add_interval, metrics, spread, summary
 
 
 def _cm(rng):
@@ -32,3 +32,10 @@ def test_report_and_metrics_name_the_interval_column():
     iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
     assert out['key_interval_2']['mIoU'] == pytest.approx(iou.mean())
     assert set(out) >= {'per-frame', 'distance_1', 'key_interval_2'}
+
+
+def test_max_samples_spread_over_the_list():
+    assert spread(list(range(10)), 0) == list(range(10))
+    assert spread(list(range(10)), 20) == list(range(10))
+    assert spread(list(range(63)), 3) == [0, 21, 42]      # one frame from each toy video
+    assert spread(list(range(10)), 4) == [0, 2, 5, 7]
