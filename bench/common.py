@@ -2,7 +2,11 @@
 import datetime
 import os
 import platform
+import subprocess
+import sys
+import time
 
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TF start-up chatter hides the tables
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'RESULTS.md')
 
 
@@ -30,3 +34,23 @@ def append_results(title, table, command):
             f.write('# Benchmark results\n\nEach section is appended by the script named in '
                     'its title; figures are medians unless stated.\n')
         f.write(f'\n## {title}\n\n{machine_info()}\n\n`{command}`\n\n{table}\n')
+
+
+def run(cmd, log, cwd=None):
+    """Run a command with its output appended to `log`; returns its wall time in seconds."""
+    print('$', ' '.join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, 'a') as f:
+        f.write('$ ' + ' '.join(cmd) + '\n')
+        f.flush()
+        subprocess.run(cmd, cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(
+            __file__))), check=True, stdout=f, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def report(title, table, script, append=True):
+    """Print a result table; unless told not to, append it to RESULTS.md with the command."""
+    print(table)
+    if append:
+        append_results(title, table, ' '.join(['python', script] + sys.argv[1:]))
+    print(machine_info())

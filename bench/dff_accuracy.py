@@ -19,25 +19,15 @@ goes to bench/RESULTS.md with each stage's wall time.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import append_results, machine_info  # noqa: E402
+from bench.common import report, run  # noqa: E402
 
 
-def run(cmd, log):
-    print('$', ' '.join(cmd), flush=True)
-    start = time.perf_counter()
-    with open(log, 'a') as f:
-        f.write('$ ' + ' '.join(cmd) + '\n')
-        f.flush()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
-    return time.perf_counter() - start
 
 
 def row(name, metrics, columns):
@@ -130,12 +120,8 @@ def main():
                                                           for k, v in times.items()) or
                                                'all stages reused from an earlier run') + '.']
     table = '\n'.join(lines)
-    print(table)
-    if not args.no_append:
-        append_results(f'DFF accuracy on toy-city videos, {args.feature_net} features '
-                       '(bench/dff_accuracy.py)', table,
-                       ' '.join(['python', 'bench/dff_accuracy.py'] + sys.argv[1:]))
-    print(machine_info())
+    report(f'DFF accuracy on toy-city videos, {args.feature_net} features '
+           '(bench/dff_accuracy.py)', table, 'bench/dff_accuracy.py', not args.no_append)
 
 
 if __name__ == '__main__':

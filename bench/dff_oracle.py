@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import append_results, machine_info  # noqa: E402
+from bench.common import report, run  # noqa: E402
 
 DISTANCES = (1, 2, 3, 4, 5, 9)
 
@@ -102,12 +102,8 @@ def main():
               f'DFF({dff.feature_net_name}) from {args.restore_from}'
               + (f', FlowNetS from {args.flownet_weights}' if args.flownet_weights else '') + '.']
     table = '\n'.join(lines)
-    print(table)
-    if not args.no_append:
-        append_results(f'DFF with learned vs exact camera flow, {dff.feature_net_name} features '
-                       '(bench/dff_oracle.py)', table,
-                       ' '.join(['python', 'bench/dff_oracle.py'] + sys.argv[1:]))
-    print(machine_info())
+    report(f'DFF with learned vs exact camera flow, {dff.feature_net_name} features '
+           '(bench/dff_oracle.py)', table, 'bench/dff_oracle.py', not args.no_append)
 
 
 if __name__ == '__main__':

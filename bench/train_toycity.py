@@ -12,23 +12,15 @@ also the "toy-trained ICNet" other benchmarks (DFF) start from.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import append_results, machine_info  # noqa: E402
+from bench.common import report, run  # noqa: E402
 
 
-def run(cmd, log):
-    print('$', ' '.join(cmd), flush=True)
-    start = time.perf_counter()
-    with open(log, 'a') as f:
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=f, stderr=subprocess.STDOUT)
-    return time.perf_counter() - start
 
 
 def main():
@@ -70,11 +62,8 @@ def main():
             f'{metrics["pixel_accuracy"] * 100:.1f} |', '',
             'per-class IoU: ' + ', '.join(f'{n} {v * 100:.1f}' for n, v in present)]
     table = '\n'.join(rows)
-    print(table)
-    if not args.no_append:
-        append_results('ICNet_BN trained from scratch on the toy city (bench/train_toycity.py)',
-                       table, ' '.join(['python', 'bench/train_toycity.py'] + sys.argv[1:]))
-    print(machine_info())
+    report('ICNet_BN trained from scratch on the toy city (bench/train_toycity.py)', table,
+           'bench/train_toycity.py', not args.no_append)
 
 
 if __name__ == '__main__':
