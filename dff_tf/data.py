@@ -15,6 +15,7 @@ list points into `leftImg8bit/` (Cityscapes: only `*_000019_*` is annotated, in 
 its neighbours live in `leftImg8bit_sequence/`). When t - d is before the first existing frame
 the key is clamped to the sequence start (the original DFF clamps to the segment).
 """
+import dataclasses
 import json
 import os
 import re
@@ -243,6 +244,11 @@ class FlowPairs:
     dx: list           # background flow x of every static pixel of t, in frame pixels
     hood_top: list     # rows >= hood_top are the frame-fixed ego hood (not supervised)
     boxes: list        # [K, 4] int boxes [x0, y0, x1, y1) in frame t not supervised (padded 0)
+
+    def subset(self, indices):
+        """The pairs at these positions."""
+        return FlowPairs(*([getattr(self, f.name)[i] for i in indices]
+                           for f in dataclasses.fields(self)))
 
 
 def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):

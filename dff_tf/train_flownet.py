@@ -26,7 +26,7 @@ validation pairs is printed and logged (`val/epe_px`) every --save_pred_every st
 import tensorflow as tf
 from absl import flags
 
-from dff_tf.data import (MAX_KEY_DISTANCE, FlowPairs, first_frame_size, flow_dataset, flow_pairs,
+from dff_tf.data import (MAX_KEY_DISTANCE, first_frame_size, flow_dataset, flow_pairs,
                           read_video_list)
 from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import flow_input_size, flownet_pair
@@ -104,9 +104,8 @@ def make_loss_fn(flownet, *, frame_size, flow_scale, global_batch, weight_decay)
         parts = {'multiscale_epe': epe, 'epe2_sum': epe2}
         total = epe
         if weight_decay:
-            kernels = [p['weights'] for p in flownet.params.values() if 'weights' in p]
             parts['weight_decay'] = weight_decay * tf.add_n(
-                [tf.nn.l2_loss(k) for k in kernels]) / _num_replicas()
+                [tf.nn.l2_loss(k) for k in flownet.conv_weights()]) / _num_replicas()
             total += parts['weight_decay']
         return total, parts
     return loss_fn
@@ -130,8 +129,7 @@ def validation_batches(pairs, limit, batch_size=4):
     """`limit` pairs spread evenly over the list, as a few fixed batches."""
     step = max(1, len(pairs.current) // limit)
     idx = list(range(0, len(pairs.current), step))[:limit]
-    subset = FlowPairs(*([getattr(pairs, f)[i] for i in idx] for f in
-                         ('current', 'key', 'dx', 'hood_top', 'boxes')))
+    subset = pairs.subset(idx)
     ds = flow_dataset(subset, batch_size=min(batch_size, len(idx)), shuffle_buffer=1)
     return list(ds.take(max(1, len(idx) // min(batch_size, len(idx)))))
 

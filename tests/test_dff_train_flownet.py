@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dff_tf.data import FlowPairs, flow_dataset, flow_pairs, known_flow, read_video_list
+from dff_tf.data import flow_dataset, flow_pairs, known_flow, read_video_list
 from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.train_flownet import SCALE_WEIGHTS, make_loss_fn, multiscale_epe, target_pyramid
 
@@ -89,9 +89,7 @@ def test_mirrored_pairs_keep_the_correspondence(pairs):
 
 
 def test_mirroring_happens_and_negates_the_flow(pairs):
-    single = FlowPairs(*([getattr(pairs, f)[i]] for f in ('current', 'key', 'dx', 'hood_top',
-                                                           'boxes')
-                         for i in [next(j for j, d in enumerate(pairs.dx) if d != 0)]))
+    single = pairs.subset([next(i for i, dx in enumerate(pairs.dx) if dx != 0)])
     plain = next(iter(flow_dataset(single, batch_size=1)))
     signs = set()
     for (key, cur), (flow, valid) in flow_dataset(single, batch_size=1, random_mirror=True,
