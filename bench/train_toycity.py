@@ -4,9 +4,9 @@
         [--input_size 224,448] [--learning_rate 0.02]
 
 Generates the toy city (200 train / 50 val, 256x512) if absent, runs `python -m icnet_tf.train`
-(mirror, random scale unless --no-random_scale, BN statistics and gamma/beta trained, as needed from scratch), then
-`python -m icnet_tf.evaluate` on the 50 validation images, and appends the steps, wall time,
-mIoU and per-class IoU to bench/RESULTS.md. The checkpoint it leaves in <out_dir>/snapshots is
+(mirror, random scale unless --no-random_scale, BN statistics and gamma/beta trained, as needed
+from scratch), then `python -m icnet_tf.evaluate` on the 50 validation images, and appends the
+steps, wall time, mIoU, per-class IoU and the output-resolution ceiling to bench/RESULTS.md. The checkpoint it leaves in <out_dir>/snapshots is
 also the "toy-trained ICNet" other benchmarks (DFF) start from.
 """
 import argparse
