@@ -6,8 +6,9 @@
 Generates the toy city (200 train / 50 val, 256x512) if absent, runs `python -m icnet_tf.train`
 (mirror, random scale unless --no-random_scale, BN statistics and gamma/beta trained, as needed
 from scratch), then `python -m icnet_tf.evaluate` on the 50 validation images, and appends the
-steps, wall time, mIoU, per-class IoU and the output-resolution ceiling to bench/RESULTS.md. The checkpoint it leaves in <out_dir>/snapshots is
-also the "toy-trained ICNet" other benchmarks (DFF) start from.
+steps, wall time, mIoU, per-class IoU and the output-resolution ceiling to bench/RESULTS.md.
+The checkpoint it leaves in <out_dir>/snapshots is also the "toy-trained ICNet" other
+benchmarks (DFF) start from.
 """
 import argparse
 import json
