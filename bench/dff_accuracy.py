@@ -28,8 +28,6 @@ sys.path.insert(0, ROOT)
 from bench.common import report, run  # noqa: E402
 
 
-
-
 def row(name, metrics, columns):
     cells = []
     for key in columns:

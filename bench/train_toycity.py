@@ -22,8 +22,6 @@ sys.path.insert(0, ROOT)
 from bench.common import report, run  # noqa: E402
 
 
-
-
 def resolution_ceiling(label_paths, stride=4, num_classes=19, ignore_label=255):
     """mIoU of the ground truth itself seen through an output grid of `stride`.
 

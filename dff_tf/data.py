@@ -233,8 +233,6 @@ def sort_key(path):
     return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', os.path.basename(path))]
 
 
-
-
 # ------------------------------------------------------------------ known flow (toy city videos)
 @dataclass(frozen=True)
 class FlowPairs:
