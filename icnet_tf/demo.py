@@ -57,7 +57,9 @@ def main(argv):
             py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt', '--data_dir',
             data, '--snapshot_dir', snapshots, '--batch_size', '4', '--input_size', '224,448',
             '--num_steps', str(FLAGS.num_steps), '--learning_rate', '0.05',
-            '--save_pred_every', '50', '--random_scale', '--random_mirror',
+            # no --random_scale: in a few hundred steps it costs about 10 points
+            # (bench/RESULTS.md, toy-city training without random scale).
+            '--save_pred_every', '50', '--norandom_scale', '--random_mirror',
             '--update_mean_var', '--train_beta_gamma', '--seed', str(FLAGS.seed)])
         print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
         weights = snapshots
