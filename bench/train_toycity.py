@@ -29,7 +29,9 @@ def resolution_ceiling(label_paths, stride=4, num_classes=19, ignore_label=255):
     repeated back to full size (nearest): what a network that labels every cell of ICNet's
     1/4-resolution output correctly would score with nearest upsampling. Thin objects and
     boundaries lose pixels; bilinear upsampling of logits can place a boundary inside a cell,
-    so this is an indication of the ceiling, not a strict bound.
+    so this is an indication of the ceiling, not a strict bound. Ignore pixels are skipped, and
+    so is every pixel of a cell whose sample is ignore (a generous choice, as befits a ceiling).
+    Shapes not divisible by `stride` are covered by edge padding of the last cell row/column.
     """
     import numpy as np
     from PIL import Image
