@@ -1,4 +1,5 @@
 """Shared bits of the benchmark scripts: machine description and appending to RESULTS.md."""
+
 import datetime
 import os
 import platform
@@ -20,10 +21,13 @@ def machine_info():
         pass
     import numpy as np
     import tensorflow as tf
+
     load = ', '.join(f'{v:.2f}' for v in os.getloadavg())
-    return (f'{datetime.date.today().isoformat()}, {os.cpu_count()} cores, {cpu}, load average '
-            f'{load}; Python {platform.python_version()}, TF {tf.__version__}, '
-            f'numpy {np.__version__}')
+    return (
+        f'{datetime.date.today().isoformat()}, {os.cpu_count()} cores, {cpu}, load average '
+        f'{load}; Python {platform.python_version()}, TF {tf.__version__}, '
+        f'numpy {np.__version__}'
+    )
 
 
 def append_results(title, table, command):
@@ -31,8 +35,10 @@ def append_results(title, table, command):
     new = not os.path.exists(RESULTS)
     with open(RESULTS, 'a') as f:
         if new:
-            f.write('# Benchmark results\n\nEach section is appended by the script named in '
-                    'its title; figures are medians unless stated.\n')
+            f.write(
+                '# Benchmark results\n\nEach section is appended by the script named in '
+                'its title; figures are medians unless stated.\n'
+            )
         f.write(f'\n## {title}\n\n{machine_info()}\n\n`{command}`\n\n{table}\n')
 
 
@@ -43,8 +49,13 @@ def run(cmd, log, cwd=None):
     with open(log, 'a') as f:
         f.write('$ ' + ' '.join(cmd) + '\n')
         f.flush()
-        subprocess.run(cmd, cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(
-            __file__))), check=True, stdout=f, stderr=subprocess.STDOUT)
+        subprocess.run(
+            cmd,
+            cwd=cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            check=True,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
     return time.perf_counter() - start
 
 

@@ -14,6 +14,7 @@ l runs 1 key + (l - 1) propagation steps: frames/s = l / (t_key + (l - 1) t_prop
 and a plain-words verdict (where the flow network costs as much as the feature network) are
 appended to bench/RESULTS.md.
 """
+
 import argparse
 import os
 import sys
@@ -55,9 +56,13 @@ def measure(feature_net, size, repeats, seed=0):
     flow = tf.function(lambda k, c: dff.raw_flow(k, c)[0], autograph=False)
     k, c = tf.constant(key[None]), tf.constant(current[None])
     t_flow = median_time(lambda: flow(k, c).numpy(), repeats)
-    return {'t_key': t_key, 't_prop': t_prop, 't_flow': t_flow,
-            'flow_input': dff.flow_input_size(*size),
-            'grid': tuple(int(s) for s in features.shape[1:3])}
+    return {
+        't_key': t_key,
+        't_prop': t_prop,
+        't_flow': t_flow,
+        'flow_input': dff.flow_input_size(*size),
+        'grid': tuple(int(s) for s in features.shape[1:3]),
+    }
 
 
 def dff_fps(r, interval):
@@ -65,40 +70,56 @@ def dff_fps(r, interval):
 
 
 def table(results, repeats):
-    head = ('| feature net | frame | key step = per-frame (s) | FlowNetS alone (s) | '
-            'propagation step (s) | per-frame fps | ' +
-            ' | '.join(f'DFF l={l} fps (x per-frame)' for l in INTERVALS) + ' |')
+    head = (
+        '| feature net | frame | key step = per-frame (s) | FlowNetS alone (s) | '
+        'propagation step (s) | per-frame fps | '
+        + ' | '.join(f'DFF l={interval} fps (x per-frame)' for interval in INTERVALS)
+        + ' |'
+    )
     rows = [head, '|' + '---|' * (6 + len(INTERVALS))]
     for (name, size), r in results.items():
         base = 1.0 / r['t_key']
-        cells = [NAMES[name], f'{size[0]}x{size[1]}', f'{r["t_key"]:.3f}',
-                 f'{r["t_flow"]:.3f} (at {r["flow_input"][0]}x{r["flow_input"][1]})',
-                 f'{r["t_prop"]:.3f}', f'{base:.2f}']
-        cells += [f'{dff_fps(r, l):.2f} ({dff_fps(r, l) / base:.2f}x)' for l in INTERVALS]
+        cells = [
+            NAMES[name],
+            f'{size[0]}x{size[1]}',
+            f'{r["t_key"]:.3f}',
+            f'{r["t_flow"]:.3f} (at {r["flow_input"][0]}x{r["flow_input"][1]})',
+            f'{r["t_prop"]:.3f}',
+            f'{base:.2f}',
+        ]
+        cells += [f'{dff_fps(r, i):.2f} ({dff_fps(r, i) / base:.2f}x)' for i in INTERVALS]
         rows.append('| ' + ' | '.join(cells) + ' |')
     notes = []
     for (name, size), r in results.items():
         where = f'{NAMES[name]} at {size[0]}x{size[1]}'
         ratio = r['t_prop'] / r['t_key']
         if r['t_prop'] >= r['t_key']:
-            notes.append(f'- {where}: a propagated frame ({r["t_prop"]:.3f} s, of which FlowNetS '
-                         f'{r["t_flow"]:.3f} s) costs {ratio:.2f}x a key frame '
-                         f'({r["t_key"]:.3f} s): the flow network is MORE expensive than the '
-                         'feature network, so DFF is slower than segmenting every frame.')
+            notes.append(
+                f'- {where}: a propagated frame ({r["t_prop"]:.3f} s, of which FlowNetS '
+                f'{r["t_flow"]:.3f} s) costs {ratio:.2f}x a key frame '
+                f'({r["t_key"]:.3f} s): the flow network is MORE expensive than the '
+                'feature network, so DFF is slower than segmenting every frame.'
+            )
         elif r['t_flow'] >= 0.5 * r['t_key']:
-            notes.append(f'- {where}: FlowNetS alone ({r["t_flow"]:.3f} s) already costs '
-                         f'{r["t_flow"] / r["t_key"]:.2f}x the whole per-frame network '
-                         f'({r["t_key"]:.3f} s); DFF gains only '
-                         f'{dff_fps(r, 5) * r["t_key"]:.2f}x at l=5.')
+            notes.append(
+                f'- {where}: FlowNetS alone ({r["t_flow"]:.3f} s) already costs '
+                f'{r["t_flow"] / r["t_key"]:.2f}x the whole per-frame network '
+                f'({r["t_key"]:.3f} s); DFF gains only '
+                f'{dff_fps(r, 5) * r["t_key"]:.2f}x at l=5.'
+            )
         else:
-            notes.append(f'- {where}: a propagated frame costs {ratio:.2f}x a key frame; DFF '
-                         f'is {dff_fps(r, 5) * r["t_key"]:.2f}x faster at l=5 and '
-                         f'{dff_fps(r, 10) * r["t_key"]:.2f}x at l=10.')
+            notes.append(
+                f'- {where}: a propagated frame costs {ratio:.2f}x a key frame; DFF '
+                f'is {dff_fps(r, 5) * r["t_key"]:.2f}x faster at l=5 and '
+                f'{dff_fps(r, 10) * r["t_key"]:.2f}x at l=10.'
+            )
     text = '\n'.join(rows)
-    text += (f'\n\nMedians of {repeats} calls after one warm-up, batch 1, compiled '
-             '`tf.function`s, random weights, frames already decoded; every step includes the '
-             'resize of the logits to the frame and the argmax. FlowNetS runs at half the frame '
-             'size (flow_scale 0.5).\n\n' + '\n'.join(notes))
+    text += (
+        f'\n\nMedians of {repeats} calls after one warm-up, batch 1, compiled '
+        '`tf.function`s, random weights, frames already decoded; every step includes the '
+        'resize of the logits to the frame and the argmax. FlowNetS runs at half the frame '
+        'size (flow_scale 0.5).\n\n' + '\n'.join(notes)
+    )
     return text
 
 
@@ -117,17 +138,23 @@ def main():
         for size in sizes:
             print(f'{NAMES[name]} {size[0]}x{size[1]} ...', flush=True)
             results[name, size] = r = measure(name, size, args.repeats)
-            print(f'  key {r["t_key"]:.3f} s, FlowNetS {r["t_flow"]:.3f} s, propagate '
-                  f'{r["t_prop"]:.3f} s', flush=True)
+            print(
+                f'  key {r["t_key"]:.3f} s, FlowNetS {r["t_flow"]:.3f} s, propagate '
+                f'{r["t_prop"]:.3f} s',
+                flush=True,
+            )
     load_after = ', '.join(f'{v:.2f}' for v in os.getloadavg())
     text = table(results, args.repeats)
-    text += (f'\n\nLoad average before: {load_before}; after: {load_after} (other processes '
-             'shared the CPU; compare rows of one run, not runs).')
+    text += (
+        f'\n\nLoad average before: {load_before}; after: {load_after} (other processes '
+        'shared the CPU; compare rows of one run, not runs).'
+    )
     print(text)
     if not args.no_append:
         command = 'python bench/dff.py ' + ' '.join(sys.argv[1:])
-        append_results('DFF speed: per-frame vs Deep Feature Flow (bench/dff.py)', text,
-                       command.strip())
+        append_results(
+            'DFF speed: per-frame vs Deep Feature Flow (bench/dff.py)', text, command.strip()
+        )
         print('appended to bench/RESULTS.md')
 
 

@@ -16,6 +16,7 @@ Both evaluations score per-frame, distances 1, 2, 3, 4, 5, 9 and key interval 5 
 over distances 0..4, the DFF paper's number) on the same validation frames, and the table
 goes to bench/RESULTS.md with each stage's wall time.
 """
+
 import argparse
 import json
 import os
@@ -36,9 +37,11 @@ def row(name, metrics, columns):
     base = metrics['per-frame']['mIoU'] * 100
     interval = metrics['key_interval_5']['mIoU'] * 100
     speed = metrics['speed']
-    return (f'| {name} | ' + ' | '.join(cells) + f' | {interval - base:+.1f} | '
-            f'{speed["key_fps"]:.1f} / {speed["propagate_fps"]:.1f} / '
-            f'{speed["overall_fps"]:.1f} |')
+    return (
+        f'| {name} | ' + ' | '.join(cells) + f' | {interval - base:+.1f} | '
+        f'{speed["key_fps"]:.1f} / {speed["propagate_fps"]:.1f} / '
+        f'{speed["overall_fps"]:.1f} |'
+    )
 
 
 def main():
@@ -52,8 +55,9 @@ def main():
     p.add_argument('--dff_steps', type=int, default=800, help='0: no DFF training (steps 4-5)')
     p.add_argument('--dff_batch_size', type=int, default=4)
     p.add_argument('--dff_learning_rate', type=float, default=2.5e-4)
-    p.add_argument('--max_samples', type=int, default=0, help='evaluate at most N frames '
-                   '(evenly spread)')
+    p.add_argument(
+        '--max_samples', type=int, default=0, help='evaluate at most N frames (evenly spread)'
+    )
     p.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
     args = p.parse_args()
 
@@ -65,61 +69,169 @@ def main():
     vjson = os.path.join(videos, 'videos.json')
     times = {}
     if not os.path.exists(vjson):
-        times['videos'] = run([py, '-m', 'data.toycity', '--out_dir', videos, '--num_train', '0',
-                               '--num_val', '0', '--num_videos_train', '16',
-                               '--num_videos_val', '3'], log)
+        times['videos'] = run(
+            [
+                py,
+                '-m',
+                'data.toycity',
+                '--out_dir',
+                videos,
+                '--num_train',
+                '0',
+                '--num_val',
+                '0',
+                '--num_videos_train',
+                '16',
+                '--num_videos_val',
+                '3',
+            ],
+            log,
+        )
     flow = args.flownet_weights or os.path.join(args.out_dir, 'flownet')
     if not args.flownet_weights and not os.path.exists(os.path.join(flow, 'checkpoint')):
         times['FlowNetS pretraining'] = run(
-            [py, '-m', 'dff_tf.train_flownet', '--data_list', lists['train'], '--data_dir',
-             videos, '--videos_json', vjson, '--val_list', lists['val'], '--input_size',
-             '128,256', '--batch_size', '8', '--learning_rate', '2e-4', '--num_steps',
-             str(args.flow_steps), '--save_pred_every', '200', '--snapshot_dir', flow], log)
-    evaluate = [py, '-m', 'dff_tf.evaluate', '--data_list', lists['val'], '--data_dir', videos,
-                '--videos_json', vjson, '--distances', '1,5,9', '--key_interval', '5',
-                '--max_samples', str(args.max_samples)]
+            [
+                py,
+                '-m',
+                'dff_tf.train_flownet',
+                '--data_list',
+                lists['train'],
+                '--data_dir',
+                videos,
+                '--videos_json',
+                vjson,
+                '--val_list',
+                lists['val'],
+                '--input_size',
+                '128,256',
+                '--batch_size',
+                '8',
+                '--learning_rate',
+                '2e-4',
+                '--num_steps',
+                str(args.flow_steps),
+                '--save_pred_every',
+                '200',
+                '--snapshot_dir',
+                flow,
+            ],
+            log,
+        )
+    evaluate = [
+        py,
+        '-m',
+        'dff_tf.evaluate',
+        '--data_list',
+        lists['val'],
+        '--data_dir',
+        videos,
+        '--videos_json',
+        vjson,
+        '--distances',
+        '1,5,9',
+        '--key_interval',
+        '5',
+        '--max_samples',
+        str(args.max_samples),
+    ]
     results = {}
     before = os.path.join(args.out_dir, 'eval_before')
     if not os.path.exists(os.path.join(before, 'dff_metrics.json')):
         times['evaluation (untrained DFF)'] = run(
-            evaluate + ['--restore_from', args.features, '--feature_net', args.feature_net,
-                        '--flownet_weights', flow, '--save_dir', before], log)
+            evaluate
+            + [
+                '--restore_from',
+                args.features,
+                '--feature_net',
+                args.feature_net,
+                '--flownet_weights',
+                flow,
+                '--save_dir',
+                before,
+            ],
+            log,
+        )
     results['feature net + pretrained FlowNetS, no DFF training'] = before
     snap = os.path.join(args.out_dir, 'dff')
     if args.dff_steps and not os.path.exists(os.path.join(snap, f'ckpt-{args.dff_steps}.index')):
         times['DFF training'] = run(
-            [py, '-m', 'dff_tf.train', '--data_list', lists['train'], '--data_dir', videos,
-             '--videos_json', vjson, '--feature_net', args.feature_net, '--restore_from',
-             args.features, '--flownet_weights', flow, '--snapshot_dir', snap, '--batch_size',
-             str(args.dff_batch_size), '--learning_rate', str(args.dff_learning_rate),
-             '--num_steps', str(args.dff_steps), '--save_pred_every', '200',
-             '--random_mirror'], log)
+            [
+                py,
+                '-m',
+                'dff_tf.train',
+                '--data_list',
+                lists['train'],
+                '--data_dir',
+                videos,
+                '--videos_json',
+                vjson,
+                '--feature_net',
+                args.feature_net,
+                '--restore_from',
+                args.features,
+                '--flownet_weights',
+                flow,
+                '--snapshot_dir',
+                snap,
+                '--batch_size',
+                str(args.dff_batch_size),
+                '--learning_rate',
+                str(args.dff_learning_rate),
+                '--num_steps',
+                str(args.dff_steps),
+                '--save_pred_every',
+                '200',
+                '--random_mirror',
+            ],
+            log,
+        )
     after = os.path.join(args.out_dir, 'eval_after')
     if args.dff_steps and not os.path.exists(os.path.join(after, 'dff_metrics.json')):
-        times['evaluation (trained DFF)'] = run(evaluate + ['--restore_from', snap, '--save_dir',
-                                                            after], log)
+        times['evaluation (trained DFF)'] = run(
+            evaluate + ['--restore_from', snap, '--save_dir', after], log
+        )
     if args.dff_steps:
         results[f'DFF trained {args.dff_steps} steps'] = after
 
-    columns = ['per-frame', 'distance_1', 'distance_2', 'distance_3', 'distance_4',
-               'distance_5', 'distance_9', 'key_interval_5']
-    lines = ['| model | per-frame | d=1 | d=2 | d=3 | d=4 | d=5 | d=9 | key interval 5 | '
-             'l=5 minus per-frame | frames/s key / propagated / overall l=5 |',
-             '|---|' + '---|' * 10]
+    columns = [
+        'per-frame',
+        'distance_1',
+        'distance_2',
+        'distance_3',
+        'distance_4',
+        'distance_5',
+        'distance_9',
+        'key_interval_5',
+    ]
+    lines = [
+        '| model | per-frame | d=1 | d=2 | d=3 | d=4 | d=5 | d=9 | key interval 5 | '
+        'l=5 minus per-frame | frames/s key / propagated / overall l=5 |',
+        '|---|' + '---|' * 10,
+    ]
     frames = None
     for name, folder in results.items():
         with open(os.path.join(folder, 'dff_metrics.json')) as f:
             metrics = json.load(f)
         frames = metrics['frames']
         lines.append(row(name, metrics, columns))
-    lines += ['', f'mIoU (%) on {frames} labelled validation frames (3 toy videos, 256x512); '
-              f'feature net {args.feature_net} from {args.features}; FlowNetS from {flow}.',
-              'Stage wall times this run: ' + (', '.join(f'{k} {v / 60:.1f} min'
-                                                          for k, v in times.items()) or
-                                               'all stages reused from an earlier run') + '.']
+    lines += [
+        '',
+        f'mIoU (%) on {frames} labelled validation frames (3 toy videos, 256x512); '
+        f'feature net {args.feature_net} from {args.features}; FlowNetS from {flow}.',
+        'Stage wall times this run: '
+        + (
+            ', '.join(f'{k} {v / 60:.1f} min' for k, v in times.items())
+            or 'all stages reused from an earlier run'
+        )
+        + '.',
+    ]
     table = '\n'.join(lines)
-    report(f'DFF accuracy on toy-city videos, {args.feature_net} features '
-           '(bench/dff_accuracy.py)', table, 'bench/dff_accuracy.py', not args.no_append)
+    report(
+        f'DFF accuracy on toy-city videos, {args.feature_net} features (bench/dff_accuracy.py)',
+        table,
+        'bench/dff_accuracy.py',
+        not args.no_append,
+    )
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ entered the frame since the key, so the oracle row is the accuracy DFF keeps wit
 FlowNetS on the static world. Key interval 5 = summed confusion matrices of per-frame and
 d = 1..4 (the DFF paper's protocol, as `dff_tf.evaluate`).
 """
+
 import argparse
 import json
 import os
@@ -27,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import report, run  # noqa: E402
+from bench.common import report  # noqa: E402
 
 DISTANCES = (1, 2, 3, 4, 5, 9)
 
@@ -51,11 +52,11 @@ def main():
     from icnet_tf.predict import read_image
 
     vjson = os.path.join(args.videos, 'videos.json')
-    videos = read_video_list(os.path.join(args.videos, 'list', 'video_val.txt'), args.videos,
-                             vjson)
+    videos = read_video_list(os.path.join(args.videos, 'list', 'video_val.txt'), args.videos, vjson)
     with open(vjson) as f:
-        camera = {json_sequence_name(i, s): s['camera_x']
-                  for i, s in enumerate(json.load(f)['sequences'])}
+        camera = {
+            json_sequence_name(i, s): s['camera_x'] for i, s in enumerate(json.load(f)['sequences'])
+        }
     prefix = dff_checkpoint_prefix(args.restore_from)
     if prefix:
         with open(os.path.join(os.path.dirname(prefix), CONFIG_NAME)) as f:
@@ -80,7 +81,8 @@ def main():
             features = dff.key_features(key)
             dx = camera[s.sequence][s.frame] - camera[s.sequence][s.frame - d]
             oracle = tf.zeros([1, -(-fh // 4), -(-fw // 4), 2]) + tf.constant(
-                [dx * fw / size[1] / DIV_FLOW, 0.0])
+                [dx * fw / size[1] / DIV_FLOW, 0.0]
+            )
             for kind, raw in (('flow', None), ('oracle', oracle)):
                 logits = dff.propagate(features, key, cur, raw_flow=raw)
                 pred = dff.labels(logits, size)[0].numpy()
@@ -92,18 +94,37 @@ def main():
         return 100 * scores(cm)[1]
 
     base = miou(cms['per-frame'])
-    lines = ['| flow | ' + ' | '.join(f'd={d}' for d in DISTANCES) +
-             ' | key interval 5 | l=5 minus per-frame |', '|---|' + '---|' * (len(DISTANCES) + 2)]
-    for kind, name in (('flow', 'FlowNetS (learned)'), ('oracle', 'camera flow (exact on static content)')):
+    lines = [
+        '| flow | '
+        + ' | '.join(f'd={d}' for d in DISTANCES)
+        + ' | key interval 5 | l=5 minus per-frame |',
+        '|---|' + '---|' * (len(DISTANCES) + 2),
+    ]
+    for kind, name in (
+        ('flow', 'FlowNetS (learned)'),
+        ('oracle', 'camera flow (exact on static content)'),
+    ):
         interval = miou(cms['per-frame'] + sum(cms[kind, d] for d in (1, 2, 3, 4)))
-        lines.append(f'| {name} | ' + ' | '.join(f'{miou(cms[kind, d]):.1f}' for d in DISTANCES) +
-                     f' | {interval:.1f} | {interval - base:+.1f} |')
-    lines += ['', f'Per-frame: {base:.1f} mIoU on {len(samples)} labelled validation frames; '
-              f'DFF({dff.feature_net_name}) from {args.restore_from}'
-              + (f', FlowNetS from {args.flownet_weights}' if args.flownet_weights else '') + '.']
+        lines.append(
+            f'| {name} | '
+            + ' | '.join(f'{miou(cms[kind, d]):.1f}' for d in DISTANCES)
+            + f' | {interval:.1f} | {interval - base:+.1f} |'
+        )
+    lines += [
+        '',
+        f'Per-frame: {base:.1f} mIoU on {len(samples)} labelled validation frames; '
+        f'DFF({dff.feature_net_name}) from {args.restore_from}'
+        + (f', FlowNetS from {args.flownet_weights}' if args.flownet_weights else '')
+        + '.',
+    ]
     table = '\n'.join(lines)
-    report(f'DFF with learned vs exact camera flow, {dff.feature_net_name} features '
-           '(bench/dff_oracle.py)', table, 'bench/dff_oracle.py', not args.no_append)
+    report(
+        f'DFF with learned vs exact camera flow, {dff.feature_net_name} features '
+        '(bench/dff_oracle.py)',
+        table,
+        'bench/dff_oracle.py',
+        not args.no_append,
+    )
 
 
 if __name__ == '__main__':

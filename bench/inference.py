@@ -31,6 +31,7 @@ load-independent view of the work), peak RSS, speed relative to TF1, and the per
 pixels whose label equals the TF1 graph's. The table is printed and appended to
 bench/RESULTS.md. GPU: when TensorFlow sees one, every size is run a second time on it.
 """
+
 import argparse
 import json
 import os
@@ -50,7 +51,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
 
-PSP_BINS = (1, 2, 3, 4)     # the TF1 ICNet_BN pyramid
+PSP_BINS = (1, 2, 3, 4)  # the TF1 ICNet_BN pyramid
 NUM_CLASSES = 19
 WEIGHT_SEED = 0
 VARIANTS = ('eager', 'tf.function', 'XLA', 'SavedModel', 'SavedModel (plain fold)', 'TF1 original')
@@ -65,6 +66,7 @@ GOAL_SPEEDUP, GOAL_AGREEMENT = 1.3, 0.999
 def seeded_icnet_bn():
     from icnet_tf import ICNet_BN
     from tests.golden.seeded import seeded_weights
+
     net = ICNet_BN(num_classes=NUM_CLASSES, psp_bins=PSP_BINS).build()
     net.load(seeded_weights(net.param_shapes(), seed=WEIGHT_SEED), verbose=False)
     return net
@@ -83,11 +85,13 @@ def labels_pipeline(net):
         x = tf.pad(to_network_input(rgb), [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
         logits = resize_bilinear_align_corners(net(x, training=False), (ph, pw))[:, :h, :w]
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
     return run
 
 
 def export_model(export_dir, optimize):
     from icnet_tf.export import export_saved_model
+
     export_saved_model(seeded_icnet_bn(), export_dir, probabilities=False, optimize=optimize)
 
 
@@ -96,10 +100,11 @@ def tf1_runner(reference_dir, rgb):
     import types
 
     from tests.golden import make_icnet_golden as golden
+
     v1 = golden.tf
     v1.disable_v2_behavior()
     _, model = golden.load_reference(reference_dir)
-    reader = model._infer_preprocess.__globals__   # the original utils/image_reader.py
+    reader = model._infer_preprocess.__globals__  # the original utils/image_reader.py
     mean = np.array((103.939, 116.779, 123.68), np.float32)  # its cfg.IMG_MEAN (BGR)
 
     def infer_preprocess_with_mean(img):  # _infer_preprocess without the argument slip
@@ -111,8 +116,13 @@ def tf1_runner(reference_dir, rgb):
 
     model._infer_preprocess = infer_preprocess_with_mean
     h, w = rgb.shape[1:3]
-    cfg = types.SimpleNamespace(dataset='cityscapes', param={'num_classes': NUM_CLASSES},
-                                filter_scale=1, is_training=False, INFER_SIZE=[h, w, 3])
+    cfg = types.SimpleNamespace(
+        dataset='cityscapes',
+        param={'num_classes': NUM_CLASSES},
+        filter_scale=1,
+        is_training=False,
+        INFER_SIZE=[h, w, 3],
+    )
     graph = v1.Graph()
     with graph.as_default():
         net = model.ICNet_BN(cfg, 'inference')
@@ -130,6 +140,7 @@ def make_runner(variant, rgb, args):
     if variant == REFERENCE:
         return tf1_runner(args.reference_dir, rgb)
     import tensorflow as tf
+
     if variant.startswith('SavedModel'):
         loaded = tf.saved_model.load(args.export_dir)
         signature = loaded.signatures['serving_default']
@@ -147,6 +158,7 @@ def make_runner(variant, rgb, args):
 def worker(args):
     """Serve timed calls over stdin/stdout: 'run' -> {wall, cpu}; 'quit' -> labels + peak RSS."""
     import resource
+
     rgb = np.load(args.image)
     start = time.perf_counter()
     if args.variant == 'export':
@@ -163,8 +175,10 @@ def worker(args):
         if command == 'run':
             wall, cpu = time.perf_counter(), time.process_time()
             labels = run()
-            print(json.dumps({'wall': time.perf_counter() - wall,
-                              'cpu': time.process_time() - cpu}), flush=True)
+            print(
+                json.dumps({'wall': time.perf_counter() - wall, 'cpu': time.process_time() - cpu}),
+                flush=True,
+            )
         elif command == 'quit':
             np.save(args.labels_out, np.asarray(labels).reshape(rgb.shape[1:3]).astype(np.int32))
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB (Linux)
@@ -181,9 +195,18 @@ class Worker:
         tag = re.sub(r'[^A-Za-z0-9]+', '_', f'{variant}_{size[0]}x{size[1]}')
         self.labels_path = os.path.join(tmp, f'labels_{tag}.npy')
         self.stderr_path = os.path.join(tmp, f'stderr_{tag}.txt')
-        command = [sys.executable, os.path.abspath(__file__), '--worker', variant,
-                   '--image', image, '--labels_out', self.labels_path,
-                   '--warmup', str(args.warmup)]
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            '--worker',
+            variant,
+            '--image',
+            image,
+            '--labels_out',
+            self.labels_path,
+            '--warmup',
+            str(args.warmup),
+        ]
         if export_dir:
             command += ['--export_dir', export_dir]
         if args.reference_dir:
@@ -191,8 +214,15 @@ class Worker:
         if not optimize:
             command += ['--nooptimize']
         with open(self.stderr_path, 'w') as stderr:  # a file: a full pipe would block it
-            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=stderr, text=True, env=env, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
         self.walls, self.cpus, self.error = [], [], None
 
     def read(self):
@@ -202,8 +232,10 @@ class Worker:
                 self.proc.wait()
                 with open(self.stderr_path) as f:
                     err = f.read().strip().splitlines()
-                raise RuntimeError(f'{self.variant} worker died: ' +
-                                   (err[-1] if err else f'exit {self.proc.returncode}'))
+                raise RuntimeError(
+                    f'{self.variant} worker died: '
+                    + (err[-1] if err else f'exit {self.proc.returncode}')
+                )
             line = line.strip()
             if line.startswith('{'):
                 return json.loads(line)
@@ -215,8 +247,18 @@ class Worker:
 
 
 def run_export(image, export_dir, optimize, env, args):
-    command = [sys.executable, os.path.abspath(__file__), '--worker', 'export', '--image', image,
-               '--export_dir', export_dir, '--labels_out', os.devnull]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        '--worker',
+        'export',
+        '--image',
+        image,
+        '--export_dir',
+        export_dir,
+        '--labels_out',
+        os.devnull,
+    ]
     if not optimize:
         command.append('--nooptimize')
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -226,6 +268,7 @@ def run_export(image, export_dir, optimize, env, args):
 
 def bench_size(size, device, args, tmp):
     from data import toycity
+
     h, w = size
     image, _ = toycity.render_scene(np.random.default_rng(0), h, w)
     image_path = os.path.join(tmp, f'image_{h}x{w}.npy')
@@ -243,10 +286,17 @@ def bench_size(size, device, args, tmp):
         if variant == REFERENCE and not args.reference_dir:
             results[variant] = {'error': 'not run (no --reference_dir)'}
             continue
-        workers[variant] = Worker(variant, size, image_path, tmp, args, env,
-                                  optimize=variant != 'SavedModel (plain fold)',
-                                  export_dir=exports.get(variant))
-    for variant, wk in list(workers.items()):   # all set up (and warm up) concurrently
+        workers[variant] = Worker(
+            variant,
+            size,
+            image_path,
+            tmp,
+            args,
+            env,
+            optimize=variant != 'SavedModel (plain fold)',
+            export_dir=exports.get(variant),
+        )
+    for variant, wk in list(workers.items()):  # all set up (and warm up) concurrently
         try:
             wk.read()
         except RuntimeError as e:
@@ -254,7 +304,7 @@ def bench_size(size, device, args, tmp):
             del workers[variant]
     load_before = os.getloadavg()
     for _ in range(args.runs):
-        for variant, wk in workers.items():
+        for wk in workers.values():
             timing = wk.ask('run')
             wk.walls.append(timing['wall'])
             wk.cpus.append(timing['cpu'])
@@ -264,9 +314,12 @@ def bench_size(size, device, args, tmp):
         rss = wk.ask('quit')['peak_rss_mb']
         wk.proc.wait()
         labels[variant] = np.load(wk.labels_path)
-        results[variant] = {'ms': 1000 * statistics.median(wk.walls),
-                            'cpu_ms': 1000 * statistics.median(wk.cpus),
-                            'rss_mb': rss, 'runs': len(wk.walls)}
+        results[variant] = {
+            'ms': 1000 * statistics.median(wk.walls),
+            'cpu_ms': 1000 * statistics.median(wk.cpus),
+            'rss_mb': rss,
+            'runs': len(wk.walls),
+        }
     reference = labels.get(REFERENCE)
     for variant, lab in labels.items():
         if reference is not None:
@@ -275,26 +328,33 @@ def bench_size(size, device, args, tmp):
 
 
 def format_table(all_results, args):
-    lines = ['| size | device | variant | median ms/img | img/s | CPU ms/img | speed vs TF1 | '
-             'peak RSS MB | labels = TF1 |',
-             '|---|---|---|---:|---:|---:|---:|---:|---:|']
-    for (size, device), (results, loads) in all_results.items():
+    lines = [
+        '| size | device | variant | median ms/img | img/s | CPU ms/img | speed vs TF1 | '
+        'peak RSS MB | labels = TF1 |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|',
+    ]
+    for (size, device), (results, _loads) in all_results.items():
         ref = results.get(REFERENCE, {})
         for variant in args.variants:
             r = results.get(variant, {})
             name = f'{size[0]}x{size[1]}'
             if 'ms' not in r:
-                lines.append(f'| {name} | {device} | {variant} | {r.get("error", "not run")} '
-                             '| | | | | |')
+                lines.append(
+                    f'| {name} | {device} | {variant} | {r.get("error", "not run")} | | | | | |'
+                )
                 continue
             speed = f'{ref["ms"] / r["ms"]:.2f}x' if 'ms' in ref else 'n/a'
             agree = f'{100 * r["agreement"]:.3f}%' if 'agreement' in r else 'n/a'
-            lines.append(f'| {name} | {device} | {variant} | {r["ms"]:.0f} | '
-                         f'{1000 / r["ms"]:.2f} | {r["cpu_ms"]:.0f} | {speed} | '
-                         f'{r["rss_mb"]:.0f} | {agree} |')
-    load_lines = [f'{s[0]}x{s[1]} {d}: load average {", ".join(f"{v:.2f}" for v in b)} before '
-                  f'the timed rounds, {", ".join(f"{v:.2f}" for v in a)} after'
-                  for (s, d), (_, (b, a)) in all_results.items()]
+            lines.append(
+                f'| {name} | {device} | {variant} | {r["ms"]:.0f} | '
+                f'{1000 / r["ms"]:.2f} | {r["cpu_ms"]:.0f} | {speed} | '
+                f'{r["rss_mb"]:.0f} | {agree} |'
+            )
+    load_lines = [
+        f'{s[0]}x{s[1]} {d}: load average {", ".join(f"{v:.2f}" for v in b)} before '
+        f'the timed rounds, {", ".join(f"{v:.2f}" for v in a)} after'
+        for (s, d), (_, (b, a)) in all_results.items()
+    ]
     return '\n'.join(lines), load_lines
 
 
@@ -308,10 +368,12 @@ def goal_verdict(all_results):
         speed, agree = ref['ms'] / exp['ms'], exp.get('agreement', float('nan'))
         cpu_speed = ref['cpu_ms'] / exp['cpu_ms']
         met = speed >= GOAL_SPEEDUP and agree >= GOAL_AGREEMENT
-        return (f'goal (exported SavedModel >= {GOAL_SPEEDUP}x the TF1 graph at 1024x2048 on CPU, '
-                f'>= {100 * GOAL_AGREEMENT:.1f}% identical labels): {speed:.2f}x wall, '
-                f'{cpu_speed:.2f}x CPU time, {100 * agree:.3f}% identical -> '
-                f'{"MET" if met else "NOT MET"}')
+        return (
+            f'goal (exported SavedModel >= {GOAL_SPEEDUP}x the TF1 graph at 1024x2048 on CPU, '
+            f'>= {100 * GOAL_AGREEMENT:.1f}% identical labels): {speed:.2f}x wall, '
+            f'{cpu_speed:.2f}x CPU time, {100 * agree:.3f}% identical -> '
+            f'{"MET" if met else "NOT MET"}'
+        )
     return 'goal: 1024x2048 on CPU not in this run'
 
 
@@ -321,16 +383,18 @@ def parse_args(argv=None):
     parser.add_argument('--sizes', default='1024x2048,512x1024', help='HxW list')
     parser.add_argument('--runs', type=int, default=10, help='timed rounds (median)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed calls per variant')
-    parser.add_argument('--variants', default=','.join(VARIANTS),
-                        help=f'subset of: {", ".join(VARIANTS)}')
+    parser.add_argument(
+        '--variants', default=','.join(VARIANTS), help=f'subset of: {", ".join(VARIANTS)}'
+    )
     parser.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
     # worker mode (internal)
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--image', help=argparse.SUPPRESS)
     parser.add_argument('--labels_out', help=argparse.SUPPRESS)
     parser.add_argument('--export_dir', help=argparse.SUPPRESS)
-    parser.add_argument('--nooptimize', dest='optimize', action='store_false',
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--nooptimize', dest='optimize', action='store_false', help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         args.variant = args.worker
@@ -353,17 +417,21 @@ def main(argv=None):
     if args.worker:
         return worker(args)
     import tensorflow as tf
+
     devices = ['CPU'] + (['GPU'] if tf.config.list_physical_devices('GPU') else [])
-    command = 'python ' + ' '.join(shlex.quote(a) for a in
-                                   [os.path.relpath(os.path.abspath(__file__), ROOT)] +
-                                   (sys.argv[1:] if argv is None else list(argv)))
+    command = 'python ' + ' '.join(
+        shlex.quote(a)
+        for a in [os.path.relpath(os.path.abspath(__file__), ROOT)]
+        + (sys.argv[1:] if argv is None else list(argv))
+    )
     start = time.perf_counter()
     all_results = {}
     with tempfile.TemporaryDirectory(prefix='icnet_bench_') as tmp:
         for device in devices:
             for size in args.sizes:
-                print(f'{size[0]}x{size[1]} on {device}: {", ".join(args.variants)} ...',
-                      flush=True)
+                print(
+                    f'{size[0]}x{size[1]} on {device}: {", ".join(args.variants)} ...', flush=True
+                )
                 all_results[(size, device)] = bench_size(size, device, args, tmp)
     table, load_lines = format_table(all_results, args)
     verdict = goal_verdict(all_results)
@@ -373,16 +441,24 @@ def main(argv=None):
     print(f'total {time.perf_counter() - start:.0f} s')
     if not args.no_append:
         from bench.common import append_results
-        notes = (f'ICNet_BN, seeded weights, psp_bins {PSP_BINS} (the TF1 ICNet_BN pyramid), '
-                 f'{NUM_CLASSES} classes, batch 1, uint8 toy-city image -> int32 labels; '
-                 f'{args.runs} interleaved rounds after {args.warmup} warm-up calls, one '
-                 'subprocess per variant (peak RSS = its ru_maxrss). CPU ms = process time of '
-                 'all threads. SavedModel = `icnet_tf.export` (BN folded + ServingChain '
-                 'rewrites, --no_probabilities); plain fold = `--nooptimize`.')
-        body = '\n\n'.join([notes, table, '\n'.join(f'- {line}' for line in load_lines),
-                            f'**{verdict}**'])
-        append_results('Inference: ICNet_BN eager / tf.function / XLA / SavedModel vs the TF1 '
-                       'graph (bench/inference.py)', body, command)
+
+        notes = (
+            f'ICNet_BN, seeded weights, psp_bins {PSP_BINS} (the TF1 ICNet_BN pyramid), '
+            f'{NUM_CLASSES} classes, batch 1, uint8 toy-city image -> int32 labels; '
+            f'{args.runs} interleaved rounds after {args.warmup} warm-up calls, one '
+            'subprocess per variant (peak RSS = its ru_maxrss). CPU ms = process time of '
+            'all threads. SavedModel = `icnet_tf.export` (BN folded + ServingChain '
+            'rewrites, --no_probabilities); plain fold = `--nooptimize`.'
+        )
+        body = '\n\n'.join(
+            [notes, table, '\n'.join(f'- {line}' for line in load_lines), f'**{verdict}**']
+        )
+        append_results(
+            'Inference: ICNet_BN eager / tf.function / XLA / SavedModel vs the TF1 '
+            'graph (bench/inference.py)',
+            body,
+            command,
+        )
         print('appended to bench/RESULTS.md')
 
 

@@ -10,6 +10,7 @@ steps, wall time, mIoU, per-class IoU and the output-resolution ceiling to bench
 The checkpoint it leaves in <out_dir>/snapshots is also the "toy-trained ICNet" other
 benchmarks (DFF) start from.
 """
+
 import argparse
 import json
 import os
@@ -37,11 +38,12 @@ def resolution_ceiling(label_paths, stride=4, num_classes=19, ignore_label=255):
     from PIL import Image
 
     from icnet_tf.evaluate import confusion_matrix, scores
+
     cm = np.zeros((num_classes, num_classes), np.int64)
     for path in label_paths:
         label = np.asarray(Image.open(path), np.int64)
-        cells = label[stride // 2::stride, stride // 2::stride]
-        seen = np.repeat(np.repeat(cells, stride, 0), stride, 1)[:label.shape[0], :label.shape[1]]
+        cells = label[stride // 2 :: stride, stride // 2 :: stride]
+        seen = np.repeat(np.repeat(cells, stride, 0), stride, 1)[: label.shape[0], : label.shape[1]]
         pad = ((0, label.shape[0] - seen.shape[0]), (0, label.shape[1] - seen.shape[1]))
         seen = np.pad(seen, pad, mode='edge')
         label = np.where(seen == ignore_label, ignore_label, label)
@@ -57,8 +59,12 @@ def main():
     p.add_argument('--input_size', default='224,448')
     p.add_argument('--learning_rate', type=float, default=0.02)
     p.add_argument('--save_pred_every', type=int, default=100)
-    p.add_argument('--random_scale', action=argparse.BooleanOptionalAction, default=True,
-                   help="the original's random scale 0.5-2.0 (--no-random_scale: crops at 1x)")
+    p.add_argument(
+        '--random_scale',
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the original's random scale 0.5-2.0 (--no-random_scale: crops at 1x)",
+    )
     p.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
     args = p.parse_args()
 
@@ -67,37 +73,95 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     py = sys.executable
     if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
-        run([py, '-m', 'data.toycity', '--out_dir', data, '--num_videos_train', '0',
-             '--num_videos_val', '0'], log)
-    train_cmd = [py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt',
-                 '--data_dir', data, '--val_list', f'{data}/list/val.txt', '--val_limit', '10',
-                 '--snapshot_dir', snapshots, '--batch_size', str(args.batch_size),
-                 '--input_size', args.input_size, '--num_steps', str(args.num_steps),
-                 '--learning_rate', str(args.learning_rate), '--save_pred_every',
-                 str(args.save_pred_every), '--random_mirror', '--update_mean_var',
-                 '--train_beta_gamma', '--model', 'ICNet_BN']
+        run(
+            [
+                py,
+                '-m',
+                'data.toycity',
+                '--out_dir',
+                data,
+                '--num_videos_train',
+                '0',
+                '--num_videos_val',
+                '0',
+            ],
+            log,
+        )
+    train_cmd = [
+        py,
+        '-m',
+        'icnet_tf.train',
+        '--data_list',
+        f'{data}/list/train.txt',
+        '--data_dir',
+        data,
+        '--val_list',
+        f'{data}/list/val.txt',
+        '--val_limit',
+        '10',
+        '--snapshot_dir',
+        snapshots,
+        '--batch_size',
+        str(args.batch_size),
+        '--input_size',
+        args.input_size,
+        '--num_steps',
+        str(args.num_steps),
+        '--learning_rate',
+        str(args.learning_rate),
+        '--save_pred_every',
+        str(args.save_pred_every),
+        '--random_mirror',
+        '--update_mean_var',
+        '--train_beta_gamma',
+        '--model',
+        'ICNet_BN',
+    ]
     train_cmd.append('--random_scale' if args.random_scale else '--norandom_scale')
     train_s = run(train_cmd, log)
     eval_dir = os.path.join(args.out_dir, 'eval')
-    run([py, '-m', 'icnet_tf.evaluate', '--data_list', f'{data}/list/val.txt', '--data_dir',
-         data, '--restore_from', snapshots, '--save_dir', eval_dir], log)
+    run(
+        [
+            py,
+            '-m',
+            'icnet_tf.evaluate',
+            '--data_list',
+            f'{data}/list/val.txt',
+            '--data_dir',
+            data,
+            '--restore_from',
+            snapshots,
+            '--save_dir',
+            eval_dir,
+        ],
+        log,
+    )
     metrics = json.load(open(os.path.join(eval_dir, 'metrics.json')))
     from icnet_tf.data import read_list
     from icnet_tf.palette import CLASS_NAMES
+
     ceiling = resolution_ceiling([lab for _, lab in read_list(f'{data}/list/val.txt', data)])
     present = [(name, v) for name, v in zip(CLASS_NAMES, metrics['iou']) if v is not None]
-    rows = ['| steps | batch | crop | random scale | wall time | val mIoU (50 images) | pixel acc. |',
-            '|---|---|---|---|---|---|---|',
-            f'| {args.num_steps} | {args.batch_size} | {args.input_size} | '
-            f'{"0.5-2.0" if args.random_scale else "off"} | '
-            f'{train_s / 60:.1f} min | {metrics["mIoU"] * 100:.1f} | '
-            f'{metrics["pixel_accuracy"] * 100:.1f} |', '',
-            'per-class IoU: ' + ', '.join(f'{n} {v * 100:.1f}' for n, v in present), '',
-            f'Output-resolution ceiling: the validation labels sampled on ICNet\'s 1/4 output grid '
-            f'and upsampled (nearest) score {ceiling * 100:.1f} mIoU.']
+    rows = [
+        '| steps | batch | crop | random scale | wall time | val mIoU (50 images) | pixel acc. |',
+        '|---|---|---|---|---|---|---|',
+        f'| {args.num_steps} | {args.batch_size} | {args.input_size} | '
+        f'{"0.5-2.0" if args.random_scale else "off"} | '
+        f'{train_s / 60:.1f} min | {metrics["mIoU"] * 100:.1f} | '
+        f'{metrics["pixel_accuracy"] * 100:.1f} |',
+        '',
+        'per-class IoU: ' + ', '.join(f'{n} {v * 100:.1f}' for n, v in present),
+        '',
+        f"Output-resolution ceiling: the validation labels sampled on ICNet's 1/4 output grid "
+        f'and upsampled (nearest) score {ceiling * 100:.1f} mIoU.',
+    ]
     table = '\n'.join(rows)
-    report('ICNet_BN trained from scratch on the toy city (bench/train_toycity.py)', table,
-           'bench/train_toycity.py', not args.no_append)
+    report(
+        'ICNet_BN trained from scratch on the toy city (bench/train_toycity.py)',
+        table,
+        'bench/train_toycity.py',
+        not args.no_append,
+    )
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ icnet_tf parameter keys. CLI:
     python -m converters.caffe_npy --npy icnet_cityscapes_train_30k_bnnomerge.npy \
         --model ICNet_BN --num_classes 19 --out_dir ckpt/
 """
+
 import io
 import os
 import pickle
@@ -29,11 +30,15 @@ CONV_PARAMS = ('weights', 'biases')
 # The only globals a caffe-tensorflow .npy pickle needs: NumPy array/dtype/scalar rebuilders
 # (under both the NumPy 1.x and 2.x module names) and Python 2 builtins that map to plain types.
 _ALLOWED_GLOBALS = {
-    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
-    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', '_reconstruct'),
+    ('numpy._core.multiarray', '_reconstruct'),
+    ('numpy.core.multiarray', 'scalar'),
+    ('numpy._core.multiarray', 'scalar'),
+    ('numpy', 'ndarray'),
+    ('numpy', 'dtype'),
     ('collections', 'OrderedDict'),
-    ('__builtin__', 'dict'), ('builtins', 'dict'),
+    ('__builtin__', 'dict'),
+    ('builtins', 'dict'),
     ('_codecs', 'encode'),  # how protocol-2 pickles written by Python 3 carry raw bytes
 }
 
@@ -52,8 +57,9 @@ def _read_pickled_npy(f):
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     if dtype != np.dtype(object) or shape != ():
-        raise ValueError(f'expected one pickled dict, found an array of shape {shape} and '
-                         f'dtype {dtype}')
+        raise ValueError(
+            f'expected one pickled dict, found an array of shape {shape} and dtype {dtype}'
+        )
     obj = _RestrictedUnpickler(f, encoding='latin1').load()
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()  # np.save pickles the 0-d object array that wraps the dict
@@ -73,16 +79,19 @@ def load(path):
             obj = _read_pickled_npy(io.BufferedReader(f))
     except pickle.UnpicklingError as e:
         raise WeightsFileError(f'{path}: not a valid caffe-tensorflow .npy ({e})') from None
-    except (ValueError, EOFError, OSError, TypeError, AttributeError, IndexError,
-            KeyError) as e:
-        raise WeightsFileError(f'{path}: not a readable caffe-tensorflow .npy weights file '
-                               f'(truncated or corrupt?): {e}') from None
+    except (ValueError, EOFError, OSError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise WeightsFileError(
+            f'{path}: not a readable caffe-tensorflow .npy weights file '
+            f'(truncated or corrupt?): {e}'
+        ) from None
     if not isinstance(obj, dict):
-        raise WeightsFileError(f'{path}: expected a dict {{layer: {{param: array}}}}, found '
-                               f'{type(obj).__name__}')
+        raise WeightsFileError(
+            f'{path}: expected a dict {{layer: {{param: array}}}}, found {type(obj).__name__}'
+        )
     for op_name, params in obj.items():
         if not isinstance(params, dict) or not all(
-                isinstance(v, np.ndarray) for v in params.values()):
+            isinstance(v, np.ndarray) for v in params.values()
+        ):
             raise WeightsFileError(f'{path}: layer {op_name!r} is not a dict of arrays')
     return obj
 
@@ -114,8 +123,9 @@ def main(argv):
 
     f = flags.FLAGS
     net = build_model(f.model, num_classes=f.num_classes, filter_scale=f.filter_scale)
-    report = net.load(f.npy, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers),
-                      verbose=False)
+    report = net.load(
+        f.npy, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers), verbose=False
+    )
     path = save_weights_checkpoint(net, f.out_dir)
     print(report)
     print(f'wrote {path}')
@@ -125,6 +135,7 @@ def _define_flags():
     from absl import flags
 
     from icnet_tf import cli
+
     flags.DEFINE_string('npy', None, 'caffe-tensorflow .npy weights file')
     cli.define_model_flags()
     flags.DEFINE_string('out_dir', None, 'directory for the TF checkpoint')
@@ -135,5 +146,6 @@ def _define_flags():
 
 if __name__ == '__main__':
     from icnet_tf import cli
+
     _define_flags()
     cli.run(main)

@@ -14,6 +14,7 @@ other prefix are returned under `'<unmapped>'` so the strict loader reports them
 whose input is not the 512-channel PSP feature (e.g. a `[C, C, 1, 1]` conv applied to warped
 score maps) is refused: dff_tf warps features (SPEC section 5), not score maps.
 """
+
 import numpy as np
 
 from converters import flownet_keys, mmseg_keys
@@ -48,7 +49,8 @@ def convert(state_dict, blocks=(3, 4, 23, 3)):
     if not parts['feature_net'] or not parts['flownet']:
         raise WeightsMismatchError(
             'not a whole DFF state dict: expected keys under net_feat., flownet. and '
-            f'net_task.; found prefixes {sorted({k.split(".")[0] for k in state_dict})}')
+            f'net_task.; found prefixes {sorted({k.split(".")[0] for k in state_dict})}'
+        )
     feature, skipped = mmseg_keys.convert_with_skipped(parts['feature_net'], blocks)
     notes = [f'skipped {len(skipped)} auxiliary-head keys (training only)'] if skipped else []
     task = parts['task']
@@ -58,28 +60,32 @@ def convert(state_dict, blocks=(3, 4, 23, 3)):
             raise WeightsMismatchError(
                 f'net_task.weight has shape {tuple(weight.shape)}; dff_tf.DFF needs a 1x1 conv '
                 f'on the {FEATURE_CHANNELS}-channel PSP features [C, {FEATURE_CHANNELS}, 1, 1] '
-                '(a model that warps score maps cannot be loaded)')
+                '(a model that warps score maps cannot be loaded)'
+            )
         if TASK_LAYER in feature:
-            notes.append('net_feat.decode_head.conv_seg (the per-frame classifier) is '
-                         'replaced by net_task')
-        feature[TASK_LAYER] = {'weights': mmseg_keys.TRANSFORMS['conv'](weight).astype(
-            np.float32)}
+            notes.append(
+                'net_feat.decode_head.conv_seg (the per-frame classifier) is replaced by net_task'
+            )
+        feature[TASK_LAYER] = {'weights': mmseg_keys.TRANSFORMS['conv'](weight).astype(np.float32)}
         if 'bias' in task:
             feature[TASK_LAYER]['biases'] = np.asarray(task.pop('bias'), np.float32)
         for key, value in task.items():
             feature.setdefault(UNMAPPED, {})[f'net_task.{key}'] = value
     for key, value in parts['unmapped'].items():
         feature.setdefault(UNMAPPED, {})[key] = value
-    flownet = flownet_keys.convert(parts['flownet'],
-                                   batch_norm=is_batch_norm_flownet(parts['flownet']))
+    flownet = flownet_keys.convert(
+        parts['flownet'], batch_norm=is_batch_norm_flownet(parts['flownet'])
+    )
     return {'feature_net': feature, 'flownet': flownet}, notes
 
 
 def load_into_dff(dff, state_dict, *, ignore_missing=False, skip=()):
     """Strictly load a whole PyTorch DFF state dict into a built `dff_tf.DFF`; returns reports."""
     parts, notes = convert(state_dict, dff.feature_net.blocks)
-    reports = [dff.feature_net.load(parts['feature_net'], ignore_missing=ignore_missing,
-                                    skip=skip, verbose=False),
-               dff.flownet.load(parts['flownet'], ignore_missing=ignore_missing, skip=skip,
-                                verbose=False)]
+    reports = [
+        dff.feature_net.load(
+            parts['feature_net'], ignore_missing=ignore_missing, skip=skip, verbose=False
+        ),
+        dff.flownet.load(parts['flownet'], ignore_missing=ignore_missing, skip=skip, verbose=False),
+    ]
     return reports, notes

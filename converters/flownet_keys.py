@@ -41,6 +41,7 @@ Strictness
 * A tensor whose rank does not fit its transform raises `WeightsMismatchError` naming the key.
 Shapes are checked by the loader against the network's variables.
 """
+
 import numpy as np
 
 from converters.errors import WeightsMismatchError
@@ -49,13 +50,32 @@ UNMAPPED = '<unmapped>'
 IGNORED = 'ignored'
 
 # Module names of FlowNetPytorch's FlowNetS, in the order of its state dict.
-ENCODER_CONVS = ('conv1', 'conv2', 'conv3', 'conv3_1', 'conv4', 'conv4_1', 'conv5', 'conv5_1',
-                 'conv6', 'conv6_1')
+ENCODER_CONVS = (
+    'conv1',
+    'conv2',
+    'conv3',
+    'conv3_1',
+    'conv4',
+    'conv4_1',
+    'conv5',
+    'conv5_1',
+    'conv6',
+    'conv6_1',
+)
 DECONVS = ('deconv5', 'deconv4', 'deconv3', 'deconv2')
-FLOW_PREDICTORS = ('predict_flow6', 'predict_flow5', 'predict_flow4', 'predict_flow3',
-                   'predict_flow2')
-FLOW_UPSAMPLERS = ('upsampled_flow6_to_5', 'upsampled_flow5_to_4', 'upsampled_flow4_to_3',
-                   'upsampled_flow3_to_2')
+FLOW_PREDICTORS = (
+    'predict_flow6',
+    'predict_flow5',
+    'predict_flow4',
+    'predict_flow3',
+    'predict_flow2',
+)
+FLOW_UPSAMPLERS = (
+    'upsampled_flow6_to_5',
+    'upsampled_flow5_to_4',
+    'upsampled_flow4_to_3',
+    'upsampled_flow3_to_2',
+)
 
 # Named transforms: name -> axes of np.transpose (None: the array as it is).
 TRANSFORMS = {
@@ -66,14 +86,18 @@ TRANSFORMS = {
 
 # Per-module templates: (PyTorch key suffix, target layer suffix, target param, transform).
 # A target param of None with transform IGNORED means "known, deliberately not loaded".
-PLAIN_CONV = (('.0.weight', '', 'weights', 'conv_oihw_to_hwio'),
-              ('.0.bias', '', 'biases', 'identity'))
-BN_CONV = (('.0.weight', '', 'weights', 'conv_oihw_to_hwio'),
-           ('.1.weight', '_bn', 'scale', 'identity'),
-           ('.1.bias', '_bn', 'offset', 'identity'),
-           ('.1.running_mean', '_bn', 'mean', 'identity'),
-           ('.1.running_var', '_bn', 'variance', 'identity'),
-           ('.1.num_batches_tracked', '_bn', None, IGNORED))
+PLAIN_CONV = (
+    ('.0.weight', '', 'weights', 'conv_oihw_to_hwio'),
+    ('.0.bias', '', 'biases', 'identity'),
+)
+BN_CONV = (
+    ('.0.weight', '', 'weights', 'conv_oihw_to_hwio'),
+    ('.1.weight', '_bn', 'scale', 'identity'),
+    ('.1.bias', '_bn', 'offset', 'identity'),
+    ('.1.running_mean', '_bn', 'mean', 'identity'),
+    ('.1.running_var', '_bn', 'variance', 'identity'),
+    ('.1.num_batches_tracked', '_bn', None, IGNORED),
+)
 DECONV = (('.0.weight', '', 'weights', 'deconv_iohw_to_hwoi'),)
 PREDICT_FLOW = (('.weight', '', 'weights', 'conv_oihw_to_hwio'),)
 UPSAMPLE_FLOW = (('.weight', '', 'weights', 'deconv_iohw_to_hwoi'),)
@@ -81,8 +105,12 @@ UPSAMPLE_FLOW = (('.weight', '', 'weights', 'deconv_iohw_to_hwoi'),)
 
 def key_table(batch_norm):
     """`{pytorch_key: (layer, param, transform)}` for one variant, in state-dict order."""
-    groups = ((ENCODER_CONVS, BN_CONV if batch_norm else PLAIN_CONV), (DECONVS, DECONV),
-              (FLOW_PREDICTORS, PREDICT_FLOW), (FLOW_UPSAMPLERS, UPSAMPLE_FLOW))
+    groups = (
+        (ENCODER_CONVS, BN_CONV if batch_norm else PLAIN_CONV),
+        (DECONVS, DECONV),
+        (FLOW_PREDICTORS, PREDICT_FLOW),
+        (FLOW_UPSAMPLERS, UPSAMPLE_FLOW),
+    )
     table = {}
     for modules, template in groups:
         for module in modules:
@@ -92,8 +120,11 @@ def key_table(batch_norm):
 
 
 def _variant(batch_norm):
-    return ("batch-norm FlowNetS (FlowNetPytorch 'flownets_bn')" if batch_norm else
-            "plain FlowNetS (FlowNetPytorch 'flownets')")
+    return (
+        "batch-norm FlowNetS (FlowNetPytorch 'flownets_bn')"
+        if batch_norm
+        else "plain FlowNetS (FlowNetPytorch 'flownets')"
+    )
 
 
 def _check_variant(keys, batch_norm):
@@ -104,7 +135,8 @@ def _check_variant(keys, batch_norm):
         raise WeightsMismatchError(
             f'the state dict is a {_variant(not batch_norm)} ({len(foreign)} keys of that '
             f'variant only: {shown}) but FlowNetS(batch_norm={batch_norm}) was asked for: '
-            f'build FlowNetS(batch_norm={not batch_norm})')
+            f'build FlowNetS(batch_norm={not batch_norm})'
+        )
 
 
 def _apply(key, value, transform):
@@ -115,8 +147,9 @@ def _apply(key, value, transform):
             raise WeightsMismatchError(f'{key}: expected a vector, got shape {value.shape}')
         return value.astype(np.float32)
     if value.ndim != len(axes):
-        raise WeightsMismatchError(f'{key}: {transform} needs a {len(axes)}-D kernel, got '
-                                   f'shape {value.shape}')
+        raise WeightsMismatchError(
+            f'{key}: {transform} needs a {len(axes)}-D kernel, got shape {value.shape}'
+        )
     return np.ascontiguousarray(value.transpose(axes), dtype=np.float32)
 
 
@@ -154,8 +187,10 @@ def torch_shapes(param_shapes, batch_norm):
     extra = sorted(set(param_shapes) - targets)
     absent = sorted(targets - set(param_shapes))
     if extra or absent:
-        raise WeightsMismatchError(f'FlowNetS variables and the key table disagree: not in the '
-                                   f'table {extra}; not in the network {absent}')
+        raise WeightsMismatchError(
+            f'FlowNetS variables and the key table disagree: not in the '
+            f'table {extra}; not in the network {absent}'
+        )
     shapes = {}
     for key, (layer, param, transform) in table.items():
         if transform == IGNORED:

@@ -24,23 +24,25 @@ as parameter name, so the strict loader reports it as unexpected ('<unmapped>/ba
 returns the skipped keys as its second value; `convert` drops them silently. Keys must already
 be stripped of a `module.` prefix (`converters.torch_pth.state_dict_of` does that).
 """
+
 import numpy as np
 
 from converters.errors import WeightsMismatchError
 
 UNMAPPED = '<unmapped>'
 SKIPPED_PREFIXES = ('auxiliary_head.',)
-BN_PARAMS = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean',
-             'running_var': 'variance'}
+BN_PARAMS = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean', 'running_var': 'variance'}
 TRANSFORMS = {
-    'conv': lambda a: a.transpose(2, 3, 1, 0),   # OIHW -> HWIO
+    'conv': lambda a: a.transpose(2, 3, 1, 0),  # OIHW -> HWIO
     'vector': lambda a: a,
 }
 _NDIM = {'conv': 4, 'vector': 1}
 
-STEM = (('backbone.stem.0', 'backbone.stem.1', 'conv1_1_3x3_s2'),
-        ('backbone.stem.3', 'backbone.stem.4', 'conv1_2_3x3'),
-        ('backbone.stem.6', 'backbone.stem.7', 'conv1_3_3x3'))
+STEM = (
+    ('backbone.stem.0', 'backbone.stem.1', 'conv1_1_3x3_s2'),
+    ('backbone.stem.3', 'backbone.stem.4', 'conv1_2_3x3'),
+    ('backbone.stem.6', 'backbone.stem.7', 'conv1_3_3x3'),
+)
 BLOCK = (('conv1', 'bn1', '1x1_reduce'), ('conv2', 'bn2', '3x3'), ('conv3', 'bn3', '1x1_increase'))
 
 
@@ -98,10 +100,13 @@ def convert_with_skipped(state_dict, blocks=(3, 4, 23, 3), psp_bins=(1, 2, 3, 6)
             continue
         layer, param, transform = entry
         if array.ndim != _NDIM[transform]:
-            raise WeightsMismatchError(f'{key}: expected a {_NDIM[transform]}-D tensor for '
-                                       f'{layer}/{param}, got shape {array.shape}')
-        out.setdefault(layer, {})[param] = np.ascontiguousarray(TRANSFORMS[transform](array),
-                                                                dtype=np.float32)
+            raise WeightsMismatchError(
+                f'{key}: expected a {_NDIM[transform]}-D tensor for '
+                f'{layer}/{param}, got shape {array.shape}'
+            )
+        out.setdefault(layer, {})[param] = np.ascontiguousarray(
+            TRANSFORMS[transform](array), dtype=np.float32
+        )
     return out, sorted(skipped)
 
 

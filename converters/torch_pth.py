@@ -3,41 +3,52 @@ standard library and NumPy: torch is never imported.
 
 Public API
 ----------
-``load(path)``            the whole checkpoint as plain Python: ``dict``/``list``/``tuple``/``int``/
-                          ``float``/``str``/... with every tensor a NumPy array (``OrderedDict`` -> ``dict``,
-                          ``torch.Size`` -> ``tuple``, NumPy scalars -> Python numbers). Nothing is unwrapped.
-``state_dict_of(obj)``    the flat ``{name: ndarray}`` inside a loaded checkpoint (see its docstring).
-``split_metadata(obj)``   ``(state_dict_of(obj), {top-level entries holding no tensor})``, e.g. FlowNet's
-                          ``epoch``, ``arch``, ``best_EPE``, ``div_flow``.
-Every failure is a ``converters.errors.WeightsFileError`` whose one-line message starts with the path.
+``load(path)``: the whole checkpoint as plain Python (``dict``, ``list``, ``tuple``, ``int``,
+``float``, ``str``, ...) with every tensor a NumPy array (``OrderedDict`` -> ``dict``,
+``torch.Size`` -> ``tuple``, NumPy scalars -> Python numbers). Nothing is unwrapped.
+
+``state_dict_of(obj)``: the flat ``{name: ndarray}`` inside a loaded checkpoint (see its
+docstring).
+
+``split_metadata(obj)``: ``(state_dict_of(obj), {top-level entries holding no tensor})``, e.g.
+FlowNet's ``epoch``, ``arch``, ``best_EPE``, ``div_flow``.
+
+Every failure is a ``converters.errors.WeightsFileError`` whose one-line message starts with
+the path.
 
 Zip format (``torch.save`` since torch 1.6)
 -------------------------------------------
 A zip archive (records stored uncompressed) whose records all live under one directory ``<a>/``
-(``<a>`` is the file's stem; torch 2.13 writes ``data.pkl``, ``.format_version``, ``.storage_alignment``,
+(``<a>`` is the file's stem; torch 2.13 writes ``data.pkl``, ``.format_version``,
+``.storage_alignment``,
 ``byteorder``, ``data/<key>``, ``version``, ``.data/serialization_id``):
 
 * ``<a>/data.pkl``   the object, pickled (protocol 2) with persistent ids
   ``('storage', storage_class, key, location, numel)``. ``storage_class`` is a global such as
-  ``torch.FloatStorage`` naming the element type, or ``torch.storage.UntypedStorage`` (bytes) for the
-  dtypes torch serialises with ``_rebuild_tensor_v3`` (uint16/32/64, ...); ``numel`` counts elements.
+  ``torch.FloatStorage`` naming the element type, or ``torch.storage.UntypedStorage`` (bytes) for
+  the
+  dtypes torch serialises with ``_rebuild_tensor_v3`` (uint16/32/64, ...); ``numel`` counts
+  elements.
 * ``<a>/data/<key>`` the storage's raw elements, ``numel * itemsize`` bytes.
 * ``<a>/byteorder``  ``little`` or ``big`` (older files lack it: little).
 
 A tensor is ``torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
-backward_hooks[, metadata])``, or ``_rebuild_tensor_v3(..., backward_hooks, dtype[, metadata])`` on an
+backward_hooks[, metadata])``, or ``_rebuild_tensor_v3(..., backward_hooks, dtype[, metadata])`` on
+an
 untyped storage (offset, size and stride then count elements of ``dtype``); ``_rebuild_parameter
 (tensor, requires_grad, hooks[, state])`` wraps a tensor. Offsets and strides count elements, so a
 tensor is ``as_strided(storage[offset:], size, stride)``; several tensors may share one storage.
 
-Legacy format (``_use_new_zipfile_serialization=False``; torch < 1.6, e.g. old FlowNetPytorch ``.pth.tar``)
+Legacy format (``_use_new_zipfile_serialization=False``; torch < 1.6, e.g. old FlowNetPytorch
+``.pth.tar``)
 ------------------------------------------------------------------------------------------------------------
 Five consecutive pickles, then raw storages:
 
 1. the magic number ``0x1950a86a20f9469cfc6c``;  2. the protocol version ``1001``;
 3. sys info ``{'protocol_version', 'little_endian', 'type_sizes'}``;
 4. the object, with persistent ids ``('storage', storage_class, root_key, location, numel,
-   view_metadata)``; ``view_metadata`` is ``None`` (recent torch) or ``(view_key, offset, view_numel)``
+   view_metadata)``; ``view_metadata`` is ``None`` (recent torch) or ``(view_key, offset,
+   view_numel)``
    for a storage that is a slice of the root storage;
 5. the list of root storage keys; then, for each key in that order, its element count as a
    little-endian int64 followed by ``count * itemsize`` little-endian bytes.
@@ -52,15 +63,20 @@ header. ``load`` returns ``{name: array}`` plus ``__metadata__`` when present.
 
 Types and safety
 ----------------
-float32/16/64, int64/32/16/8, uint8/16/32/64 and bool become the same NumPy dtype (native byte order);
+float32/16/64, int64/32/16/8, uint8/16/32/64 and bool become the same NumPy dtype (native byte
+order);
 bfloat16 becomes float32 (exact, NumPy has no bfloat16). The unpickler only resolves the globals in
-``_ALLOWED`` (tensor rebuilders, storage classes, dtypes, ``OrderedDict``, ``torch.Size``, NumPy scalars,
-``_codecs.encode`` for latin-1 only, which is how protocol 2 spells ``bytes``) to local stand-ins that
+``_ALLOWED`` (tensor rebuilders, storage classes, dtypes, ``OrderedDict``, ``torch.Size``, NumPy
+scalars,
+``_codecs.encode`` for latin-1 only, which is how protocol 2 spells ``bytes``) to local stand-ins
+that
 build inert references, so no pickle can run code: anything else (``os.system``, ``builtins.eval``,
-model classes, ``argparse.Namespace``, sets, NumPy arrays) is refused by name. Tensors are materialised
+model classes, ``argparse.Namespace``, sets, NumPy arrays) is refused by name. Tensors are
+materialised
 only after unpickling, with offset/size/stride checked against the storage's length. ``nn.Module``
 state-dict ``_metadata`` (module versions) is dropped; lazy conj/neg tensor views are refused.
 """
+
 from __future__ import annotations
 
 import io
@@ -78,22 +94,60 @@ import numpy as np
 
 from converters.errors import WeightsFileError
 
-__all__ = ["load", "state_dict_of", "split_metadata"]
+__all__ = ['load', 'state_dict_of', 'split_metadata']
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-# torch dtype name -> NumPy storage type (byte order added when reading); bf16 and bool post-processed.
-_NUMPY = types.MappingProxyType({
-    "float32": "f4", "float16": "f2", "bfloat16": "u2", "float64": "f8", "int64": "i8", "int32": "i4",
-    "int16": "i2", "int8": "i1", "uint8": "u1", "bool": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8"})
-_STORAGE_CLASSES = types.MappingProxyType({
-    "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16", "DoubleStorage": "float64",
-    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
-    "ByteStorage": "uint8", "BoolStorage": "bool"})
-_SAFETENSORS = types.MappingProxyType({
-    "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "U16": "uint16", "U32": "uint32",
-    "U64": "uint64"})
+# torch dtype name -> NumPy storage type (byte order added when reading); bf16 and bool
+# post-processed.
+_NUMPY = types.MappingProxyType(
+    {
+        'float32': 'f4',
+        'float16': 'f2',
+        'bfloat16': 'u2',
+        'float64': 'f8',
+        'int64': 'i8',
+        'int32': 'i4',
+        'int16': 'i2',
+        'int8': 'i1',
+        'uint8': 'u1',
+        'bool': 'u1',
+        'uint16': 'u2',
+        'uint32': 'u4',
+        'uint64': 'u8',
+    }
+)
+_STORAGE_CLASSES = types.MappingProxyType(
+    {
+        'FloatStorage': 'float32',
+        'HalfStorage': 'float16',
+        'BFloat16Storage': 'bfloat16',
+        'DoubleStorage': 'float64',
+        'LongStorage': 'int64',
+        'IntStorage': 'int32',
+        'ShortStorage': 'int16',
+        'CharStorage': 'int8',
+        'ByteStorage': 'uint8',
+        'BoolStorage': 'bool',
+    }
+)
+_SAFETENSORS = types.MappingProxyType(
+    {
+        'F32': 'float32',
+        'F16': 'float16',
+        'BF16': 'bfloat16',
+        'F64': 'float64',
+        'I64': 'int64',
+        'I32': 'int32',
+        'I16': 'int16',
+        'I8': 'int8',
+        'U8': 'uint8',
+        'BOOL': 'bool',
+        'U16': 'uint16',
+        'U32': 'uint32',
+        'U64': 'uint64',
+    }
+)
 
 
 class _FormatError(Exception):
@@ -103,6 +157,7 @@ class _FormatError(Exception):
 @dataclass(frozen=True)
 class _Marker:
     """Stand-in for a torch storage class or dtype global (not callable, so never reduced)."""
+
     kind: str  # "storage" or "dtype"
     dtype: str
 
@@ -125,7 +180,7 @@ class _TensorRef:
 
 
 class _OrderedDict(dict):
-    """``collections.OrderedDict`` stand-in; ignores pickled attributes (state-dict ``_metadata``)."""
+    """``collections.OrderedDict`` stand-in; ignores pickled attributes (``_metadata``)."""
 
     def __setstate__(self, state):
         pass
@@ -135,74 +190,85 @@ class _NumpyDType:
     """``numpy.dtype`` stand-in: keeps the type code and the byte order from the pickled state."""
 
     def __init__(self, code, align=False, copy=False):
-        self.code, self.order = str(code), "="
+        self.code, self.order = str(code), '='
 
     def __setstate__(self, state):
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ('<', '>', '|', '='):
             self.order = state[1]
 
 
 def _numpy_scalar(dtype, data):
     dt = np.dtype(dtype.code).newbyteorder(dtype.order) if isinstance(dtype, _NumpyDType) else None
-    if dt is None or dt.kind not in "biufc" or not isinstance(data, bytes) or len(data) != dt.itemsize:
-        raise _FormatError("malformed NumPy scalar in the pickle")
+    if (
+        dt is None
+        or dt.kind not in 'biufc'
+        or not isinstance(data, bytes)
+        or len(data) != dt.itemsize
+    ):
+        raise _FormatError('malformed NumPy scalar in the pickle')
     return np.frombuffer(data, dt)[0].item()
 
 
-def _latin1_encode(text, encoding="latin1"):
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _FormatError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
+def _latin1_encode(text, encoding='latin1'):
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        raise _FormatError(f'refusing _codecs.encode with encoding {encoding!r}')
+    return text.encode('latin1')
 
 
 def _ints(value, what):
     ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v >= 0 for v in value)
     if not ok:
-        raise _FormatError(f"malformed tensor {what} {value!r} in the pickle")
+        raise _FormatError(f'malformed tensor {what} {value!r} in the pickle')
     return tuple(value)
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None, *,
-                    dtype=None):
-    """``torch._utils._rebuild_tensor`` (torch < 0.4) and ``_rebuild_tensor_v2``: a lazy tensor reference."""
+def _rebuild_tensor(
+    storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None, *, dtype=None
+):
+    """``torch._utils._rebuild_tensor`` (torch < 0.4) and ``_rebuild_tensor_v2``: a lazy tensor
+    reference."""
     if not isinstance(storage, _StorageRef) or not isinstance(offset, int) or offset < 0:
-        raise _FormatError("malformed tensor in the pickle (storage or offset)")
-    size, stride = _ints(size, "size"), _ints(stride, "stride")
+        raise _FormatError('malformed tensor in the pickle (storage or offset)')
+    size, stride = _ints(size, 'size'), _ints(stride, 'stride')
     if len(size) != len(stride):
-        raise _FormatError(f"tensor size {size} and stride {stride} differ in length")
+        raise _FormatError(f'tensor size {size} and stride {stride} differ in length')
     if metadata and any(metadata.values()):
-        raise _FormatError(f"unsupported tensor metadata {metadata!r} (lazy conj/neg view)")
+        raise _FormatError(f'unsupported tensor metadata {metadata!r} (lazy conj/neg view)')
     return _TensorRef(storage, dtype or storage.dtype, offset, size, stride)
 
 
 def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, metadata=None):
-    if not (isinstance(dtype, _Marker) and dtype.kind == "dtype"):
-        raise _FormatError("malformed _rebuild_tensor_v3 call (no dtype)")
+    if not (isinstance(dtype, _Marker) and dtype.kind == 'dtype'):
+        raise _FormatError('malformed _rebuild_tensor_v3 call (no dtype)')
     return _rebuild_tensor(storage, offset, size, stride, metadata=metadata, dtype=dtype.dtype)
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None, state=None):
     if not isinstance(data, _TensorRef):
-        raise _FormatError("malformed parameter in the pickle")
+        raise _FormatError('malformed parameter in the pickle')
     return data
 
 
 def _allowed() -> types.MappingProxyType:
     table: dict[tuple[str, str], Any] = {
-        ("collections", "OrderedDict"): _OrderedDict, ("torch", "Size"): tuple,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch", "UntypedStorage"): _Marker("storage", "uint8"),
-        ("torch.storage", "UntypedStorage"): _Marker("storage", "uint8"),
-        ("numpy", "dtype"): _NumpyDType, ("_codecs", "encode"): _latin1_encode,
-        ("numpy.core.multiarray", "scalar"): _numpy_scalar, ("numpy._core.multiarray", "scalar"): _numpy_scalar}
+        ('collections', 'OrderedDict'): _OrderedDict,
+        ('torch', 'Size'): tuple,
+        ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
+        ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
+        ('torch._utils', '_rebuild_tensor_v3'): _rebuild_tensor_v3,
+        ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+        ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
+        ('torch', 'UntypedStorage'): _Marker('storage', 'uint8'),
+        ('torch.storage', 'UntypedStorage'): _Marker('storage', 'uint8'),
+        ('numpy', 'dtype'): _NumpyDType,
+        ('_codecs', 'encode'): _latin1_encode,
+        ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
+        ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
+    }
     for name, dtype in _STORAGE_CLASSES.items():
-        table[("torch", name)] = table[("torch.cuda", name)] = _Marker("storage", dtype)
+        table[('torch', name)] = table[('torch.cuda', name)] = _Marker('storage', dtype)
     for dtype in _NUMPY:
-        table[("torch", dtype)] = _Marker("dtype", dtype)
+        table[('torch', dtype)] = _Marker('dtype', dtype)
     return types.MappingProxyType(table)
 
 
@@ -213,35 +279,47 @@ class _Unpickler(pickle.Unpickler):
     """Resolves only ``_ALLOWED`` globals; records the storages the persistent ids declare."""
 
     def __init__(self, file):
-        super().__init__(file, encoding="utf-8")
+        super().__init__(file, encoding='utf-8')
         self.storages: dict[str, tuple[str, int]] = {}  # key -> (dtype, numel)
 
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
-            raise _FormatError(f"refusing to load: the pickle references the disallowed global "
-                               f"'{module}.{name}' (only tensors, containers and plain values are allowed)")
+            raise _FormatError(
+                f'refusing to load: the pickle references the disallowed global '
+                f"'{module}.{name}' (only tensors, containers and plain values are allowed)"
+            )
         return _ALLOWED[(module, name)]
 
     def persistent_load(self, pid):
         tag = pid[0] if isinstance(pid, tuple) and pid else None
-        tag = tag.decode("ascii", "replace") if isinstance(tag, bytes) else tag  # Python 2 pickles
-        if tag == "module":
-            raise _FormatError("the checkpoint pickles a whole nn.Module; save its state_dict() instead")
-        if tag != "storage" or len(pid) not in (5, 6):
-            raise _FormatError(f"unknown persistent id {str(pid)[:80]!r} in the pickle")
+        tag = tag.decode('ascii', 'replace') if isinstance(tag, bytes) else tag  # Python 2 pickles
+        if tag == 'module':
+            raise _FormatError(
+                'the checkpoint pickles a whole nn.Module; save its state_dict() instead'
+            )
+        if tag != 'storage' or len(pid) not in (5, 6):
+            raise _FormatError(f'unknown persistent id {str(pid)[:80]!r} in the pickle')
         stype, key, _location, numel = pid[1:5]
         view = pid[5] if len(pid) == 6 else None
-        key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-        if not (isinstance(stype, _Marker) and stype.kind == "storage" and isinstance(numel, int) and numel >= 0):
-            raise _FormatError(f"malformed storage id {str(pid)[:80]!r} in the pickle")
+        key = key.decode('ascii') if isinstance(key, bytes) else str(key)
+        if not (
+            isinstance(stype, _Marker)
+            and stype.kind == 'storage'
+            and isinstance(numel, int)
+            and numel >= 0
+        ):
+            raise _FormatError(f'malformed storage id {str(pid)[:80]!r} in the pickle')
         if self.storages.setdefault(key, (stype.dtype, numel))[0] != stype.dtype:
-            raise _FormatError(f"storage {key!r} is declared with two element types")
+            raise _FormatError(f'storage {key!r} is declared with two element types')
         if view is None:
             return _StorageRef(key, stype.dtype, 0, numel)
         _view_key, offset, view_numel = view
-        if not (isinstance(offset, int) and isinstance(view_numel, int)
-                and 0 <= offset <= offset + view_numel <= numel):
-            raise _FormatError(f"storage view {view!r} lies outside storage {key!r}")
+        if not (
+            isinstance(offset, int)
+            and isinstance(view_numel, int)
+            and 0 <= offset <= offset + view_numel <= numel
+        ):
+            raise _FormatError(f'storage view {view!r} lies outside storage {key!r}')
         return _StorageRef(key, stype.dtype, offset, view_numel)
 
 
@@ -252,14 +330,14 @@ def _itemsize(dtype: str) -> int:
 def _raw_dtype(dtype: str, order: str) -> np.dtype:
     """The NumPy type of stored elements; ``order`` is '<' or '>' (native kept as '=')."""
     native = np.dtype(_NUMPY[dtype])
-    return native if (order == "<") == (sys.byteorder == "little") else native.newbyteorder(order)
+    return native if (order == '<') == (sys.byteorder == 'little') else native.newbyteorder(order)
 
 
 def _to_native(view: np.ndarray, dtype: str) -> np.ndarray:
     """Copy a (possibly strided, possibly byte-swapped) storage view into a fresh native array."""
-    if dtype == "bfloat16":  # the top half of a float32: widen the bits, shift, reinterpret
+    if dtype == 'bfloat16':  # the top half of a float32: widen the bits, shift, reinterpret
         return np.left_shift(view.astype(np.uint32), np.uint32(16)).view(np.float32)
-    if dtype == "bool":
+    if dtype == 'bool':
         return np.not_equal(view, 0)
     return np.array(view, dtype=np.dtype(_NUMPY[dtype]))
 
@@ -269,7 +347,7 @@ def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str) -> np.ndarray
     if isinstance(ref, _StorageRef):
         ref = _TensorRef(ref, ref.dtype, 0, (ref.numel,), (1,))
     if storage.key not in raws:
-        raise _FormatError(f"storage {storage.key!r} has no data in the file")
+        raise _FormatError(f'storage {storage.key!r} has no data in the file')
     raw, item = raws[storage.key], _itemsize(ref.dtype)
     start = storage.offset * _itemsize(storage.dtype)
     stop = min(len(raw), start + storage.numel * _itemsize(storage.dtype))
@@ -279,10 +357,14 @@ def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str) -> np.ndarray
         return _to_native(np.empty(ref.size, arr_dtype), ref.dtype)
     extent = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride)) + 1
     if extent > count:
-        raise _FormatError(f"a {ref.dtype} tensor of size {list(ref.size)} needs {extent} elements of "
-                           f"storage {storage.key!r}, which holds {count} (truncated or corrupt file)")
+        raise _FormatError(
+            f'a {ref.dtype} tensor of size {list(ref.size)} needs {extent} elements of '
+            f'storage {storage.key!r}, which holds {count} (truncated or corrupt file)'
+        )
     arr = np.frombuffer(raw, arr_dtype, count=count, offset=start)
-    view = np.lib.stride_tricks.as_strided(arr[ref.offset:], ref.size, [s * item for s in ref.stride])
+    view = np.lib.stride_tricks.as_strided(
+        arr[ref.offset :], ref.size, [s * item for s in ref.stride]
+    )
     return _to_native(view, ref.dtype)
 
 
@@ -297,88 +379,98 @@ def _materialize(obj, raws: dict, order: str):
     if isinstance(obj, tuple):
         return tuple(_materialize(v, raws, order) for v in obj)
     if isinstance(obj, (_Marker, _NumpyDType)):
-        raise _FormatError(f"unsupported object {obj!r} in the pickle")
+        raise _FormatError(f'unsupported object {obj!r} in the pickle')
     return obj
 
 
 def _load_zip(path: str):
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
-        pickles = sorted(n for n in names if n.endswith("/data.pkl") and n.count("/") == 1)
+        pickles = sorted(n for n in names if n.endswith('/data.pkl') and n.count('/') == 1)
         if len(pickles) != 1:
-            raise _FormatError(f"zip archive has {len(pickles) or 'no'} '<dir>/data.pkl' records; "
-                               "not a torch.save checkpoint")
-        prefix = pickles[0][: -len("data.pkl")]
-        has_order = prefix + "byteorder" in names
-        byteorder = archive.read(prefix + "byteorder").decode().strip() if has_order else "little"
-        if byteorder not in ("little", "big"):
-            raise _FormatError(f"unknown byteorder record {byteorder!r}")
+            raise _FormatError(
+                f"zip archive has {len(pickles) or 'no'} '<dir>/data.pkl' records; "
+                'not a torch.save checkpoint'
+            )
+        prefix = pickles[0][: -len('data.pkl')]
+        has_order = prefix + 'byteorder' in names
+        byteorder = archive.read(prefix + 'byteorder').decode().strip() if has_order else 'little'
+        if byteorder not in ('little', 'big'):
+            raise _FormatError(f'unknown byteorder record {byteorder!r}')
         unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])))
         obj = unpickler.load()
         raws = {}
         for key, (dtype, numel) in unpickler.storages.items():
-            name = f"{prefix}data/{key}"
+            name = f'{prefix}data/{key}'
             if name not in names:
                 raise _FormatError(f"zip archive lacks the storage record '{name}'")
             raws[key] = archive.read(name)
             if len(raws[key]) < numel * _itemsize(dtype):
-                raise _FormatError(f"storage record '{name}' holds {len(raws[key])} bytes but declares "
-                                   f"{numel} {dtype} elements ({numel * _itemsize(dtype)} bytes)")
-    return _materialize(obj, raws, "<" if byteorder == "little" else ">")
+                raise _FormatError(
+                    f"storage record '{name}' holds {len(raws[key])} bytes but declares "
+                    f'{numel} {dtype} elements ({numel * _itemsize(dtype)} bytes)'
+                )
+    return _materialize(obj, raws, '<' if byteorder == 'little' else '>')
 
 
 def _load_legacy(path: str):
-    with open(path, "rb") as f:
+    with open(path, 'rb') as f:
         data = f.read()
     stream = io.BytesIO(data)
     if _Unpickler(stream).load() != _LEGACY_MAGIC:
         raise _FormatError("not a PyTorch checkpoint (a pickle without torch's magic number)")
     if (version := _Unpickler(stream).load()) != _LEGACY_PROTOCOL:
-        raise _FormatError(f"unsupported legacy protocol version {version!r}")
+        raise _FormatError(f'unsupported legacy protocol version {version!r}')
     sys_info = _Unpickler(stream).load()
-    if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
-        raise _FormatError("legacy checkpoint written on a big-endian machine is unsupported")
+    if isinstance(sys_info, dict) and sys_info.get('little_endian') is False:
+        raise _FormatError('legacy checkpoint written on a big-endian machine is unsupported')
     unpickler = _Unpickler(stream)
     obj = unpickler.load()
     keys = _Unpickler(stream).load()
     if not isinstance(keys, list):
-        raise _FormatError("malformed storage key list")
+        raise _FormatError('malformed storage key list')
     raws, pos = {}, stream.tell()
     for key in keys:
         if key not in unpickler.storages:
-            raise _FormatError(f"storage key {key!r} is listed but never used")
-        (numel,) = struct.unpack_from("<q", data, pos) if pos + 8 <= len(data) else (-1,)
+            raise _FormatError(f'storage key {key!r} is listed but never used')
+        (numel,) = struct.unpack_from('<q', data, pos) if pos + 8 <= len(data) else (-1,)
         end = pos + 8 + numel * _itemsize(unpickler.storages[key][0])
         if numel < 0 or end > len(data):
-            raise _FormatError(f"storage {key!r} is cut short (file truncated at byte {len(data)})")
-        raws[key], pos = memoryview(data)[pos + 8:end], end
-    return _materialize(obj, raws, "<")
+            raise _FormatError(f'storage {key!r} is cut short (file truncated at byte {len(data)})')
+        raws[key], pos = memoryview(data)[pos + 8 : end], end
+    return _materialize(obj, raws, '<')
 
 
 def _load_safetensors(path: str):
-    with open(path, "rb") as f:
+    with open(path, 'rb') as f:
         data = f.read()
-    (size,) = struct.unpack_from("<Q", data)
+    (size,) = struct.unpack_from('<Q', data)
     if 8 + size > len(data):
-        raise _FormatError(f"safetensors header claims {size} bytes but the file has {len(data) - 8}")
-    header = json.loads(data[8:8 + size].decode("utf-8"))
+        raise _FormatError(
+            f'safetensors header claims {size} bytes but the file has {len(data) - 8}'
+        )
+    header = json.loads(data[8 : 8 + size].decode('utf-8'))
     if not isinstance(header, dict):
-        raise _FormatError("safetensors header is not a JSON object")
-    body, out = memoryview(data)[8 + size:], {}
+        raise _FormatError('safetensors header is not a JSON object')
+    body, out = memoryview(data)[8 + size :], {}
     for name, info in header.items():
-        if name == "__metadata__":
+        if name == '__metadata__':
             out[name] = dict(info)
             continue
-        dtype = _SAFETENSORS.get(info.get("dtype")) if isinstance(info, dict) else None
+        dtype = _SAFETENSORS.get(info.get('dtype')) if isinstance(info, dict) else None
         if dtype is None:
-            raise _FormatError(f"safetensors tensor {name!r} has an unsupported entry {str(info)[:80]}")
-        shape = _ints(info.get("shape"), "shape")
-        begin, end = _ints(info.get("data_offsets"), "data_offsets")
+            raise _FormatError(
+                f'safetensors tensor {name!r} has an unsupported entry {str(info)[:80]}'
+            )
+        shape = _ints(info.get('shape'), 'shape')
+        begin, end = _ints(info.get('data_offsets'), 'data_offsets')
         count = math.prod(shape)
         if not begin <= end <= len(body) or end - begin != count * _itemsize(dtype):
-            raise _FormatError(f"safetensors tensor {name!r}: data_offsets [{begin}, {end}] do not fit "
-                               f"shape {list(shape)} {dtype} in {len(body)} data bytes")
-        arr_dtype = _raw_dtype(dtype, "<")
+            raise _FormatError(
+                f'safetensors tensor {name!r}: data_offsets [{begin}, {end}] do not fit '
+                f'shape {list(shape)} {dtype} in {len(body)} data bytes'
+            )
+        arr_dtype = _raw_dtype(dtype, '<')
         arr = np.frombuffer(body, arr_dtype, count, begin) if count else np.empty(0, arr_dtype)
         out[name] = _to_native(arr.reshape(shape), dtype)
     return out
@@ -386,37 +478,46 @@ def _load_safetensors(path: str):
 
 def _sniff(path: str) -> str:
     try:
-        with open(path, "rb") as f:
+        with open(path, 'rb') as f:
             head = f.read(512)
     except OSError as err:
-        raise WeightsFileError(f"{path}: cannot read the file ({err.strerror or err})") from None
+        raise WeightsFileError(f'{path}: cannot read the file ({err.strerror or err})') from None
     if not head:
-        raise WeightsFileError(f"{path}: the file is empty")
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06") or zipfile.is_zipfile(path):
-        return "zip"
-    if head[257:262] == b"ustar":
-        raise WeightsFileError(f"{path}: a tar archive (the pre-0.4 PyTorch tar checkpoint format is "
-                               "unsupported; re-save it with a recent torch)")
-    if len(head) > 8 and head[8:9] == b"{" and head[:1] != b"\x80":
-        return "safetensors"
-    return "legacy"
+        raise WeightsFileError(f'{path}: the file is empty')
+    if head[:4] in (b'PK\x03\x04', b'PK\x05\x06') or zipfile.is_zipfile(path):
+        return 'zip'
+    if head[257:262] == b'ustar':
+        raise WeightsFileError(
+            f'{path}: a tar archive (the pre-0.4 PyTorch tar checkpoint format is '
+            'unsupported; re-save it with a recent torch)'
+        )
+    if len(head) > 8 and head[8:9] == b'{' and head[:1] != b'\x80':
+        return 'safetensors'
+    return 'legacy'
 
 
-_LOADERS = types.MappingProxyType({"zip": _load_zip, "legacy": _load_legacy, "safetensors": _load_safetensors})
+_LOADERS = types.MappingProxyType(
+    {'zip': _load_zip, 'legacy': _load_legacy, 'safetensors': _load_safetensors}
+)
 
 
 def load(path) -> Any:
-    """Read a checkpoint into plain containers and NumPy arrays (normally a dict; see the module doc)."""
+    """Read a checkpoint into plain containers and NumPy arrays (normally a dict; see the module
+    docstring)."""
     path = str(path)
     kind = _sniff(path)
     try:
         return _LOADERS[kind](path)
     except _FormatError as err:
-        raise WeightsFileError(f"{path}: {err}") from None
-    except Exception as err:  # anything a corrupt file can provoke: pickle, zip, struct, json, EOF...
-        what = " ".join(str(err).split())[:200]
-        raise WeightsFileError(f"{path}: corrupt, truncated or not a PyTorch checkpoint (read as "
-                               f"{kind} format; {type(err).__name__}: {what})") from err
+        raise WeightsFileError(f'{path}: {err}') from None
+    except (
+        Exception
+    ) as err:  # anything a corrupt file can provoke: pickle, zip, struct, json, EOF...
+        what = ' '.join(str(err).split())[:200]
+        raise WeightsFileError(
+            f'{path}: corrupt, truncated or not a PyTorch checkpoint (read as '
+            f'{kind} format; {type(err).__name__}: {what})'
+        ) from err
 
 
 def _holds_array(value) -> bool:
@@ -427,32 +528,42 @@ def _holds_array(value) -> bool:
     return isinstance(value, (list, tuple)) and any(_holds_array(v) for v in value)
 
 
-def state_dict_of(obj, path: str = "checkpoint") -> dict[str, np.ndarray]:
+def state_dict_of(obj, path: str = 'checkpoint') -> dict[str, np.ndarray]:
     """The flat ``{name: array}`` of a loaded checkpoint.
 
-    Descends through ``state_dict`` / ``model`` entries that hold dicts (any nesting), strips a leading
-    ``module.`` (DataParallel) from each name and drops non-array entries. ``path`` only prefixes errors.
+    Descends through ``state_dict`` / ``model`` entries that hold dicts (any nesting), strips a
+    leading
+    ``module.`` (DataParallel) from each name and drops non-array entries. ``path`` only prefixes
+    errors.
     """
     while isinstance(obj, dict):
-        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
+        inner = next(
+            (obj[k] for k in ('state_dict', 'model') if isinstance(obj.get(k), dict)), None
+        )
         if inner is None or not _holds_array(inner):
             break
         obj = inner
     if not isinstance(obj, dict):
-        raise WeightsFileError(f"{path}: the checkpoint holds a {type(obj).__name__}, not a dict of tensors")
+        raise WeightsFileError(
+            f'{path}: the checkpoint holds a {type(obj).__name__}, not a dict of tensors'
+        )
     out: dict[str, np.ndarray] = {}
     for key, value in obj.items():
         if isinstance(value, np.ndarray):
-            name = str(key).removeprefix("module.")
+            name = str(key).removeprefix('module.')
             if name in out:
-                raise WeightsFileError(f"{path}: tensor {name!r} appears with and without 'module.'")
+                raise WeightsFileError(
+                    f"{path}: tensor {name!r} appears with and without 'module.'"
+                )
             out[name] = value
     if not out:
-        raise WeightsFileError(f"{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+        raise WeightsFileError(
+            f'{path}: no tensors found (top-level keys: {sorted(map(str, obj))[:10]})'
+        )
     return out
 
 
-def split_metadata(obj, path: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def split_metadata(obj, path: str = 'checkpoint') -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``(state_dict_of(obj), top-level entries holding no array)``, e.g. FlowNet's ``div_flow``."""
     meta = {k: v for k, v in obj.items() if not _holds_array(v)} if isinstance(obj, dict) else {}
     return state_dict_of(obj, path), meta
@@ -464,14 +575,17 @@ def split_metadata(obj, path: str = "checkpoint") -> tuple[dict[str, np.ndarray]
 # Builds the target network, loads the checkpoint through its key map (strict by default),
 # writes a TF checkpoint and prints the load report. Only this part imports TensorFlow.
 
+
 def _target_network(target: str, num_classes: int):
-    if target in ("flownets", "flownets_bn"):
+    if target in ('flownets', 'flownets_bn'):
         from dff_tf.flownet import FlowNetS
-        return FlowNetS(batch_norm=target == "flownets_bn")
-    if target == "pspnet101_mmseg":
+
+        return FlowNetS(batch_norm=target == 'flownets_bn')
+    if target == 'pspnet101_mmseg':
         from icnet_tf.pspnet import PSPNet101
-        return PSPNet101(num_classes=num_classes, layout="mmseg")
-    raise ValueError(f"unknown target {target!r}")
+
+        return PSPNet101(num_classes=num_classes, layout='mmseg')
+    raise ValueError(f'unknown target {target!r}')
 
 
 def _convert_dff(path: str, num_classes: int, out_dir: str, ignore_missing: bool, skip):
@@ -486,26 +600,32 @@ def _convert_dff(path: str, num_classes: int, out_dir: str, ignore_missing: bool
     from dff_tf.train import CONFIG_NAME
 
     state_dict = state_dict_of(load(path), path)
-    batch_norm = dff_keys.is_batch_norm_flownet(dff_keys.split(state_dict)["flownet"])
-    dff = DFF("pspnet101", num_classes, flownet="bn" if batch_norm else "plain",
-              feature_net_kwargs={"layout": "mmseg"}).build()
+    batch_norm = dff_keys.is_batch_norm_flownet(dff_keys.split(state_dict)['flownet'])
+    dff = DFF(
+        'pspnet101',
+        num_classes,
+        flownet='bn' if batch_norm else 'plain',
+        feature_net_kwargs={'layout': 'mmseg'},
+    ).build()
     try:
-        reports, notes = dff_keys.load_into_dff(dff, state_dict, ignore_missing=ignore_missing,
-                                                skip=skip)
+        reports, notes = dff_keys.load_into_dff(
+            dff, state_dict, ignore_missing=ignore_missing, skip=skip
+        )
     except WeightsFileError:
         raise
     except ValueError as e:  # WeightsMismatchError from a key map or the strict loader
         text = str(e)
-        raise WeightsFileError(text.replace("<dict>", path, 1) if text.startswith("<dict>")
-                               else f"{path}: {text}") from None
+        raise WeightsFileError(
+            text.replace('<dict>', path, 1) if text.startswith('<dict>') else f'{path}: {text}'
+        ) from None
     for report in reports:
         report.source = path
         print(report)
     for note in notes:
-        print(f"note: {note}")
+        print(f'note: {note}')
     os.makedirs(out_dir, exist_ok=True)
     prefix = tf.train.CheckpointManager(tf.train.Checkpoint(net=dff), out_dir, 1).save()
-    with open(os.path.join(out_dir, CONFIG_NAME), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
         json.dump(dff.get_config(), f, indent=1)
     return prefix
 
@@ -517,29 +637,37 @@ def main(argv):
     from icnet_tf.checkpoints import save_weights_checkpoint
 
     f = flags.FLAGS
-    if f.target == "dff":
-        print(f"wrote {_convert_dff(f.pth, f.num_classes, f.out_dir, f.ignore_missing, cli.csv(f.skip_layers))}")
+    if f.target == 'dff':
+        skip = cli.csv(f.skip_layers)
+        print(f'wrote {_convert_dff(f.pth, f.num_classes, f.out_dir, f.ignore_missing, skip)}')
         return
     net = _target_network(f.target, f.num_classes)
-    report = net.load(f.pth, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers),
-                      verbose=False)
+    report = net.load(
+        f.pth, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers), verbose=False
+    )
     print(report)
-    print(f"wrote {save_weights_checkpoint(net, f.out_dir)}")
+    print(f'wrote {save_weights_checkpoint(net, f.out_dir)}')
 
 
 def _define_flags():
     from absl import flags
-    flags.DEFINE_string("pth", None, "PyTorch checkpoint (.pth, .pth.tar, .pt, .safetensors)")
-    flags.DEFINE_enum("target", None, ["flownets", "flownets_bn", "pspnet101_mmseg", "dff"],
-                      "what the checkpoint holds")
-    flags.DEFINE_integer("num_classes", 19, "classes of the segmentation head", lower_bound=1)
-    flags.DEFINE_string("out_dir", None, "directory for the TF checkpoint")
-    flags.DEFINE_bool("ignore_missing", False, "skip keys that do not fit instead of failing")
-    flags.DEFINE_string("skip_layers", "", "comma-separated layers not to load")
-    flags.mark_flags_as_required(["pth", "target", "out_dir"])
+
+    flags.DEFINE_string('pth', None, 'PyTorch checkpoint (.pth, .pth.tar, .pt, .safetensors)')
+    flags.DEFINE_enum(
+        'target',
+        None,
+        ['flownets', 'flownets_bn', 'pspnet101_mmseg', 'dff'],
+        'what the checkpoint holds',
+    )
+    flags.DEFINE_integer('num_classes', 19, 'classes of the segmentation head', lower_bound=1)
+    flags.DEFINE_string('out_dir', None, 'directory for the TF checkpoint')
+    flags.DEFINE_bool('ignore_missing', False, 'skip keys that do not fit instead of failing')
+    flags.DEFINE_string('skip_layers', '', 'comma-separated layers not to load')
+    flags.mark_flags_as_required(['pth', 'target', 'out_dir'])
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     from icnet_tf import cli
+
     _define_flags()
     cli.run(main)

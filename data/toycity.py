@@ -37,6 +37,7 @@ On-disk layout under out_dir (lists hold "<image_rel> <label_rel>" per line):
 
 Usage: python -m data.toycity --out_dir DIR [--num_train N ... --seed S]
 """
+
 import json
 import os
 import sys
@@ -45,27 +46,78 @@ import time
 import numpy as np
 from PIL import Image
 
-CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-               "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
-               "truck", "bus", "train", "motorcycle", "bicycle")
-(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
- PERSON, RIDER, CAR) = range(14)
+CLASS_NAMES = (
+    'road',
+    'sidewalk',
+    'building',
+    'wall',
+    'fence',
+    'pole',
+    'traffic light',
+    'traffic sign',
+    'vegetation',
+    'terrain',
+    'sky',
+    'person',
+    'rider',
+    'car',
+    'truck',
+    'bus',
+    'train',
+    'motorcycle',
+    'bicycle',
+)
+(
+    ROAD,
+    SIDEWALK,
+    BUILDING,
+    WALL,
+    FENCE,
+    POLE,
+    LIGHT,
+    SIGN,
+    VEGETATION,
+    TERRAIN,
+    SKY,
+    PERSON,
+    RIDER,
+    CAR,
+) = range(14)
 IGNORE = 255
 GAP = 254  # segment kind "nothing here" (never written to a label)
-USED_TRAIN_IDS = (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION,
-                  TERRAIN, SKY, PERSON, CAR)
+USED_TRAIN_IDS = (
+    ROAD,
+    SIDEWALK,
+    BUILDING,
+    WALL,
+    FENCE,
+    POLE,
+    LIGHT,
+    SIGN,
+    VEGETATION,
+    TERRAIN,
+    SKY,
+    PERSON,
+    CAR,
+)
 
 MIN_SIZE, MAX_SIZE = 64, 4096
-FPS = 17.0      # Cityscapes frame rate; velocities below are per second / FPS
-Z_NEAR = 2.0    # objects nearer than this (metres) are not drawn
-CITY = "toycity"
+FPS = 17.0  # Cityscapes frame rate; velocities below are per second / FPS
+Z_NEAR = 2.0  # objects nearer than this (metres) are not drawn
+CITY = 'toycity'
 TWO_PI = 2.0 * np.pi
 
 PALETTE = {  # RGB base colours, jittered per instance; deliberately overlapping between classes
     ROAD: ((78, 78, 82), (96, 94, 92), (112, 110, 114), (70, 72, 70)),
     SIDEWALK: ((152, 146, 140), (172, 150, 140), (128, 128, 134), (158, 124, 112)),
-    BUILDING: ((150, 140, 130), (185, 170, 150), (120, 112, 108), (165, 95, 75),
-               (205, 200, 190), (105, 112, 125)),
+    BUILDING: (
+        (150, 140, 130),
+        (185, 170, 150),
+        (120, 112, 108),
+        (165, 95, 75),
+        (205, 200, 190),
+        (105, 112, 125),
+    ),
     WALL: ((176, 172, 150), (128, 134, 140), (148, 128, 100)),
     FENCE: ((125, 100, 75), (95, 100, 95), (150, 150, 140)),
     VEGETATION: ((60, 100, 40), (80, 122, 52), (45, 82, 38), (95, 112, 60)),
@@ -73,13 +125,26 @@ PALETTE = {  # RGB base colours, jittered per instance; deliberately overlapping
     GAP: ((0, 0, 0),),
 }
 GLASS = ((45, 55, 70), (70, 85, 100), (35, 40, 45), (90, 110, 130))
-CAR_COLORS = ((200, 200, 205), (30, 30, 35), (140, 20, 25), (25, 50, 120), (120, 125, 130),
-              (230, 230, 230), (90, 100, 60), (180, 150, 40), (60, 60, 65))
+CAR_COLORS = (
+    (200, 200, 205),
+    (30, 30, 35),
+    (140, 20, 25),
+    (25, 50, 120),
+    (120, 125, 130),
+    (230, 230, 230),
+    (90, 100, 60),
+    (180, 150, 40),
+    (60, 60, 65),
+)
 SKIN = ((230, 190, 160), (190, 140, 100), (120, 80, 55), (250, 215, 190))
 HAIR = ((30, 25, 20), (90, 60, 30), (200, 170, 100), (150, 150, 150))
 TROUSERS = ((40, 45, 70), (30, 30, 30), (150, 130, 95), (90, 90, 95))
-SIGN_COLORS = (((240, 240, 240), (35, 85, 175)), ((200, 30, 35), (240, 240, 240)),  # (rim, face)
-               ((200, 30, 35), (240, 240, 240)), ((240, 240, 240), (235, 190, 40)))
+SIGN_COLORS = (
+    ((240, 240, 240), (35, 85, 175)),
+    ((200, 30, 35), (240, 240, 240)),  # (rim, face)
+    ((200, 30, 35), (240, 240, 240)),
+    ((240, 240, 240), (235, 190, 40)),
+)
 # Thin objects are drawn thicker than real ones. ICNet was designed for 1024x2048 Cityscapes frames
 # and predicts at 1/4 of its input (its labels are nearest-resized to 1/4 for the loss); at this
 # dataset's 256x512 a real 0.2 m pole ten metres away is 2 px wide, i.e. half an output cell, and
@@ -92,13 +157,23 @@ POLE_MAX_Z, PERSON_MAX_Z = 45.0, 32.0  # m; nothing thinner is placed farther aw
 LAMPS = ((255, 60, 40), (255, 200, 40), (60, 255, 120))  # red / yellow / green, top to bottom
 
 # Plane segments: kind -> (probability, length range m, height range m).
-NEAR_SEGMENTS = {BUILDING: (0.4, (8, 30), (6, 25)), VEGETATION: (0.2, (6, 20), (3, 10)),
-                 WALL: (0.18, (6, 18), (1.0, 2.4)), FENCE: (0.15, (6, 18), (1.2, 2.5)),
-                 GAP: (0.07, (3, 10), (0, 0))}
-FAR_SEGMENTS = {BUILDING: (0.55, (10, 40), (8, 35)), VEGETATION: (0.3, (8, 25), (5, 14)),
-                GAP: (0.15, (5, 15), (0, 0))}
-FRONT_SEGMENTS = {BUILDING: (0.6, (8, 30), (8, 40)), VEGETATION: (0.3, (6, 20), (5, 15)),
-                  GAP: (0.1, (4, 12), (0, 0))}
+NEAR_SEGMENTS = {
+    BUILDING: (0.4, (8, 30), (6, 25)),
+    VEGETATION: (0.2, (6, 20), (3, 10)),
+    WALL: (0.18, (6, 18), (1.0, 2.4)),
+    FENCE: (0.15, (6, 18), (1.2, 2.5)),
+    GAP: (0.07, (3, 10), (0, 0)),
+}
+FAR_SEGMENTS = {
+    BUILDING: (0.55, (10, 40), (8, 35)),
+    VEGETATION: (0.3, (8, 25), (5, 14)),
+    GAP: (0.15, (5, 15), (0, 0)),
+}
+FRONT_SEGMENTS = {
+    BUILDING: (0.6, (8, 30), (8, 40)),
+    VEGETATION: (0.3, (6, 20), (5, 15)),
+    GAP: (0.1, (4, 12), (0, 0)),
+}
 
 
 def _pick(rng, palette, jitter=18.0):
@@ -123,8 +198,11 @@ def smooth_noise(rng, height, width, cell):
 
 def _hash01(i, j, salt=0):
     """Deterministic pseudo-random number in [0, 1) per integer cell (i, j) (and salt)."""
-    h = (np.asarray(i).astype(np.int64).astype(np.uint32) * np.uint32(73856093)) ^ \
-        (np.asarray(j).astype(np.int64).astype(np.uint32) * np.uint32(19349663)) ^ np.uint32(salt)
+    h = (
+        (np.asarray(i).astype(np.int64).astype(np.uint32) * np.uint32(73856093))
+        ^ (np.asarray(j).astype(np.int64).astype(np.uint32) * np.uint32(19349663))
+        ^ np.uint32(salt)
+    )
     h ^= h >> np.uint32(15)
     h *= np.uint32(2246822519)
     h ^= h >> np.uint32(13)
@@ -151,121 +229,218 @@ def _segments(rng, axis, offset, start, stop, table):
         kind = kinds[rng.choice(len(kinds), p=probs / probs.sum())]
         _, (l0, l1), (h0, h1) = table[kind]
         bounds.append(bounds[-1] + rng.uniform(l0, l1))
-        rows.append(dict(kind=kind, height=rng.uniform(h0, h1), color=_pick(rng, PALETTE[kind]),
-                         tex=rng.integers(3), ws=rng.uniform(1.8, 3.5), wfrac=rng.uniform(0.35, 0.6),
-                         fh=rng.uniform(2.8, 3.6), woff=rng.uniform(0, 1), shop=rng.random() < 0.5,
-                         glass=_pick(rng, GLASS), wave=rng.uniform(2, 7), phase=rng.uniform(0, TWO_PI)))
+        rows.append(
+            dict(
+                kind=kind,
+                height=rng.uniform(h0, h1),
+                color=_pick(rng, PALETTE[kind]),
+                tex=rng.integers(3),
+                ws=rng.uniform(1.8, 3.5),
+                wfrac=rng.uniform(0.35, 0.6),
+                fh=rng.uniform(2.8, 3.6),
+                woff=rng.uniform(0, 1),
+                shop=rng.random() < 0.5,
+                glass=_pick(rng, GLASS),
+                wave=rng.uniform(2, 7),
+                phase=rng.uniform(0, TWO_PI),
+            )
+        )
     plane = {key: np.array([r[key] for r in rows]) for key in rows[0]}
     plane.update(axis=axis, offset=offset, bounds=np.array(bounds))
     return plane
 
 
 def _new_object(rng, kind, X, Z, vel=(0.0, 0.0)):
-    o = dict(kind=kind, X=X, Z=Z, vel=(float(vel[0]), float(vel[1])), seed=int(rng.integers(2**31)),
-             noise=rng.uniform(3, 9), phase=rng.uniform(0, TWO_PI), omega=0.0, swing=0.0)
-    if kind == "car":
+    o = dict(
+        kind=kind,
+        X=X,
+        Z=Z,
+        vel=(float(vel[0]), float(vel[1])),
+        seed=int(rng.integers(2**31)),
+        noise=rng.uniform(3, 9),
+        phase=rng.uniform(0, TWO_PI),
+        omega=0.0,
+        swing=0.0,
+    )
+    if kind == 'car':
         w, h = rng.uniform(1.6, 2.0), rng.uniform(1.35, 1.9)
-        o.update(cls=CAR, half=w / 2, top=h, depth=2.2, shadow_half=w / 2, front=vel[1] < 0,
-                 color=_pick(rng, CAR_COLORS, 25), glass=_pick(rng, GLASS))
-    elif kind == "person":
+        o.update(
+            cls=CAR,
+            half=w / 2,
+            top=h,
+            depth=2.2,
+            shadow_half=w / 2,
+            front=vel[1] < 0,
+            color=_pick(rng, CAR_COLORS, 25),
+            glass=_pick(rng, GLASS),
+        )
+    elif kind == 'person':
         h = rng.uniform(1.5, 1.9)
-        o.update(cls=PERSON, half=0.3 * PERSON_WIDTH * h / 1.75, top=h, depth=0.4, shadow_half=0.25,
-                 skin=_pick(rng, SKIN, 10), hair=_pick(rng, HAIR, 10),
-                 shirt=rng.uniform(20, 230, 3).astype(np.float32), trousers=_pick(rng, TROUSERS, 15),
-                 omega=TWO_PI * 0.9 / FPS * (vel != (0.0, 0.0)), swing=0.18 if vel[0] else 0.05)
-    elif kind == "pole":
-        attach = rng.choice(["none", "sign", "light"], p=[0.3, 0.4, 0.3])
+        o.update(
+            cls=PERSON,
+            half=0.3 * PERSON_WIDTH * h / 1.75,
+            top=h,
+            depth=0.4,
+            shadow_half=0.25,
+            skin=_pick(rng, SKIN, 10),
+            hair=_pick(rng, HAIR, 10),
+            shirt=rng.uniform(20, 230, 3).astype(np.float32),
+            trousers=_pick(rng, TROUSERS, 15),
+            omega=TWO_PI * 0.9 / FPS * (vel != (0.0, 0.0)),
+            swing=0.18 if vel[0] else 0.05,
+        )
+    elif kind == 'pole':
+        attach = rng.choice(['none', 'sign', 'light'], p=[0.3, 0.4, 0.3])
         pw, size = rng.uniform(*POLE_WIDTH), rng.uniform(0.9, 1.3)
-        top = rng.uniform(2.6, 3.6) if attach == "light" else rng.uniform(3.5, 7.5)  # lights on top
-        o.update(cls=POLE, pw=pw, pole_top=top, attach=attach, size=size, shape=rng.integers(4),
-                 sign_h=min(top - 0.6 * size, rng.uniform(2.3, 3.2)), lit=rng.integers(3),
-                 color=_pick(rng, ((110, 110, 115), (50, 60, 55)), 15), depth=0.3, shadow_half=pw,
-                 half=max(pw / 2, 0.5 * size if attach == "sign" else 0.25),
-                 top=top + (LIGHT_BOX[1] if attach == "light" else 0.0))
+        top = rng.uniform(2.6, 3.6) if attach == 'light' else rng.uniform(3.5, 7.5)  # lights on top
+        o.update(
+            cls=POLE,
+            pw=pw,
+            pole_top=top,
+            attach=attach,
+            size=size,
+            shape=rng.integers(4),
+            sign_h=min(top - 0.6 * size, rng.uniform(2.3, 3.2)),
+            lit=rng.integers(3),
+            color=_pick(rng, ((110, 110, 115), (50, 60, 55)), 15),
+            depth=0.3,
+            shadow_half=pw,
+            half=max(pw / 2, 0.5 * size if attach == 'sign' else 0.25),
+            top=top + (LIGHT_BOX[1] if attach == 'light' else 0.0),
+        )
     else:  # tree on the sidewalk
         rc, trunk = rng.uniform(1.2, 2.4), rng.uniform(1.8, 3.0)
-        o.update(cls=VEGETATION, rc=rc, trunk_h=trunk, trunk_w=rng.uniform(0.1, 0.2), cy=trunk + 0.8 * rc,
-                 half=1.25 * rc, top=trunk + 2.1 * rc, depth=0.5, shadow_half=0.8 * rc,
-                 color=_pick(rng, PALETTE[VEGETATION], 12), bark=_pick(rng, ((90, 70, 50), (70, 60, 55)), 10))
+        o.update(
+            cls=VEGETATION,
+            rc=rc,
+            trunk_h=trunk,
+            trunk_w=rng.uniform(0.1, 0.2),
+            cy=trunk + 0.8 * rc,
+            half=1.25 * rc,
+            top=trunk + 2.1 * rc,
+            depth=0.5,
+            shadow_half=0.8 * rc,
+            color=_pick(rng, PALETTE[VEGETATION], 12),
+            bark=_pick(rng, ((90, 70, 50), (70, 60, 55)), 10),
+        )
     return o
 
 
 def _place_objects(rng, st):
     """Static poles, trees and parked cars; moving traffic and pedestrians."""
-    R, S, objs = st["R"], st["S"], []
+    R, S, objs = st['R'], st['S'], []
 
     def add(kind, X, Z, vel=(0.0, 0.0)):
-        o = _new_object(rng, kind, X, Z, vel)  # always sampled: keeps the rng stream layout-independent
-        if all(abs(X - p["X"]) > o["half"] + p["half"] or abs(Z - p["Z"]) > o["depth"] + p["depth"]
-               for p in objs):
+        o = _new_object(
+            rng, kind, X, Z, vel
+        )  # always sampled: keeps the rng stream layout-independent
+        if all(
+            abs(X - p['X']) > o['half'] + p['half'] or abs(Z - p['Z']) > o['depth'] + p['depth']
+            for p in objs
+        ):
             objs.append(o)
 
     for side, sign in enumerate((-1, 1)):
         z = rng.uniform(4, 14)
         while z < POLE_MAX_Z:
-            add("pole", sign * (R + rng.uniform(0.3, 0.6)), z)
+            add('pole', sign * (R + rng.uniform(0.3, 0.6)), z)
             z += rng.uniform(8, 18)
         if S[side] > 2.2 and rng.random() < 0.5:
             z = rng.uniform(6, 14)
             while z < 70:
-                add("tree", sign * (R + 0.6 * S[side]), z)
+                add('tree', sign * (R + 0.6 * S[side]), z)
                 z += rng.uniform(8, 16)
         if rng.random() < 0.6:
             z = rng.uniform(5, 15)
             for _ in range(rng.integers(1, 6)):
-                add("car", sign * (R - 1.2), z)
+                add('car', sign * (R - 1.2), z)
                 z += rng.uniform(5.5, 10)
     for _ in range(rng.integers(1, 4)):  # traffic: oncoming lane X < 0, same direction X > 0
         lane = rng.choice([-1, 1])
         vz = -rng.uniform(6, 14) if lane < 0 else rng.uniform(-3, 6)
-        add("car", lane * R / 2 + rng.uniform(-0.3, 0.3), rng.uniform(7, 60), (0.0, vz / FPS))
+        add('car', lane * R / 2 + rng.uniform(-0.3, 0.3), rng.uniform(7, 60), (0.0, vz / FPS))
     for _ in range(rng.integers(2, 9)):
         speed = rng.uniform(1.0, 1.6) / FPS * rng.choice([-1, 1]) * (rng.random() < 0.8)
         if rng.random() < 0.2:  # crossing the road
-            add("person", rng.uniform(-R + 0.5, R - 0.5), rng.uniform(6, 0.8 * PERSON_MAX_Z), (speed, 0.0))
+            add(
+                'person',
+                rng.uniform(-R + 0.5, R - 0.5),
+                rng.uniform(6, 0.8 * PERSON_MAX_Z),
+                (speed, 0.0),
+            )
         else:
             side = rng.integers(2)
             X = (2 * side - 1) * rng.uniform(R + 0.5, R + max(S[side] - 0.3, 0.6))
-            add("person", X, rng.uniform(4, PERSON_MAX_Z), (0.0, speed))
+            add('person', X, rng.uniform(4, PERSON_MAX_Z), (0.0, speed))
     return objs
 
 
 def _build_world(rng, height, width, pano_width, xv):
     """Sample everything about one scene: camera, street, facade planes, lighting, objects."""
     # Focal length near Cityscapes' (2262 px at width 2048, i.e. 1.1 x width).
-    cam = dict(f=width * rng.uniform(0.95, 1.25), yh=height * rng.uniform(0.38, 0.5),
-               hc=rng.uniform(1.2, 1.6), xv=xv)
+    cam = dict(
+        f=width * rng.uniform(0.95, 1.25),
+        yh=height * rng.uniform(0.38, 0.5),
+        hc=rng.uniform(1.2, 1.6),
+        xv=xv,
+    )
     R, S = rng.uniform(3.0, 6.0), rng.uniform(2.0, 4.5, 2)
     T = np.where(rng.random(2) < 0.6, rng.uniform(1.0, 4.0, 2), 0.0)  # grass strip before facades
-    st = dict(R=R, S=S, Lb=R + S + T, beyond=np.where(T > 0, TERRAIN, SIDEWALK),
-              markings=rng.random() < 0.8, cross=None)
+    st = dict(
+        R=R,
+        S=S,
+        Lb=R + S + T,
+        beyond=np.where(T > 0, TERRAIN, SIDEWALK),
+        markings=rng.random() < 0.8,
+        cross=None,
+    )
     if rng.random() < 0.35:
         c0 = rng.uniform(15, 45)
-        st["cross"] = (c0, c0 + rng.uniform(8, 14))
+        st['cross'] = (c0, c0 + rng.uniform(8, 14))
     z_end = rng.uniform(60, 140)
     z_front = z_end + rng.uniform(10, 60)
     planes = []
-    for sign, lb in zip((-1, 1), st["Lb"]):
-        planes.append(_segments(rng, "z", sign * lb, 0.0, z_end, NEAR_SEGMENTS))
-        planes.append(_segments(rng, "z", sign * (lb + rng.uniform(6, 20)), 0.0, z_front, FAR_SEGMENTS))
-    planes.append(_segments(rng, "x", z_front, -2 * z_front, 2 * z_front, FRONT_SEGMENTS))
+    for sign, lb in zip((-1, 1), st['Lb']):
+        planes.append(_segments(rng, 'z', sign * lb, 0.0, z_end, NEAR_SEGMENTS))
+        planes.append(
+            _segments(rng, 'z', sign * (lb + rng.uniform(6, 20)), 0.0, z_front, FAR_SEGMENTS)
+        )
+    planes.append(_segments(rng, 'x', z_front, -2 * z_front, 2 * z_front, FRONT_SEGMENTS))
     sun = rng.choice([-1, 1])  # facades on this side are in shade and shade the street
     for pl in planes:
-        in_shade = pl["axis"] == "z" and np.sign(pl["offset"]) == sun
-        pl["shade"] = rng.uniform(0.65, 0.85) if in_shade else rng.uniform(0.95, 1.1)
+        in_shade = pl['axis'] == 'z' and np.sign(pl['offset']) == sun
+        pl['shade'] = rng.uniform(0.65, 0.85) if in_shade else rng.uniform(0.95, 1.1)
     clear = rng.random() < 0.6
-    light = dict(sun=sun, shadow=rng.uniform(0.5, 0.75), shadow_len=rng.uniform(0.2, 0.8),
-                 gain=rng.uniform(0.7, 1.25), contrast=rng.uniform(0.75, 1.2),
-                 cast=rng.uniform(0.9, 1.1, 3).astype(np.float32), noise=rng.uniform(2, 7))
-    colors = dict(road=_pick(rng, PALETTE[ROAD], 10), sidewalk=_pick(rng, PALETTE[SIDEWALK]),
-                  terrain=_pick(rng, PALETTE[TERRAIN]),
-                  marking=_pick(rng, ((215, 215, 205), (220, 190, 60)), 10),  # white or yellow
-                  sky_top=_pick(rng, ((70, 120, 200),) if clear else ((150, 155, 165),), 15),
-                  sky_horizon=_pick(rng, ((170, 195, 225),) if clear else ((195, 198, 205),), 10),
-                  clouds=rng.uniform(0.0, 0.8))
-    return dict(height=height, width=width, pano_width=pano_width, cam=cam, street=st, planes=planes,
-                light=light, colors=colors, hood=_make_hood(rng, height, width),
-                objects=_place_objects(rng, st))
+    light = dict(
+        sun=sun,
+        shadow=rng.uniform(0.5, 0.75),
+        shadow_len=rng.uniform(0.2, 0.8),
+        gain=rng.uniform(0.7, 1.25),
+        contrast=rng.uniform(0.75, 1.2),
+        cast=rng.uniform(0.9, 1.1, 3).astype(np.float32),
+        noise=rng.uniform(2, 7),
+    )
+    colors = dict(
+        road=_pick(rng, PALETTE[ROAD], 10),
+        sidewalk=_pick(rng, PALETTE[SIDEWALK]),
+        terrain=_pick(rng, PALETTE[TERRAIN]),
+        marking=_pick(rng, ((215, 215, 205), (220, 190, 60)), 10),  # white or yellow
+        sky_top=_pick(rng, ((70, 120, 200),) if clear else ((150, 155, 165),), 15),
+        sky_horizon=_pick(rng, ((170, 195, 225),) if clear else ((195, 198, 205),), 10),
+        clouds=rng.uniform(0.0, 0.8),
+    )
+    return dict(
+        height=height,
+        width=width,
+        pano_width=pano_width,
+        cam=cam,
+        street=st,
+        planes=planes,
+        light=light,
+        colors=colors,
+        hood=_make_hood(rng, height, width),
+        objects=_place_objects(rng, st),
+    )
 
 
 def _make_hood(rng, height, width):
@@ -274,59 +449,73 @@ def _make_hood(rng, height, width):
         return None
     depth = rng.uniform(0.03, 0.07) * height
     x = (np.arange(width) + 0.5 - width / 2) / (width / 2)
-    edge = height - depth * (1 - 0.6 * x ** 2)
+    edge = height - depth * (1 - 0.6 * x**2)
     mask = (np.arange(height) + 0.5)[:, None] > edge[None, :]
     base = _pick(rng, CAR_COLORS, 20) * 0.6
     rows = np.nonzero(mask)[0]
-    color = base * (1.2 - 0.4 * (rows - edge.min()) / depth)[:, None] + rng.normal(0, 3, (rows.size, 3))
+    color = base * (1.2 - 0.4 * (rows - edge.min()) / depth)[:, None] + rng.normal(
+        0, 3, (rows.size, 3)
+    )
     return dict(mask=mask, color=color.astype(np.float32), top=int(np.floor(edge.min() + 0.5)))
 
 
 # ----------------------------------------------------------------------------- background
 def _ground(w, X, Z, ns, nf):
     """Labels and colours of ground pixels at ground coordinates (X, Z) metres."""
-    st, c = w["street"], w["colors"]
-    R, ax, side = st["R"], np.abs(X), (X > 0).astype(int)
-    lab = np.where(ax < R, ROAD, np.where(ax < R + st["S"][side], SIDEWALK, st["beyond"][side]))
-    cross = np.zeros(X.shape, bool) if st["cross"] is None else (Z > st["cross"][0]) & (Z < st["cross"][1])
+    st, c = w['street'], w['colors']
+    R, ax, side = st['R'], np.abs(X), (X > 0).astype(int)
+    lab = np.where(ax < R, ROAD, np.where(ax < R + st['S'][side], SIDEWALK, st['beyond'][side]))
+    cross = (
+        np.zeros(X.shape, bool)
+        if st['cross'] is None
+        else (Z > st['cross'][0]) & (Z < st['cross'][1])
+    )
     lab[cross] = ROAD
     col = np.empty(X.shape + (3,), np.float32)
-    for cls, key, amp in ((ROAD, "road", (0.08, 0.06)), (SIDEWALK, "sidewalk", (0.05, 0.04)),
-                          (TERRAIN, "terrain", (0.22, 0.18))):
+    for cls, key, amp in (
+        (ROAD, 'road', (0.08, 0.06)),
+        (SIDEWALK, 'sidewalk', (0.05, 0.04)),
+        (TERRAIN, 'terrain', (0.22, 0.18)),
+    ):
         m = lab == cls
         col[m] = c[key] * (1 + amp[0] * ns[m] + amp[1] * nf[m])[:, None]
     road = lab == ROAD
-    if st["markings"]:
+    if st['markings']:
         mark = (np.abs(X) < 0.08) & (np.mod(Z, 9.0) < 4.0) | (ax > R - 0.35) & (ax < R - 0.2)
-        if st["cross"] is not None:
-            mark |= (Z > st["cross"][0] - 3.5) & (Z < st["cross"][0] - 0.5) & (np.mod(X, 1.0) < 0.5)
-        col[road & mark & ~cross] = c["marking"]
+        if st['cross'] is not None:
+            mark |= (Z > st['cross'][0] - 3.5) & (Z < st['cross'][0] - 0.5) & (np.mod(X, 1.0) < 0.5)
+        col[road & mark & ~cross] = c['marking']
     walk = lab == SIDEWALK
     tile = walk & ((np.mod(X, 0.5) < 0.03) | (np.mod(Z, 0.5) < 0.03))
     col[tile] *= 0.85
     col[walk & (ax < R + 0.2)] *= 1.15  # curb stones
     # Shadow of the sun-side facades: a strip of width shadow_len * facade height.
-    sun, L = w["light"]["sun"], w["light"]
-    near = w["planes"][0 if sun < 0 else 2]
-    seg = np.clip(np.searchsorted(near["bounds"], Z, side="right") - 1, 0, near["kind"].size - 1)
-    tall = np.isin(near["kind"][seg], (BUILDING, WALL)) & (Z < near["bounds"][-1]) & ~cross
-    shadow = tall & (X * sun > st["Lb"][(sun + 1) // 2] - L["shadow_len"] * near["height"][seg])
-    col[shadow] *= L["shadow"]
+    sun, L = w['light']['sun'], w['light']
+    near = w['planes'][0 if sun < 0 else 2]
+    seg = np.clip(np.searchsorted(near['bounds'], Z, side='right') - 1, 0, near['kind'].size - 1)
+    tall = np.isin(near['kind'][seg], (BUILDING, WALL)) & (Z < near['bounds'][-1]) & ~cross
+    shadow = tall & (X * sun > st['Lb'][(sun + 1) // 2] - L['shadow_len'] * near['height'][seg])
+    col[shadow] *= L['shadow']
     return lab.astype(np.uint8), col
 
 
 def _building_texture(pl, seg, rel, up, col, ns, nf):
     """Bricks or panels, a grid of windows (per-window reflection), shop windows, a cornice."""
-    ws, fh, height, tex, woff = (pl[k][seg] for k in ("ws", "fh", "height", "tex", "woff"))
+    ws, fh, height, tex, woff = (pl[k][seg] for k in ('ws', 'fh', 'height', 'tex', 'woff'))
     rows = np.floor(up / 0.3)
-    col[(tex == 1) & ((np.mod(up, 0.3) < 0.05) | (np.mod(rel + 0.3 * np.mod(rows, 2), 0.6) < 0.05))] *= 1.18
+    col[
+        (tex == 1) & ((np.mod(up, 0.3) < 0.05) | (np.mod(rel + 0.3 * np.mod(rows, 2), 0.6) < 0.05))
+    ] *= 1.18
     col[(tex == 2) & (np.mod(rel, 1.5) < 0.1)] *= 0.8  # panel seams
-    ra, rb, ww = np.mod(rel - woff, ws), np.mod(up, fh), ws * pl["wfrac"][seg]
+    ra, rb, ww = np.mod(rel - woff, ws), np.mod(up, fh), ws * pl['wfrac'][seg]
     storey = (up > fh) & (up < height - 0.8)
     win = storey & (ra < ww) & (rb > 0.35 * fh) & (rb < 0.85 * fh)
     sill = storey & (ra < ww + 0.1) & (rb > 0.35 * fh - 0.12) & (rb <= 0.35 * fh)
-    shop = pl["shop"][seg] & (up > 0.3) & (up < 0.8 * fh) & (np.mod(rel, 2 * ws) < 1.3 * ws)
-    glass = pl["glass"][seg] * (0.6 + 0.8 * _hash01(np.floor((rel - woff) / ws), np.floor(up / fh)))[:, None]
+    shop = pl['shop'][seg] & (up > 0.3) & (up < 0.8 * fh) & (np.mod(rel, 2 * ws) < 1.3 * ws)
+    glass = (
+        pl['glass'][seg]
+        * (0.6 + 0.8 * _hash01(np.floor((rel - woff) / ws), np.floor(up / fh)))[:, None]
+    )
     col[sill] *= 1.3
     col[win] = glass[win]
     col[shop] = 0.7 * glass[shop]
@@ -340,63 +529,71 @@ def _vegetation_texture(pl, seg, rel, up, col, ns, nf):
 
 def _wall_texture(pl, seg, rel, up, col, ns, nf):
     # Large stone blocks with dark mortar and a bright coping: unlike any building storey.
-    col *= (0.9 + 0.2 * _hash01(np.floor((rel + 0.4 * np.floor(up / 0.4)) / 0.8), np.floor(up / 0.4), 7))[:, None]
+    col *= (
+        0.9 + 0.2 * _hash01(np.floor((rel + 0.4 * np.floor(up / 0.4)) / 0.8), np.floor(up / 0.4), 7)
+    )[:, None]
     col[(np.mod(up, 0.4) < 0.05) | (np.mod(rel + 0.4 * np.floor(up / 0.4), 0.8) < 0.05)] *= 0.6
-    col[up > pl["height"][seg] - 0.18] *= 1.35  # coping
+    col[up > pl['height'][seg] - 0.18] *= 1.35  # coping
     return col
 
 
 def _fence_texture(pl, seg, rel, up, col, ns, nf):
     planks = np.mod(rel, 0.15) < 0.025
     mesh = (np.mod(rel, 0.2) > 0.05) & (np.mod(up, 0.9) > 0.08)
-    col[np.where(pl["tex"][seg] == 0, planks, mesh)] *= 0.45  # plank gaps / see-through mesh
+    col[np.where(pl['tex'][seg] == 0, planks, mesh)] *= 0.45  # plank gaps / see-through mesh
     return col
 
 
 def _facade(pl, a, up, seg, ns, nf):
     """Labels and colours of plane pixels (a: metres along the plane, up: metres above ground)."""
-    kind, rel = pl["kind"][seg], (a - pl["bounds"][seg]).astype(np.float32)
+    kind, rel = pl['kind'][seg], (a - pl['bounds'][seg]).astype(np.float32)
     up = up.astype(np.float32)
-    col = pl["color"][seg] * (1 + 0.06 * ns + 0.05 * nf)[:, None]
-    for k, texture in ((BUILDING, _building_texture), (VEGETATION, _vegetation_texture),
-                       (WALL, _wall_texture), (FENCE, _fence_texture)):
+    col = pl['color'][seg] * (1 + 0.06 * ns + 0.05 * nf)[:, None]
+    for k, texture in (
+        (BUILDING, _building_texture),
+        (VEGETATION, _vegetation_texture),
+        (WALL, _wall_texture),
+        (FENCE, _fence_texture),
+    ):
         i = np.nonzero(kind == k)[0]
         if i.size:
             col[i] = texture(pl, seg[i], rel[i], up[i], col[i], ns[i], nf[i])
-    return kind.astype(np.uint8), col * pl["shade"]
+    return kind.astype(np.uint8), col * pl['shade']
 
 
 def _render_background(rng, w):
     """The static world (no objects) as float RGB [H, Wp, 3] and labels [H, Wp]."""
-    cam, H, Wp = w["cam"], w["height"], w["pano_width"]
-    f, yh, hc = cam["f"], cam["yh"], cam["hc"]
-    dx = (np.arange(Wp) + 0.5 - cam["xv"])[None, :]
+    cam, H, Wp = w['cam'], w['height'], w['pano_width']
+    f, yh, hc = cam['f'], cam['yh'], cam['hc']
+    dx = (np.arange(Wp) + 0.5 - cam['xv'])[None, :]
     dy = (np.arange(H) + 0.5 - yh)[:, None]
     split = int(np.searchsorted(dx[0], 0.0))  # columns [0, split) look left of the street axis
-    cross = w["street"]["cross"]
+    cross = w['street']['cross']
     hits = []  # per plane: (rows, cols, a, up, seg) of the pixels where it was the nearest so far
-    with np.errstate(all="ignore"):
+    with np.errstate(all='ignore'):
         zg = np.where(dy > 0, f * hc / dy, np.inf)
         zbest = np.repeat(np.broadcast_to(zg, (H, 1)), Wp, axis=1)
         who = np.where(np.isfinite(zbest), 0, -1)  # -1 sky, 0 ground, p: plane p - 1
-        for p, pl in enumerate(w["planes"], start=1):
-            if pl["axis"] == "z":  # side plane X = offset, only seen on its side of the axis
-                c0 = 0 if pl["offset"] < 0 else split
-                cols = slice(c0, split) if pl["offset"] < 0 else slice(split, Wp)
-                z = f * pl["offset"] / dx[:, cols]
+        for p, pl in enumerate(w['planes'], start=1):
+            if pl['axis'] == 'z':  # side plane X = offset, only seen on its side of the axis
+                c0 = 0 if pl['offset'] < 0 else split
+                cols = slice(c0, split) if pl['offset'] < 0 else slice(split, Wp)
+                z = f * pl['offset'] / dx[:, cols]
                 a = z
             else:  # frontal plane Z = offset
                 c0, cols = 0, slice(0, Wp)
-                z, a = np.full((1, Wp), pl["offset"]), dx * pl["offset"] / f
+                z, a = np.full((1, Wp), pl['offset']), dx * pl['offset'] / f
             up = hc - dy * z / f  # height of the hit point above the ground
-            inside = (a >= pl["bounds"][0]) & (a < pl["bounds"][-1])
+            inside = (a >= pl['bounds'][0]) & (a < pl['bounds'][-1])
             r, c = np.nonzero((z < zbest[:, cols]) & (up >= 0) & inside)
             a, up = a[0, c], up[r, c]
-            seg = np.clip(np.searchsorted(pl["bounds"], a, side="right") - 1, 0, pl["kind"].size - 1)
-            kind = pl["kind"][seg]
-            wave = 0.8 + 0.2 * np.sin(dx[0, c + c0] / (6 * pl["wave"][seg]) + pl["phase"][seg])
-            ok = (up < pl["height"][seg] * np.where(kind == VEGETATION, wave, 1.0)) & (kind != GAP)
-            if pl["axis"] == "z" and cross is not None:
+            seg = np.clip(
+                np.searchsorted(pl['bounds'], a, side='right') - 1, 0, pl['kind'].size - 1
+            )
+            kind = pl['kind'][seg]
+            wave = 0.8 + 0.2 * np.sin(dx[0, c + c0] / (6 * pl['wave'][seg]) + pl['phase'][seg])
+            ok = (up < pl['height'][seg] * np.where(kind == VEGETATION, wave, 1.0)) & (kind != GAP)
+            if pl['axis'] == 'z' and cross is not None:
                 ok &= ~((a > cross[0]) & (a < cross[1]))
             r, c = r[ok], c[ok] + c0
             zbest[r, c], who[r, c] = z[0, c - c0], p
@@ -404,24 +601,24 @@ def _render_background(rng, w):
     img = np.zeros((H, Wp, 3), np.float32)
     lbl = np.full((H, Wp), IGNORE, np.uint8)
     ns, nf = smooth_noise(rng, H, Wp, 12), smooth_noise(rng, H, Wp, 3)
-    col, m = w["colors"], who == -1
+    col, m = w['colors'], who == -1
     t = np.clip(-np.broadcast_to(dy, (H, Wp))[m] / yh, 0, 1)[:, None]
-    cloud = np.clip(0.6 * smooth_noise(rng, H, Wp, 40)[m] + col["clouds"] - 0.6, 0, 1)[:, None]
-    img[m] = (col["sky_horizon"] * (1 - t) + col["sky_top"] * t) * (1 - cloud) + 235 * cloud
+    cloud = np.clip(0.6 * smooth_noise(rng, H, Wp, 40)[m] + col['clouds'] - 0.6, 0, 1)[:, None]
+    img[m] = (col['sky_horizon'] * (1 - t) + col['sky_top'] * t) * (1 - cloud) + 235 * cloud
     lbl[m] = SKY
     r, c = np.nonzero(who == 0)
     lbl[r, c], img[r, c] = _ground(w, dx[0, c] * zg[r, 0] / f, zg[r, 0], ns[r, c], nf[r, c])
-    for p, (pl, (r, c, a, up, seg)) in enumerate(zip(w["planes"], hits), start=1):
+    for p, (pl, (r, c, a, up, seg)) in enumerate(zip(w['planes'], hits), start=1):
         keep = who[r, c] == p  # not overwritten by a nearer plane
         r, c = r[keep], c[keep]
         lbl[r, c], img[r, c] = _facade(pl, a[keep], up[keep], seg[keep], ns[r, c], nf[r, c])
-    img += w["light"]["noise"] * rng.standard_normal(img.shape, dtype=np.float32)
+    img += w['light']['noise'] * rng.standard_normal(img.shape, dtype=np.float32)
     return img, lbl
 
 
 # ----------------------------------------------------------------------------- objects
 def _car_parts(o, a, b, lab, col):
-    hw, top, aa = o["half"], o["top"], np.abs(a)
+    hw, top, aa = o['half'], o['top'], np.abs(a)
     belt = 0.55 * top  # top of the lower body
     wheel = (b >= 0) & (b < 0.4) & (aa > hw - 0.4) & (aa < hw - 0.04)
     lower = (b >= 0.24) & (b < belt) & (aa < hw)
@@ -429,72 +626,92 @@ def _car_parts(o, a, b, lab, col):
     glass = cabin & (b > belt + 0.06) & (b < top - 0.07) & (aa < hw - 0.22 - 0.5 * (b - belt))
     lamp = lower & (b > belt - 0.2) & (b < belt - 0.06) & (aa > hw - 0.34)
     plate = (b > 0.4) & (b < 0.52) & (aa < 0.26)
-    body = o["color"] * (0.8 + 0.3 * np.clip(b / top, 0, 1))[..., None]
-    for m, value in ((wheel, 28.0), (lower | cabin, body), (lower & (b < 0.34), 0.55 * body),
-                     (lamp, (240, 240, 200) if o["front"] else (200, 30, 30)), (plate, (215, 215, 205)),
-                     (glass, o["glass"] * (0.7 + 0.6 * np.clip((b - belt) / (top - belt), 0, 1))[..., None])):
+    body = o['color'] * (0.8 + 0.3 * np.clip(b / top, 0, 1))[..., None]
+    for m, value in (
+        (wheel, 28.0),
+        (lower | cabin, body),
+        (lower & (b < 0.34), 0.55 * body),
+        (lamp, (240, 240, 200) if o['front'] else (200, 30, 30)),
+        (plate, (215, 215, 205)),
+        (glass, o['glass'] * (0.7 + 0.6 * np.clip((b - belt) / (top - belt), 0, 1))[..., None]),
+    ):
         col[m] = value[m] if np.ndim(value) == 3 else value
         lab[m] = CAR
 
 
 def _person_parts(o, a, b, phase, lab, col):
-    k = o["top"] / 1.75
+    k = o['top'] / 1.75
     p, q = a / (k * PERSON_WIDTH), b / k
-    s = o["swing"] * np.sin(phase) * (0.9 - q)
+    s = o['swing'] * np.sin(phase) * (0.9 - q)
     leg = (q < 0.9) & ((np.abs(p + 0.085 + s) < 0.075) | (np.abs(p - 0.085 - s) < 0.075))
     arm = (q >= 0.8) & (q < 1.45) & (np.abs(p) >= 0.17) & (np.abs(p) < 0.25)
     torso = (q >= 0.85) & (q < 1.5) & (np.abs(p) < 0.17 + 0.03 * (q - 0.85))
-    head = p ** 2 + (q - 1.64) ** 2 < 0.115 ** 2
+    head = p**2 + (q - 1.64) ** 2 < 0.115**2
     neck = (q >= 1.49) & (q < 1.55) & (np.abs(p) < 0.05)
-    for m, value in ((leg, o["trousers"]), (leg & (q < 0.06), 30.0), (arm, 0.85 * o["shirt"]),
-                     (arm & (q < 0.88), o["skin"]), (torso, o["shirt"]), (neck, o["skin"]),
-                     (head, o["skin"]), (head & (q > 1.68), o["hair"])):
+    for m, value in (
+        (leg, o['trousers']),
+        (leg & (q < 0.06), 30.0),
+        (arm, 0.85 * o['shirt']),
+        (arm & (q < 0.88), o['skin']),
+        (torso, o['shirt']),
+        (neck, o['skin']),
+        (head, o['skin']),
+        (head & (q > 1.68), o['hair']),
+    ):
         col[m], lab[m] = value, PERSON
 
 
 def _pole_parts(o, a, b, lab, col):
-    r, top = o["pw"] / 2, o["pole_top"]
+    r, top = o['pw'] / 2, o['pole_top']
     pole = (np.abs(a) < r) & (b >= 0) & (b < top)
-    col[pole] = (o["color"] * (1 - 0.35 * (a / r) ** 2)[..., None])[pole]
+    col[pole] = (o['color'] * (1 - 0.35 * (a / r) ** 2)[..., None])[pole]
     lab[pole] = POLE
-    if o["attach"] == "sign":
-        h, da, db = o["size"] / 2, np.abs(a), b - o["sign_h"]
-        shape = (da < h) & (np.abs(db) < 0.75 * h), da ** 2 + db ** 2 < h ** 2, \
-            (db > -0.7 * h) & (da < (0.9 * h - db) / 1.6), da + np.abs(db) < h
-        rim = shape[o["shape"]]
-        face = (da < 0.8 * h) & (np.abs(db) < 0.55 * h), da ** 2 + db ** 2 < (0.72 * h) ** 2, \
-            (db > -0.5 * h) & (da < (0.62 * h - db) / 1.6), da + np.abs(db) < 0.75 * h
-        col[rim], col[face[o["shape"]]] = SIGN_COLORS[o["shape"]]
+    if o['attach'] == 'sign':
+        h, da, db = o['size'] / 2, np.abs(a), b - o['sign_h']
+        shape = (
+            (da < h) & (np.abs(db) < 0.75 * h),
+            da**2 + db**2 < h**2,
+            (db > -0.7 * h) & (da < (0.9 * h - db) / 1.6),
+            da + np.abs(db) < h,
+        )
+        rim = shape[o['shape']]
+        face = (
+            (da < 0.8 * h) & (np.abs(db) < 0.55 * h),
+            da**2 + db**2 < (0.72 * h) ** 2,
+            (db > -0.5 * h) & (da < (0.62 * h - db) / 1.6),
+            da + np.abs(db) < 0.75 * h,
+        )
+        col[rim], col[face[o['shape']]] = SIGN_COLORS[o['shape']]
         lab[rim] = SIGN
-    elif o["attach"] == "light":
+    elif o['attach'] == 'light':
         box = (np.abs(a) < LIGHT_BOX[0] / 2) & (b >= top) & (b < top + LIGHT_BOX[1])
         col[box], lab[box] = (35, 35, 30), LIGHT
         for i, hl in enumerate(np.array([0.83, 0.5, 0.17]) * LIGHT_BOX[1]):
-            lamp = a ** 2 + (b - top - hl) ** 2 < (0.3 * LIGHT_BOX[0]) ** 2
-            col[lamp] = LAMPS[i] if i == o["lit"] else np.array(LAMPS[i]) * 0.25
+            lamp = a**2 + (b - top - hl) ** 2 < (0.3 * LIGHT_BOX[0]) ** 2
+            col[lamp] = LAMPS[i] if i == o['lit'] else np.array(LAMPS[i]) * 0.25
 
 
 def _tree_parts(o, a, b, lab, col):
-    trunk = (np.abs(a) < o["trunk_w"]) & (b >= 0) & (b < o["trunk_h"] + 0.3)
-    dy = b - o["cy"]
+    trunk = (np.abs(a) < o['trunk_w']) & (b >= 0) & (b < o['trunk_h'] + 0.3)
+    dy = b - o['cy']
     ang = np.arctan2(dy, a)
-    radius = 1 + 0.12 * np.sin(5 * ang + o["phase"]) + 0.07 * np.sin(11 * ang + 2 * o["phase"])
-    crown = (a / o["rc"]) ** 2 + (dy / (1.15 * o["rc"])) ** 2 < radius ** 2
-    clumps = 0.7 + 0.6 * _value_noise(a / 0.35 + 100 * o["phase"], dy / 0.35)  # leaf clusters
-    col[trunk] = o["bark"]
-    col[crown] = (o["color"] * clumps[..., None])[crown]
+    radius = 1 + 0.12 * np.sin(5 * ang + o['phase']) + 0.07 * np.sin(11 * ang + 2 * o['phase'])
+    crown = (a / o['rc']) ** 2 + (dy / (1.15 * o['rc'])) ** 2 < radius**2
+    clumps = 0.7 + 0.6 * _value_noise(a / 0.35 + 100 * o['phase'], dy / 0.35)  # leaf clusters
+    col[trunk] = o['bark']
+    col[crown] = (o['color'] * clumps[..., None])[crown]
     lab[trunk | crown] = VEGETATION
 
 
 def _project(w, o, X, Z):
     """Scale (px/m), foot point (u, v), shadow half-height (rows) and the box [x0, y0, x1, y1)
     (shadow included) of an object at (X, Z), in panorama pixels."""
-    cam = w["cam"]
-    s = cam["f"] / Z
-    u, vf = cam["xv"] + X * s, cam["yh"] + cam["hc"] * s
-    sh = max(1.0, 0.8 * cam["hc"] * s / Z)  # the shadow spans +-0.8 m on the ground
-    x0, x1 = int(np.floor(u - 1.15 * o["half"] * s)), int(np.ceil(u + 1.15 * o["half"] * s)) + 1
-    y0, y1 = int(np.floor(vf - o["top"] * s)), int(np.ceil(vf + sh)) + 1
+    cam = w['cam']
+    s = cam['f'] / Z
+    u, vf = cam['xv'] + X * s, cam['yh'] + cam['hc'] * s
+    sh = max(1.0, 0.8 * cam['hc'] * s / Z)  # the shadow spans +-0.8 m on the ground
+    x0, x1 = int(np.floor(u - 1.15 * o['half'] * s)), int(np.ceil(u + 1.15 * o['half'] * s)) + 1
+    y0, y1 = int(np.floor(vf - o['top'] * s)), int(np.ceil(vf + sh)) + 1
     return s, u, vf, sh, [x0, y0, x1, y1]
 
 
@@ -511,31 +728,37 @@ def _draw(img, lbl, zbuf, o, X, Z, phase, w, cam_x):
         a, b = np.broadcast_arrays(((xs - u) / s)[None, :], ((vf - ys) / s)[:, None])
         lab = np.full(a.shape, IGNORE, np.uint8)
         col = np.zeros(a.shape + (3,), np.float32)
-        if o["kind"] == "person":
+        if o['kind'] == 'person':
             _person_parts(o, a, b, phase, lab, col)
         else:
-            {"car": _car_parts, "pole": _pole_parts, "tree": _tree_parts}[o["kind"]](o, a, b, lab, col)
-        shadow = ((a / (1.1 * o["shadow_half"])) ** 2 + ((ys[:, None] - vf) / sh) ** 2 < 1) & (lab == IGNORE)
+            {'car': _car_parts, 'pole': _pole_parts, 'tree': _tree_parts}[o['kind']](
+                o, a, b, lab, col
+            )
+        shadow = ((a / (1.1 * o['shadow_half'])) ** 2 + ((ys[:, None] - vf) / sh) ** 2 < 1) & (
+            lab == IGNORE
+        )
         # Fixed noise pattern in box coordinates (~N(0, 1) from two hashes), so a static object is
         # identical in every frame; only the visible part is computed.
         i = (np.arange(fx0, fx1) + cam_x - x0)[None, :, None] * 3 + np.arange(3)
         j = np.arange(fy0 - y0, fy1 - y0)[:, None, None]
-        noise = (_hash01(i, j, o["seed"]) + _hash01(i, j, o["seed"] + 1) - 1) * (o["noise"] * 6 ** 0.5)
+        noise = (_hash01(i, j, o['seed']) + _hash01(i, j, o['seed'] + 1) - 1) * (
+            o['noise'] * 6**0.5
+        )
         region, depth = img[fy0:fy1, fx0:fx1], zbuf[fy0:fy1, fx0:fx1]
         front = Z < depth
         m = (lab != IGNORE) & front
-        region[shadow & front] *= w["light"]["shadow"]
+        region[shadow & front] *= w['light']['shadow']
         region[m] = col[m] + noise[m]
         lbl[fy0:fy1, fx0:fx1][m], depth[m] = lab[m], Z
     return [x0 - cam_x, y0, x1 - cam_x, y1]
 
 
 def _state(o, t):
-    return o["X"] + o["vel"][0] * t, o["Z"] + o["vel"][1] * t, o["phase"] + o["omega"] * t
+    return o['X'] + o['vel'][0] * t, o['Z'] + o['vel'][1] * t, o['phase'] + o['omega'] * t
 
 
 def _moving(w):
-    return [i for i, o in enumerate(w["objects"]) if o["vel"] != (0.0, 0.0)]
+    return [i for i, o in enumerate(w['objects']) if o['vel'] != (0.0, 0.0)]
 
 
 def _static_layers(rng, w):
@@ -543,33 +766,33 @@ def _static_layers(rng, w):
     img, lbl = _render_background(rng, w)
     zbuf = np.full(lbl.shape, np.inf, np.float32)
     moving = _moving(w)
-    static = [o for i, o in enumerate(w["objects"]) if i not in moving]
-    for o in sorted(static, key=lambda o: -o["Z"]):  # far to near
-        _draw(img, lbl, zbuf, o, o["X"], o["Z"], o["phase"], w, 0)
+    static = [o for i, o in enumerate(w['objects']) if i not in moving]
+    for o in sorted(static, key=lambda o: -o['Z']):  # far to near
+        _draw(img, lbl, zbuf, o, o['X'], o['Z'], o['phase'], w, 0)
     return img, lbl, zbuf
 
 
 def _compose(w, layers, cam_x, t):
     """Frame t: crop the static panorama at cam_x, add moving objects, hood and lighting.
     Returns (image, labels, {object index: (X, Z, phase)}, {object index: box})."""
-    W = w["width"]
-    img, lbl, zbuf = (layer[:, cam_x:cam_x + W].copy() for layer in layers)
-    states = {i: _state(w["objects"][i], t) for i in _moving(w)}
+    W = w['width']
+    img, lbl, zbuf = (layer[:, cam_x : cam_x + W].copy() for layer in layers)
+    states = {i: _state(w['objects'][i], t) for i in _moving(w)}
     boxes = {}
     for i in sorted(states, key=lambda i: -states[i][1]):
-        boxes[i] = _draw(img, lbl, zbuf, w["objects"][i], *states[i], w, cam_x)
-    if w["hood"] is not None:
-        img[w["hood"]["mask"]], lbl[w["hood"]["mask"]] = w["hood"]["color"], IGNORE
-    L = w["light"]
-    img = ((img - 128) * L["contrast"] + 128) * (L["gain"] * L["cast"])
+        boxes[i] = _draw(img, lbl, zbuf, w['objects'][i], *states[i], w, cam_x)
+    if w['hood'] is not None:
+        img[w['hood']['mask']], lbl[w['hood']['mask']] = w['hood']['color'], IGNORE
+    L = w['light']
+    img = ((img - 128) * L['contrast'] + 128) * (L['gain'] * L['cast'])
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), lbl, states, boxes
 
 
 # ----------------------------------------------------------------------------- public API
 def _check_size(height, width):
-    for name, v in (("height", height), ("width", width)):
+    for name, v in (('height', height), ('width', width)):
         if not MIN_SIZE <= v <= MAX_SIZE:
-            raise ValueError(f"{name} must be in [{MIN_SIZE}, {MAX_SIZE}] (got {v})")
+            raise ValueError(f'{name} must be in [{MIN_SIZE}, {MAX_SIZE}] (got {v})')
 
 
 def render_scene(rng, height=256, width=512):
@@ -584,9 +807,11 @@ def render_sequence(rng, height=256, width=512, num_frames=30):
     """A panning video: (frames uint8 [T, H, W, 3], labels uint8 [T, H, W], meta dict)."""
     _check_size(height, width)
     if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1 (got {num_frames})")
+        raise ValueError(f'num_frames must be >= 1 (got {num_frames})')
     speed = int(rng.integers(1, 5)) * int(rng.choice([-1, 1]))  # pixels per frame, sign kept
-    steps = [0] + [speed + int(rng.integers(-1, 2)) * (abs(speed) > 1) for _ in range(num_frames - 1)]
+    steps = [0] + [
+        speed + int(rng.integers(-1, 2)) * (abs(speed) > 1) for _ in range(num_frames - 1)
+    ]
     cum = np.cumsum(steps)
     cam_x = [int(c) for c in cum - cum.min()]
     pano = width + int(abs(cum[-1]))
@@ -594,7 +819,7 @@ def render_sequence(rng, height=256, width=512, num_frames=30):
     layers = _static_layers(rng, w)
     moving = _moving(w)
     frames, labels, tracks = [], [], {i: [] for i in moving}
-    cam = w["cam"]
+    cam = w['cam']
     for t in range(num_frames):
         img, lbl, states, boxes = _compose(w, layers, cam_x[t], t)
         frames.append(img)
@@ -602,87 +827,162 @@ def render_sequence(rng, height=256, width=512, num_frames=30):
         for i in moving:
             X, Z, _ = states[i]
             box = boxes[i]
-            visible = box is not None and box[0] < width and box[2] > 0 and box[1] < height and box[3] > 0
-            tracks[i].append(dict(frame=t, X=round(X, 4), Z=round(Z, 4),
-                                  u=round(cam["xv"] + cam["f"] * X / Z - cam_x[t], 3) if Z > 0 else None,
-                                  v=round(cam["yh"] + cam["f"] * cam["hc"] / Z, 3) if Z > 0 else None,
-                                  bbox=box, visible=bool(visible)))
-    objects = [dict(id=i, class_id=int(o["cls"]), class_name=CLASS_NAMES[o["cls"]],
-                    velocity=[round(v, 5) for v in o["vel"]], track=tracks[i])
-               for i, o in ((i, w["objects"][i]) for i in moving)]
-    meta = dict(height=height, width=width, num_frames=num_frames, fps=FPS, panorama_width=pano,
-                camera=dict(focal=round(cam["f"], 4), horizon=round(cam["yh"], 4),
-                            height_m=round(cam["hc"], 4), vanishing_x_panorama=round(cam["xv"], 4)),
-                camera_x=cam_x, camera_dx=[int(s) for s in steps], camera_forward_m=[0.0] * num_frames,
-                hood_top=height if w["hood"] is None else w["hood"]["top"], objects=objects,
-                static_objects=[dict(id=i, class_id=int(o["cls"]), class_name=CLASS_NAMES[o["cls"]],
-                                     X=round(o["X"], 4), Z=round(o["Z"], 4),
-                                     bbox_panorama=_project(w, o, o["X"], o["Z"])[4])
-                                for i, o in enumerate(w["objects"]) if i not in moving])
+            visible = (
+                box is not None and box[0] < width and box[2] > 0 and box[1] < height and box[3] > 0
+            )
+            tracks[i].append(
+                dict(
+                    frame=t,
+                    X=round(X, 4),
+                    Z=round(Z, 4),
+                    u=round(cam['xv'] + cam['f'] * X / Z - cam_x[t], 3) if Z > 0 else None,
+                    v=round(cam['yh'] + cam['f'] * cam['hc'] / Z, 3) if Z > 0 else None,
+                    bbox=box,
+                    visible=bool(visible),
+                )
+            )
+    objects = [
+        dict(
+            id=i,
+            class_id=int(o['cls']),
+            class_name=CLASS_NAMES[o['cls']],
+            velocity=[round(v, 5) for v in o['vel']],
+            track=tracks[i],
+        )
+        for i, o in ((i, w['objects'][i]) for i in moving)
+    ]
+    meta = dict(
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        fps=FPS,
+        panorama_width=pano,
+        camera=dict(
+            focal=round(cam['f'], 4),
+            horizon=round(cam['yh'], 4),
+            height_m=round(cam['hc'], 4),
+            vanishing_x_panorama=round(cam['xv'], 4),
+        ),
+        camera_x=cam_x,
+        camera_dx=[int(s) for s in steps],
+        camera_forward_m=[0.0] * num_frames,
+        hood_top=height if w['hood'] is None else w['hood']['top'],
+        objects=objects,
+        static_objects=[
+            dict(
+                id=i,
+                class_id=int(o['cls']),
+                class_name=CLASS_NAMES[o['cls']],
+                X=round(o['X'], 4),
+                Z=round(o['Z'], 4),
+                bbox_panorama=_project(w, o, o['X'], o['Z'])[4],
+            )
+            for i, o in enumerate(w['objects'])
+            if i not in moving
+        ],
+    )
     return np.stack(frames), np.stack(labels), meta
 
 
 # ----------------------------------------------------------------------------- dataset files
-KIND_CODES = {("scene", "train"): 0, ("scene", "val"): 1, ("video", "train"): 2, ("video", "val"): 3}
+KIND_CODES = {
+    ('scene', 'train'): 0,
+    ('scene', 'val'): 1,
+    ('video', 'train'): 2,
+    ('video', 'val'): 3,
+}
 
 
 def scene_paths(split, index):
-    stem = f"{CITY}_{index:06d}_000019"
-    return (f"leftImg8bit/{split}/{CITY}/{stem}_leftImg8bit.png",
-            f"gtFine/{split}/{CITY}/{stem}_gtFine_labelTrainIds.png")
+    stem = f'{CITY}_{index:06d}_000019'
+    return (
+        f'leftImg8bit/{split}/{CITY}/{stem}_leftImg8bit.png',
+        f'gtFine/{split}/{CITY}/{stem}_gtFine_labelTrainIds.png',
+    )
 
 
 def video_paths(split, seq, frame):
-    stem = f"{CITY}_{seq:06d}_{frame:06d}"
-    return (f"leftImg8bit_sequence/{split}/{CITY}/{stem}_leftImg8bit.png",
-            f"gtFine_sequence/{split}/{CITY}/{stem}_gtFine_labelTrainIds.png")
+    stem = f'{CITY}_{seq:06d}_{frame:06d}'
+    return (
+        f'leftImg8bit_sequence/{split}/{CITY}/{stem}_leftImg8bit.png',
+        f'gtFine_sequence/{split}/{CITY}/{stem}_gtFine_labelTrainIds.png',
+    )
 
 
 def _save(out_dir, rel_img, rel_lbl, img, lbl):
-    Image.fromarray(img, "RGB").save(os.path.join(out_dir, rel_img), compress_level=1)
-    Image.fromarray(lbl, "L").save(os.path.join(out_dir, rel_lbl), compress_level=1)
+    Image.fromarray(img, 'RGB').save(os.path.join(out_dir, rel_img), compress_level=1)
+    Image.fromarray(lbl, 'L').save(os.path.join(out_dir, rel_lbl), compress_level=1)
 
 
 def _run_task(out_dir, kind, split, index, height, width, frames, seed):
     """Render and save one scene or one video; every sample has its own seeded stream."""
     rng = np.random.default_rng([seed, KIND_CODES[kind, split], index])
-    if kind == "scene":
+    if kind == 'scene':
         _save(out_dir, *scene_paths(split, index), *render_scene(rng, height, width))
         return [scene_paths(split, index)], None
     imgs, lbls, meta = render_sequence(rng, height, width, frames)
     pairs = [video_paths(split, index, t) for t in range(frames)]
     for (ri, rl), img, lbl in zip(pairs, imgs, lbls):
         _save(out_dir, ri, rl, img, lbl)
-    meta = dict(name=f"{CITY}_{index:06d}", split=split, sequence=index, images=[p[0] for p in pairs],
-                labels=[p[1] for p in pairs], **meta)
+    meta = dict(
+        name=f'{CITY}_{index:06d}',
+        split=split,
+        sequence=index,
+        images=[p[0] for p in pairs],
+        labels=[p[1] for p in pairs],
+        **meta,
+    )
     return pairs, meta
 
 
-def validate_config(num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed):
+def validate_config(
+    num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed
+):
     _check_size(height, width)
-    for name, v in (("num_train", num_train), ("num_val", num_val), ("num_videos_train", num_videos_train),
-                    ("num_videos_val", num_videos_val), ("seed", seed)):
+    for name, v in (
+        ('num_train', num_train),
+        ('num_val', num_val),
+        ('num_videos_train', num_videos_train),
+        ('num_videos_val', num_videos_val),
+        ('seed', seed),
+    ):
         if v < 0:
-            raise ValueError(f"{name} must be >= 0 (got {v})")
+            raise ValueError(f'{name} must be >= 0 (got {v})')
     if video_frames < 2 and num_videos_train + num_videos_val > 0:
-        raise ValueError(f"video_frames must be >= 2 (got {video_frames})")
+        raise ValueError(f'video_frames must be >= 2 (got {video_frames})')
 
 
-def generate(out_dir, num_train=200, num_val=50, height=256, width=512, num_videos_train=8,
-             num_videos_val=4, video_frames=30, seed=0, num_workers=None, progress=False):
+def generate(
+    out_dir,
+    num_train=200,
+    num_val=50,
+    height=256,
+    width=512,
+    num_videos_train=8,
+    num_videos_val=4,
+    video_frames=30,
+    seed=0,
+    num_workers=None,
+    progress=False,
+):
     """Write the whole dataset under out_dir; return a dict of list paths, counts and timing."""
-    validate_config(num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed)
+    validate_config(
+        num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed
+    )
     start = time.time()
-    tasks = [("video", "train", i) for i in range(num_videos_train)] + \
-        [("video", "val", i) for i in range(num_videos_val)] + \
-        [("scene", "train", i) for i in range(num_train)] + [("scene", "val", i) for i in range(num_val)]
-    for sub in ("leftImg8bit", "gtFine", "leftImg8bit_sequence", "gtFine_sequence"):
-        for split in ("train", "val"):
+    tasks = (
+        [('video', 'train', i) for i in range(num_videos_train)]
+        + [('video', 'val', i) for i in range(num_videos_val)]
+        + [('scene', 'train', i) for i in range(num_train)]
+        + [('scene', 'val', i) for i in range(num_val)]
+    )
+    for sub in ('leftImg8bit', 'gtFine', 'leftImg8bit_sequence', 'gtFine_sequence'):
+        for split in ('train', 'val'):
             os.makedirs(os.path.join(out_dir, sub, split, CITY), exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "list"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, 'list'), exist_ok=True)
     total = num_train + num_val + (num_videos_train + num_videos_val) * video_frames
     if num_workers is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
         num_workers = 1 if total < 60 else min(cpus or 1, 4)
     results, done = {}, 0
     args = (height, width, video_frames, seed)
@@ -692,8 +992,8 @@ def generate(out_dir, num_train=200, num_val=50, height=256, width=512, num_vide
         before, done = done, done + len(result[0])
         results[task] = result
         if progress and (20 * before // total != 20 * done // total or done == total):  # 5 % steps
-            bar = "#" * (30 * done // total)
-            sys.stderr.write(f"\r[{bar:<30}] {done}/{total} images  {time.time() - start:5.1f}s")
+            bar = '#' * (30 * done // total)
+            sys.stderr.write(f'\r[{bar:<30}] {done}/{total} images  {time.time() - start:5.1f}s')
             sys.stderr.flush()
 
     if num_workers <= 1:
@@ -702,49 +1002,60 @@ def generate(out_dir, num_train=200, num_val=50, height=256, width=512, num_vide
     else:
         import concurrent.futures as cf
         import multiprocessing as mp
-        with cf.ProcessPoolExecutor(num_workers, mp_context=mp.get_context("spawn")) as pool:
+
+        with cf.ProcessPoolExecutor(num_workers, mp_context=mp.get_context('spawn')) as pool:
             futures = {pool.submit(_run_task, out_dir, *task, *args): task for task in tasks}
             for fut in cf.as_completed(futures):
                 record(futures[fut], fut.result())
     if progress and total:
-        sys.stderr.write("\n")
+        sys.stderr.write('\n')
     out = dict(out_dir=out_dir)
-    for name, kind, split in (("train", "scene", "train"), ("val", "scene", "val"),
-                              ("video_train", "video", "train"), ("video_val", "video", "val")):
-        path = os.path.join(out_dir, "list", f"{name}.txt")
+    for name, kind, split in (
+        ('train', 'scene', 'train'),
+        ('val', 'scene', 'val'),
+        ('video_train', 'video', 'train'),
+        ('video_val', 'video', 'val'),
+    ):
+        path = os.path.join(out_dir, 'list', f'{name}.txt')
         keys = sorted(k for k in results if k[:2] == (kind, split))
-        with open(path, "w") as fh:
-            fh.writelines(f"{img} {lbl}\n" for k in keys for img, lbl in results[k][0])
-        out[f"{name}_list"] = path
-    videos = [results[k][1] for k in tasks if k[0] == "video"]
-    out["videos_json"] = os.path.join(out_dir, "videos.json")
-    with open(out["videos_json"], "w") as fh:
+        with open(path, 'w') as fh:
+            fh.writelines(f'{img} {lbl}\n' for k in keys for img, lbl in results[k][0])
+        out[f'{name}_list'] = path
+    videos = [results[k][1] for k in tasks if k[0] == 'video']
+    out['videos_json'] = os.path.join(out_dir, 'videos.json')
+    with open(out['videos_json'], 'w') as fh:
         json.dump(dict(fps=FPS, class_names=CLASS_NAMES, sequences=videos), fh, indent=1)
-    out.update(num_train=num_train, num_val=num_val, num_videos_train=num_videos_train,
-               num_videos_val=num_videos_val, video_frames=video_frames, num_images=total,
-               seconds=time.time() - start)
+    out.update(
+        num_train=num_train,
+        num_val=num_val,
+        num_videos_train=num_videos_train,
+        num_videos_val=num_videos_val,
+        video_frames=video_frames,
+        num_images=total,
+        seconds=time.time() - start,
+    )
     return out
 
 
 # ----------------------------------------------------------------------------- command line
 def _fail(message):
-    sys.stderr.write(f"toycity: error: {message}\n")
+    sys.stderr.write(f'toycity: error: {message}\n')
     sys.exit(2)
 
 
 def _main():
     from absl import app, flags
 
-    flags.DEFINE_string("out_dir", None, "Output directory (created if missing).")
-    flags.DEFINE_integer("num_train", 200, "Number of training scenes.")
-    flags.DEFINE_integer("num_val", 50, "Number of validation scenes.")
-    flags.DEFINE_integer("height", 256, "Image height in pixels.")
-    flags.DEFINE_integer("width", 512, "Image width in pixels.")
-    flags.DEFINE_integer("num_videos_train", 8, "Number of training video sequences.")
-    flags.DEFINE_integer("num_videos_val", 4, "Number of validation video sequences.")
-    flags.DEFINE_integer("video_frames", 30, "Frames per video sequence.")
-    flags.DEFINE_integer("seed", 0, "Random seed; same seed -> identical files.")
-    flags.DEFINE_integer("num_workers", 0, "Worker processes (0 = automatic).")
+    flags.DEFINE_string('out_dir', None, 'Output directory (created if missing).')
+    flags.DEFINE_integer('num_train', 200, 'Number of training scenes.')
+    flags.DEFINE_integer('num_val', 50, 'Number of validation scenes.')
+    flags.DEFINE_integer('height', 256, 'Image height in pixels.')
+    flags.DEFINE_integer('width', 512, 'Image width in pixels.')
+    flags.DEFINE_integer('num_videos_train', 8, 'Number of training video sequences.')
+    flags.DEFINE_integer('num_videos_val', 4, 'Number of validation video sequences.')
+    flags.DEFINE_integer('video_frames', 30, 'Frames per video sequence.')
+    flags.DEFINE_integer('seed', 0, 'Random seed; same seed -> identical files.')
+    flags.DEFINE_integer('num_workers', 0, 'Worker processes (0 = automatic).')
     F = flags.FLAGS
 
     def parse(argv):
@@ -753,27 +1064,38 @@ def _main():
         except flags.Error as e:
             _fail(str(e).splitlines()[0])
         if len(rest) > 1:
-            _fail(f"unexpected arguments: {' '.join(rest[1:])}")
+            _fail(f'unexpected arguments: {" ".join(rest[1:])}')
         return rest
 
     def main(_):
         if not F.out_dir:
-            _fail("--out_dir is required")
-        config = (F.num_train, F.num_val, F.height, F.width, F.num_videos_train, F.num_videos_val,
-                  F.video_frames, F.seed)
+            _fail('--out_dir is required')
+        config = (
+            F.num_train,
+            F.num_val,
+            F.height,
+            F.width,
+            F.num_videos_train,
+            F.num_videos_val,
+            F.video_frames,
+            F.seed,
+        )
         try:
             validate_config(*config)
         except ValueError as e:
-            _fail(f"--{e}")
+            _fail(f'--{e}')
         if F.num_workers < 0:
-            _fail(f"--num_workers must be >= 0 (got {F.num_workers})")
+            _fail(f'--num_workers must be >= 0 (got {F.num_workers})')
         res = generate(F.out_dir, *config, num_workers=F.num_workers or None, progress=True)
-        print(f"toycity: wrote {res['num_train']} train + {res['num_val']} val scenes and "
-              f"{res['num_videos_train']} + {res['num_videos_val']} videos x {res['video_frames']} frames "
-              f"({res['num_images']} images, {F.height}x{F.width}) to {F.out_dir} in {res['seconds']:.1f}s")
+        print(
+            f'toycity: wrote {res["num_train"]} train + {res["num_val"]} val scenes and '
+            f'{res["num_videos_train"]} + {res["num_videos_val"]} videos x '
+            f'{res["video_frames"]} frames ({res["num_images"]} images, {F.height}x{F.width}) '
+            f'to {F.out_dir} in {res["seconds"]:.1f}s'
+        )
 
     app.run(main, flags_parser=parse)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     _main()

@@ -15,5 +15,6 @@ __all__ = ['DFF', 'VideoRunner']
 def __getattr__(name):
     if name in __all__:
         from dff_tf import model
+
         return getattr(model, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

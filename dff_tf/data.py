@@ -15,6 +15,7 @@ list points into `leftImg8bit/` (Cityscapes: only `*_000019_*` is annotated, in 
 its neighbours live in `leftImg8bit_sequence/`). When t - d is before the first existing frame
 the key is clamped to the sequence start (the original DFF clamps to the segment).
 """
+
 import dataclasses
 import json
 import os
@@ -36,6 +37,7 @@ PAD_RGB = tuple(reversed(IMG_MEAN_BGR))
 @dataclass(frozen=True)
 class Sample:
     """A labelled frame: paths, its sequence and frame number, its line in the list."""
+
     image: str
     label: str
     sequence: str
@@ -48,7 +50,7 @@ class VideoList:
 
     def __init__(self, samples, frames, list_path='list'):
         self.samples = list(samples)
-        self.frames = frames          # {sequence: {frame number: image path}} (known frames)
+        self.frames = frames  # {sequence: {frame number: image path}} (known frames)
         self.list_path = list_path
         self._cache = {}
 
@@ -60,8 +62,11 @@ class VideoList:
         known = self.frames.get(sample.sequence, {})
         if frame in known:
             return known[frame]
-        if frame < 0 or self.frames.get(sample.sequence) is None or sample.sequence.startswith(
-                'json:'):
+        if (
+            frame < 0
+            or self.frames.get(sample.sequence) is None
+            or sample.sequence.startswith('json:')
+        ):
             return None
         m = FRAME_NAME.match(os.path.basename(sample.image))
         name = f'{m.group("stem")}_{frame:0{len(m.group("frame"))}d}_leftImg8bit{m.group("ext")}'
@@ -132,23 +137,28 @@ def read_video_list(list_path, data_dir='', videos_json=None):
                 frames[name] = dict(enumerate(images))
                 by_image.update({p: (name, t) for t, p in enumerate(images)})
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f'{videos_json}: not a videos.json file with "sequences[*].images" '
-                            f'({type(e).__name__}: {e})') from None
+            raise UserError(
+                f'{videos_json}: not a videos.json file with "sequences[*].images" '
+                f'({type(e).__name__}: {e})'
+            ) from None
     samples = []
     for line, (image, label) in enumerate(pairs, 1):
         if videos_json:
             place = by_image.get(os.path.normpath(image))
             if place is None:
-                raise UserError(f'{list_path}:{line}: {image} is not a frame of any sequence in '
-                                f'{videos_json}')
+                raise UserError(
+                    f'{list_path}:{line}: {image} is not a frame of any sequence in {videos_json}'
+                )
             sequence, frame = place
         else:
             m = FRAME_NAME.match(os.path.basename(image))
             if not m:
-                raise UserError(f'{list_path}:{line}: cannot tell the sequence and frame of '
-                                f'{os.path.basename(image)!r}: expected '
-                                '<sequence>_<frame>_leftImg8bit.<ext> (Cityscapes names) or '
-                                'pass --videos_json')
+                raise UserError(
+                    f'{list_path}:{line}: cannot tell the sequence and frame of '
+                    f'{os.path.basename(image)!r}: expected '
+                    '<sequence>_<frame>_leftImg8bit.<ext> (Cityscapes names) or '
+                    'pass --videos_json'
+                )
             sequence = os.path.join(os.path.dirname(image), m.group('stem'))
             frame = int(m.group('frame'))
             frames.setdefault(sequence, {})[frame] = image
@@ -156,9 +166,18 @@ def read_video_list(list_path, data_dir='', videos_json=None):
     return VideoList(samples, frames, list_path)
 
 
-def train_dataset(videos, *, batch_size, crop_size, key_distance=None,
-                  max_distance=MAX_KEY_DISTANCE, random_mirror=False, ignore_label=255, seed=0,
-                  shuffle_buffer=500):
+def train_dataset(
+    videos,
+    *,
+    batch_size,
+    crop_size,
+    key_distance=None,
+    max_distance=MAX_KEY_DISTANCE,
+    random_mirror=False,
+    ignore_label=255,
+    seed=0,
+    shuffle_buffer=500,
+):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), label [B,h,w,1])`.
 
     Frames are float32 RGB 0..255; per sample the distance is uniform in [0, max_distance]
@@ -186,24 +205,31 @@ def train_dataset(videos, *, batch_size, crop_size, key_distance=None,
         key = decode_image(tf.io.read_file(keys[d]))
         cur = decode_image(tf.io.read_file(cur_path))
         label = decode_label(tf.io.read_file(label_path))
-        tf.debugging.assert_equal(tf.shape(key), tf.shape(cur),
-                                  message='key and current frames differ in size')
+        tf.debugging.assert_equal(
+            tf.shape(key), tf.shape(cur), message='key and current frames differ in size'
+        )
         # augment() draws its mirror bit and crop offset from the seed and the shape only, so
         # the same seed gives key, current and label the same mirror and crop.
-        options = dict(crop_size=crop_size, random_scale=False, random_mirror=random_mirror,
-                       ignore_label=ignore_label)
+        options = dict(
+            crop_size=crop_size,
+            random_scale=False,
+            random_mirror=random_mirror,
+            ignore_label=ignore_label,
+        )
         key, _ = augment(tf.cast(key, tf.float32) - pad, label, seeds[1], **options)
         cur, label = augment(tf.cast(cur, tf.float32) - pad, label, seeds[1], **options)
         return (key + pad, cur + pad), label
 
-    ds = ds.map(lambda paths, s: load(*paths, s), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = ds.map(
+        lambda paths, s: load(*paths, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def first_frame_size(videos):
     """(H, W) of the first labelled frame (the default crop)."""
     from icnet_tf.predict import read_image
+
     return tuple(read_image(videos.samples[0].image).shape[:2])
 
 
@@ -211,10 +237,18 @@ def frame_paths(spec):
     """Frames of a video: the image files of a directory or the files matching a glob pattern,
     in natural order of their names (frame_2 before frame_10)."""
     import glob
+
     if os.path.isdir(spec):
-        names = sorted((n for n in os.listdir(spec)
-                       if n.lower().endswith(('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.ppm',
-                                              '.tif', '.tiff', '.webp'))), key=sort_key)
+        names = sorted(
+            (
+                n
+                for n in os.listdir(spec)
+                if n.lower().endswith(
+                    ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.ppm', '.tif', '.tiff', '.webp')
+                )
+            ),
+            key=sort_key,
+        )
         paths = [os.path.join(spec, n) for n in names]
         if not paths:
             raise UserError(f'{spec}: directory holds no image files')
@@ -224,8 +258,10 @@ def frame_paths(spec):
         if not paths:
             raise UserError(f'{spec}: the pattern matches no files')
         return paths
-    raise UserError(f'{spec}: no such directory (pass a directory of frames or a glob '
-                    'pattern such as "video/*.png")')
+    raise UserError(
+        f'{spec}: no such directory (pass a directory of frames or a glob '
+        'pattern such as "video/*.png")'
+    )
 
 
 def sort_key(path):
@@ -237,16 +273,18 @@ def sort_key(path):
 @dataclass(frozen=True)
 class FlowPairs:
     """Frame pairs with known background flow, as arrays (one row per pair)."""
-    current: list      # image paths of frame t
-    key: list          # image paths of frame t - d
-    dx: list           # background flow x of every static pixel of t, in frame pixels
-    hood_top: list     # rows >= hood_top are the frame-fixed ego hood (not supervised)
-    boxes: list        # [K, 4] int boxes [x0, y0, x1, y1) in frame t not supervised (padded 0)
+
+    current: list  # image paths of frame t
+    key: list  # image paths of frame t - d
+    dx: list  # background flow x of every static pixel of t, in frame pixels
+    hood_top: list  # rows >= hood_top are the frame-fixed ego hood (not supervised)
+    boxes: list  # [K, 4] int boxes [x0, y0, x1, y1) in frame t not supervised (padded 0)
 
     def subset(self, indices):
         """The pairs at these positions."""
-        return FlowPairs(*([getattr(self, f.name)[i] for i in indices]
-                           for f in dataclasses.fields(self)))
+        return FlowPairs(
+            *([getattr(self, f.name)[i] for i in indices] for f in dataclasses.fields(self))
+        )
 
 
 def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
@@ -270,8 +308,10 @@ def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
         if name not in wanted:
             continue
         if 'camera_x' not in seq:
-            raise UserError(f'{videos_json}: sequence {seq.get("name", index)} has no camera_x: '
-                            'known flow needs the camera motion the toy city records')
+            raise UserError(
+                f'{videos_json}: sequence {seq.get("name", index)} has no camera_x: '
+                'known flow needs the camera motion the toy city records'
+            )
         images = [os.path.normpath(os.path.join(data_dir, p)) for p in seq['images']]
         cam = seq['camera_x']
         hood = int(seq.get('hood_top', seq.get('height', 1 << 30)))
@@ -283,73 +323,99 @@ def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
                     break
                 dx = cam[t] - cam[k]
                 boxes = [tr[t]['bbox'] for tr in tracks if tr[t]['bbox'] is not None]
-                boxes += [[b[0] - dx, b[1], b[2] - dx, b[3]] for tr in tracks
-                          for b in [tr[k]['bbox']] if b is not None]
+                boxes += [
+                    [b[0] - dx, b[1], b[2] - dx, b[3]]
+                    for tr in tracks
+                    for b in [tr[k]['bbox']]
+                    if b is not None
+                ]
                 rows.append((images[t], images[k], float(dx), hood, boxes))
     if not rows:
-        raise UserError(f'{videos.list_path}: its sequences in {videos_json} have no frame '
-                        'pairs (need at least 2 frames per sequence)')
+        raise UserError(
+            f'{videos.list_path}: its sequences in {videos_json} have no frame '
+            'pairs (need at least 2 frames per sequence)'
+        )
     most = max(1, max(len(r[4]) for r in rows))
     boxes = [r[4] + [[0, 0, 0, 0]] * (most - len(r[4])) for r in rows]
-    return FlowPairs([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                     [r[3] for r in rows], boxes)
+    return FlowPairs(
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        boxes,
+    )
 
 
 def known_flow(shape, dx, hood_top, boxes):
     """Dense target of one pair: `(flow [H, W, 2] float32 px, valid [H, W, 1] float32)`.
 
-    flow = (dx, 0) everywhere; valid = 1 where y < hood_top, 0 <= x + dx <= W - 1 and (y, x) is in none of `boxes` ([K, 4] int [x0, y0, x1, y1), half-open).
+    flow = (dx, 0) everywhere; valid = 1 where y < hood_top, 0 <= x + dx <= W - 1 and (y, x) is in
+    none of `boxes` ([K, 4] int [x0, y0, x1, y1), half-open).
     """
     h, w = shape[0], shape[1]
     ys = tf.range(h)[:, None]
     xs = tf.range(w)[None, :]
     boxes = tf.cast(boxes, tf.int32)
-    inside = ((xs[None] >= boxes[:, 0, None, None]) & (xs[None] < boxes[:, 2, None, None]) &
-              (ys[None] >= boxes[:, 1, None, None]) & (ys[None] < boxes[:, 3, None, None]))
+    inside = (
+        (xs[None] >= boxes[:, 0, None, None])
+        & (xs[None] < boxes[:, 2, None, None])
+        & (ys[None] >= boxes[:, 1, None, None])
+        & (ys[None] < boxes[:, 3, None, None])
+    )
     x_key = tf.cast(xs, tf.float32) + tf.cast(dx, tf.float32)
-    valid = ((ys < hood_top) & (x_key >= 0) & (x_key <= tf.cast(w - 1, tf.float32)) &
-             ~tf.reduce_any(inside, axis=0))
+    valid = (
+        (ys < hood_top)
+        & (x_key >= 0)
+        & (x_key <= tf.cast(w - 1, tf.float32))
+        & ~tf.reduce_any(inside, axis=0)
+    )
     flow = tf.stack([tf.fill([h, w], tf.cast(dx, tf.float32)), tf.zeros([h, w])], axis=-1)
     return flow, tf.cast(valid, tf.float32)[..., None]
 
 
-def flow_dataset(pairs, *, batch_size, crop_size=None, random_mirror=False, seed=0,
-                 shuffle_buffer=2000):
+def flow_dataset(
+    pairs, *, batch_size, crop_size=None, random_mirror=False, seed=0, shuffle_buffer=2000
+):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), (flow [B,h,w,2], valid
     [B,h,w,1]))`: frames (float32 RGB 0..255) and their known flow (`known_flow`). With
     `crop_size` (h, w) both frames are cut at one random place and only pixels whose key
     position lies inside the crop are supervised; a mirrored pair gets its flow x negated.
     Seeded and deterministic."""
-    ds = tf.data.Dataset.from_tensor_slices((pairs.current, pairs.key, pairs.dx, pairs.hood_top,
-                                             pairs.boxes))
-    ds = ds.shuffle(min(shuffle_buffer, len(pairs.current)), seed=seed,
-                    reshuffle_each_iteration=True).repeat()
+    ds = tf.data.Dataset.from_tensor_slices(
+        (pairs.current, pairs.key, pairs.dx, pairs.hood_top, pairs.boxes)
+    )
+    ds = ds.shuffle(
+        min(shuffle_buffer, len(pairs.current)), seed=seed, reshuffle_each_iteration=True
+    ).repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
 
     def load(fields, sample_seed):
         cur_path, key_path, dx, hood_top, boxes = fields
         cur = tf.cast(decode_image(tf.io.read_file(cur_path)), tf.float32)
         key = tf.cast(decode_image(tf.io.read_file(key_path)), tf.float32)
-        tf.debugging.assert_equal(tf.shape(key), tf.shape(cur),
-                                  message='key and current frames differ in size')
+        tf.debugging.assert_equal(
+            tf.shape(key), tf.shape(cur), message='key and current frames differ in size'
+        )
         seeds = tf.random.experimental.stateless_split(sample_seed, 3)
         if crop_size is not None:
             shape = tf.shape(cur)
-            tf.debugging.assert_greater_equal(shape[:2], tf.constant(crop_size, tf.int32),
-                                              message='frames smaller than the crop size')
-            y0 = tf.random.stateless_uniform([], seeds[1], 0, shape[0] - crop_size[0] + 1,
-                                             tf.int32)
-            x0 = tf.random.stateless_uniform([], seeds[2], 0, shape[1] - crop_size[1] + 1,
-                                             tf.int32)
-            cur = cur[y0:y0 + crop_size[0], x0:x0 + crop_size[1]]
-            key = key[y0:y0 + crop_size[0], x0:x0 + crop_size[1]]
+            tf.debugging.assert_greater_equal(
+                shape[:2],
+                tf.constant(crop_size, tf.int32),
+                message='frames smaller than the crop size',
+            )
+            y0 = tf.random.stateless_uniform([], seeds[1], 0, shape[0] - crop_size[0] + 1, tf.int32)
+            x0 = tf.random.stateless_uniform([], seeds[2], 0, shape[1] - crop_size[1] + 1, tf.int32)
+            cur = cur[y0 : y0 + crop_size[0], x0 : x0 + crop_size[1]]
+            key = key[y0 : y0 + crop_size[0], x0 : x0 + crop_size[1]]
             hood_top = hood_top - y0
             boxes = boxes - tf.stack([x0, y0, x0, y0])
         flow, valid = known_flow(tf.shape(cur), dx, hood_top, boxes)
         if random_mirror:
             flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
-            cur, key, valid = (tf.cond(flip, lambda v=v: v[:, ::-1], lambda v=v: v)
-                               for v in (cur, key, valid))
+            cur, key, valid = (
+                tf.cond(flip, lambda v=v: v[:, ::-1], lambda v=v: v) for v in (cur, key, valid)
+            )
             flow = flow * tf.where(flip, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))
         return (key, cur), (flow, valid)
 

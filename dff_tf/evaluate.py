@@ -25,6 +25,7 @@ warp + N_task + resize + argmax) is timed (compiled, batch 1, input already deco
 call of each kind, which traces, is left out). Frames/s = 1 / median; overall at key interval
 l = l / (t_key + (l - 1) t_propagate). Everything goes to `<save_dir>/dff_metrics.json`.
 """
+
 import json
 import os
 import time
@@ -34,9 +35,8 @@ from absl import flags
 from PIL import Image
 
 from dff_tf.data import read_video_list
-from dff_tf.model import VideoRunner, dff_checkpoint_prefix, load_weights
-from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
-                          quiet_tf)
+from dff_tf.model import VideoRunner, load_weights
+from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
 from icnet_tf import cli
 from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels
@@ -66,8 +66,9 @@ def read_label(path, image_shape, where):
     except OSError as e:
         raise UserError(f'{where}: unreadable label {path} ({e})') from None
     if label.shape != tuple(image_shape[:2]):
-        raise UserError(f'{where}: label {label.shape} and image {tuple(image_shape[:2])} sizes '
-                        f'differ ({path})')
+        raise UserError(
+            f'{where}: label {label.shape} and image {tuple(image_shape[:2])} sizes differ ({path})'
+        )
     return label
 
 
@@ -78,15 +79,27 @@ def spread(items, limit):
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def evaluate(dff, videos, distances, *, num_classes, ignore_label=255, key_interval=5,
-             max_samples=0, progress=True):
+def evaluate(
+    dff,
+    videos,
+    distances,
+    *,
+    num_classes,
+    ignore_label=255,
+    key_interval=5,
+    max_samples=0,
+    progress=True,
+):
     """Confusion matrices {'per-frame': cm, 1: cm, 5: cm, ...}, the runner (timings), the
     number of evaluated frames."""
-    samples = [s for s in videos.samples
-               if all(videos.exact_key(s, d) is not None for d in distances)]
+    samples = [
+        s for s in videos.samples if all(videos.exact_key(s, d) is not None for d in distances)
+    ]
     if not samples:
-        raise UserError(f'{videos.list_path}: no labelled frame has frames at all distances '
-                        f'{distances} before it in its sequence')
+        raise UserError(
+            f'{videos.list_path}: no labelled frame has frames at all distances '
+            f'{distances} before it in its sequence'
+        )
     samples = spread(samples, max_samples)
     runner = VideoRunner(dff, key_interval=key_interval)
     cms = {k: np.zeros((num_classes, num_classes), np.int64) for k in [BASELINE, *distances]}
@@ -104,15 +117,22 @@ def evaluate(dff, videos, distances, *, num_classes, ignore_label=255, key_inter
         for d in distances:
             key = read_image(videos.exact_key(sample, d))
             if key.shape != current.shape:
-                raise UserError(f'{where}: key frame {videos.exact_key(sample, d)} is '
-                                f'{key.shape[:2]}, the frame {current.shape[:2]}')
+                raise UserError(
+                    f'{where}: key frame {videos.exact_key(sample, d)} is '
+                    f'{key.shape[:2]}, the frame {current.shape[:2]}'
+                )
             features, _ = runner.key_step(key)
             pred = runner.propagate_step(features, key, current)
             cms[d] += confusion_matrix(pred, label, num_classes, ignore_label)
         if bar:
-            bar.update(index + 1, {'mIoU per-frame': scores(cms[BASELINE])[1],
-                                   f'd={distances[-1]}': scores(cms[distances[-1]])[1]},
-                       force=index + 1 == len(samples))
+            bar.update(
+                index + 1,
+                {
+                    'mIoU per-frame': scores(cms[BASELINE])[1],
+                    f'd={distances[-1]}': scores(cms[distances[-1]])[1],
+                },
+                force=index + 1 == len(samples),
+            )
     if bar:
         bar.close()
     return cms, runner, len(samples)
@@ -145,8 +165,7 @@ def summary(cms, speed, class_names=None):
             continue
         lines.append(f'{names[c]:>14s} ' + ' '.join(f'{v * 100:9.2f}' for v in values))
     lines.append(f'{"mIoU":>14s} ' + ' '.join(f'{results[k][1] * 100:9.2f}' for k in keys))
-    lines.append(f'{"pixel acc.":>14s} ' + ' '.join(f'{results[k][2] * 100:9.2f}'
-                                                     for k in keys))
+    lines.append(f'{"pixel acc.":>14s} ' + ' '.join(f'{results[k][2] * 100:9.2f}' for k in keys))
     n = speed['samples']
     lines.append(
         f'speed (medians of {max(n["key"] - 1, 1)} key and {max(n["propagate"] - 1, 1)} '
@@ -154,7 +173,8 @@ def summary(cms, speed, class_names=None):
         f'{speed["propagate_fps"]:.2f} frames/s '
         f'({speed["propagate_fps"] / speed["key_fps"]:.2f}x), '
         f'overall at key interval {speed["key_interval"]} {speed["overall_fps"]:.2f} frames/s '
-        f'vs per-frame {speed["key_fps"]:.2f} frames/s')
+        f'vs per-frame {speed["key_fps"]:.2f} frames/s'
+    )
     return '\n'.join(lines)
 
 
@@ -162,11 +182,18 @@ def metrics(cms, speed, num_frames, config):
     out = {'frames': num_frames, 'model': config, 'speed': speed}
     for k, cm in cms.items():
         iou, miou, accuracy = scores(cm)
-        name = (k if k == BASELINE else f'key_interval_{k[2:]}' if isinstance(k, str)
-                else f'distance_{k}')
+        name = (
+            k
+            if k == BASELINE
+            else f'key_interval_{k[2:]}'
+            if isinstance(k, str)
+            else f'distance_{k}'
+        )
         out[name] = {
-            'mIoU': miou, 'pixel_accuracy': accuracy,
-            'iou': [None if np.isnan(v) else float(v) for v in iou]}
+            'mIoU': miou,
+            'pixel_accuracy': accuracy,
+            'iou': [None if np.isnan(v) else float(v) for v in iou],
+        }
     return out
 
 
@@ -178,21 +205,32 @@ def main(argv):
         distances = sorted(set(distances) | set(range(1, FLAGS.key_interval)))
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
     config = model_config(FLAGS.restore_from)
-    check_labels([(s.image, s.label) for s in videos.samples], config['num_classes'],
-                 FLAGS.ignore_label, FLAGS.data_list)
+    check_labels(
+        [(s.image, s.label) for s in videos.samples],
+        config['num_classes'],
+        FLAGS.ignore_label,
+        FLAGS.data_list,
+    )
     dff = build_model(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     start = time.perf_counter()
-    cms, runner, count = evaluate(dff, videos, distances, num_classes=dff.num_classes,
-                                  ignore_label=FLAGS.ignore_label,
-                                  key_interval=FLAGS.key_interval,
-                                  max_samples=FLAGS.max_samples)
+    cms, runner, count = evaluate(
+        dff,
+        videos,
+        distances,
+        num_classes=dff.num_classes,
+        ignore_label=FLAGS.ignore_label,
+        key_interval=FLAGS.key_interval,
+        max_samples=FLAGS.max_samples,
+    )
     speed = runner.speed()
     if FLAGS.interval_miou:
         cms = add_interval(cms, FLAGS.key_interval)
     names = CLASS_NAMES if dff.num_classes == len(CLASS_NAMES) else None
-    print(f'{count} labelled frames x ({len(distances)} distances + per-frame) in '
-          f'{time.perf_counter() - start:.1f} s; DFF({dff.feature_net_name})')
+    print(
+        f'{count} labelled frames x ({len(distances)} distances + per-frame) in '
+        f'{time.perf_counter() - start:.1f} s; DFF({dff.feature_net_name})'
+    )
     print(summary(cms, speed, names))
     out_dir = FLAGS.save_dir or '.'
     os.makedirs(out_dir, exist_ok=True)
@@ -205,19 +243,37 @@ def main(argv):
 def define_flags():
     flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
     flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_string('videos_json', None, 'videos.json placing frames in sequences '
-                        '(default: from Cityscapes file names)')
-    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
-                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string(
+        'videos_json',
+        None,
+        'videos.json placing frames in sequences (default: from Cityscapes file names)',
+    )
+    flags.DEFINE_string(
+        'restore_from',
+        None,
+        'DFF checkpoint (directory or prefix), or '
+        'feature-network weights (then FlowNetS from --flownet_weights)',
+    )
     flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
     flags.DEFINE_string('distances', '1,5,9', 'key-frame distances to evaluate')
-    flags.DEFINE_integer('key_interval', 5, 'key interval of the overall frames/s and of the '
-                         'interval mIoU', lower_bound=1)
-    flags.DEFINE_bool('interval_miou', True, 'also score a key frame every --key_interval '
-                      'frames (mean over distances 0..l-1; evaluates those distances too)')
-    flags.DEFINE_integer('max_samples', 0, 'evaluate at most N labelled frames, evenly '
-                         'spread over the list (0: all)',
-                         lower_bound=0)
+    flags.DEFINE_integer(
+        'key_interval',
+        5,
+        'key interval of the overall frames/s and of the interval mIoU',
+        lower_bound=1,
+    )
+    flags.DEFINE_bool(
+        'interval_miou',
+        True,
+        'also score a key frame every --key_interval '
+        'frames (mean over distances 0..l-1; evaluates those distances too)',
+    )
+    flags.DEFINE_integer(
+        'max_samples',
+        0,
+        'evaluate at most N labelled frames, evenly spread over the list (0: all)',
+        lower_bound=0,
+    )
     flags.DEFINE_integer('ignore_label', 255, 'label value excluded from the metric')
     flags.DEFINE_string('save_dir', None, 'where to write dff_metrics.json (default: .)')
     flags.mark_flags_as_required(['data_list', 'restore_from'])

@@ -21,6 +21,7 @@ next frames; `<export_dir>/dff_export.json` records the sizes, the grid and the 
     labels = loaded.signatures['propagate'](features=key['features'], key_image=frame0,
                                             image=frame1)['labels']
 """
+
 import json
 import os
 
@@ -28,8 +29,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from dff_tf.model import load_weights
-from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
-                          quiet_tf)
+from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
 from icnet_tf import cli
 from icnet_tf.cli import UserError
 from icnet_tf.train import parse_size
@@ -49,10 +49,10 @@ class DFFExport(tf.Module):
         self.channels = int(grid[3])
         image = tf.TensorSpec([1, self.height, self.width, 3], tf.uint8)
         features = tf.TensorSpec([1, *self.grid, self.channels], tf.float32)
-        self.key_frame = tf.function(self._key_frame, input_signature=[image],
-                                     autograph=False)
-        self.propagate = tf.function(self._propagate, input_signature=[features, image, image],
-                                     autograph=False)
+        self.key_frame = tf.function(self._key_frame, input_signature=[image], autograph=False)
+        self.propagate = tf.function(
+            self._propagate, input_signature=[features, image, image], autograph=False
+        )
 
     def _key_frame(self, image):
         features = self.dff.key_features(image)
@@ -64,21 +64,27 @@ class DFFExport(tf.Module):
         return {'labels': self.dff.labels(logits, (self.height, self.width))}
 
     def description(self):
-        return {'input_size': [self.height, self.width], 'feature_grid': list(self.grid),
-                'feature_channels': self.channels, 'num_classes': self.dff.num_classes,
-                'model': self.dff.get_config(),
-                'signatures': {
-                    'key_frame': 'image uint8 [1,H,W,3] RGB -> features float32 [1,Gh,Gw,C], '
-                                 'labels int32 [1,H,W]',
-                    'propagate': 'features, key_image uint8, image uint8 -> labels int32 '
-                                 '[1,H,W]'}}
+        return {
+            'input_size': [self.height, self.width],
+            'feature_grid': list(self.grid),
+            'feature_channels': self.channels,
+            'num_classes': self.dff.num_classes,
+            'model': self.dff.get_config(),
+            'signatures': {
+                'key_frame': 'image uint8 [1,H,W,3] RGB -> features float32 [1,Gh,Gw,C], '
+                'labels int32 [1,H,W]',
+                'propagate': 'features, key_image uint8, image uint8 -> labels int32 [1,H,W]',
+            },
+        }
 
 
 def export(dff, height, width, export_dir):
     """Write the SavedModel (+ dff_export.json); returns the module."""
     module = DFFExport(dff, height, width)
-    signatures = {'key_frame': module.key_frame.get_concrete_function(),
-                  'propagate': module.propagate.get_concrete_function()}
+    signatures = {
+        'key_frame': module.key_frame.get_concrete_function(),
+        'propagate': module.propagate.get_concrete_function(),
+    }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     with open(os.path.join(export_dir, 'dff_export.json'), 'w', encoding='utf-8') as f:
         json.dump(module.description(), f, indent=1)
@@ -97,14 +103,20 @@ def main(argv):
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     logging.set_verbosity(logging.WARNING)  # SavedModel's INFO chatter
     module = export(dff, height, width, FLAGS.export_dir)
-    print(f'wrote a SavedModel for {width}x{height} frames to {FLAGS.export_dir}/ '
-          f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
-          f'{module.channels})')
+    print(
+        f'wrote a SavedModel for {width}x{height} frames to {FLAGS.export_dir}/ '
+        f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
+        f'{module.channels})'
+    )
 
 
 def define_flags():
-    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
-                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string(
+        'restore_from',
+        None,
+        'DFF checkpoint (directory or prefix), or '
+        'feature-network weights (then FlowNetS from --flownet_weights)',
+    )
     flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
     flags.DEFINE_string('input_size', None, 'frame size H,W of the exported graph')
     flags.DEFINE_string('export_dir', 'dff_saved_model', 'SavedModel directory')

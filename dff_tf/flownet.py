@@ -51,6 +51,7 @@ Differences from the original, none numerical at inference: BN momentum is the b
 (PyTorch's default is 0.1 in its convention, i.e. 0.9 here), and fresh weights are the builder's
 He-normal, not PyTorch's `kaiming_normal_(a=0.1)`. Load trained weights for real use.
 """
+
 from dataclasses import dataclass
 
 from converters import flownet_keys
@@ -78,8 +79,8 @@ class EncoderConv:
 
 @dataclass(frozen=True)
 class DecoderLevel:
-    level: int         # the level built here: concat<level>, deconv<level>
-    skip: str          # the encoder unit at this resolution
+    level: int  # the level built here: concat<level>, deconv<level>
+    skip: str  # the encoder unit at this resolution
     deconv_width: int  # output channels of deconv<level>
 
 
@@ -103,8 +104,7 @@ DECODER = (
     DecoderLevel(2, 'conv2', 64),
 )
 
-FLOW_OUTPUTS = ('predict_flow2', 'predict_flow3', 'predict_flow4', 'predict_flow5',
-                'predict_flow6')
+FLOW_OUTPUTS = ('predict_flow2', 'predict_flow3', 'predict_flow4', 'predict_flow5', 'predict_flow6')
 
 
 class FlowNetChain(Chain):
@@ -113,8 +113,11 @@ class FlowNetChain(Chain):
     def unit(self, k, c_o, s=1, *, name):
         """`(k-1)//2` zero padding, VALID k x k conv, [`<name>_bn`], LeakyReLU(0.1)."""
         bn = self.net.batch_norm
-        (self.zero_padding((k - 1) // 2, name=f'{name}/pad')
-             .conv(k, k, c_o, s, s, relu=False, biased=not bn, name=name))
+        (
+            self.zero_padding((k - 1) // 2, name=f'{name}/pad').conv(
+                k, k, c_o, s, s, relu=False, biased=not bn, name=name
+            )
+        )
         if bn:
             self.batch_normalization(name=f'{name}_bn')
         return self.leaky_relu(LEAKY_SLOPE, name=f'{name}/lrelu')
@@ -125,13 +128,13 @@ class FlowNetChain(Chain):
 
     def predict_flow(self, *, name):
         """3x3 conv (padding 1) to 2 channels, no bias, no activation."""
-        return (self.zero_padding(1, name=f'{name}/pad')
-                    .conv(3, 3, 2, 1, 1, relu=False, biased=False, name=name))
+        return self.zero_padding(1, name=f'{name}/pad').conv(
+            3, 3, 2, 1, 1, relu=False, biased=False, name=name
+        )
 
     def upsample(self, c_o, *, name):
         """PyTorch ConvTranspose2d(k=4, s=2, padding=1, bias=False): h -> 2h."""
-        return self.conv_transpose(4, 4, c_o, 2, 2, crop=1, relu=False, biased=False,
-                                   name=name)
+        return self.conv_transpose(4, 4, c_o, 2, 2, crop=1, relu=False, biased=False, name=name)
 
 
 class FlowNetS(Network):
@@ -162,17 +165,27 @@ class FlowNetS(Network):
         for d in DECODER:
             coarse, skip = d.level + 1, n.out(d.skip)
             n.feed(features).predict_flow(name=f'predict_flow{coarse}')
-            (n.feed(f'predict_flow{coarse}')
-              .upsample(2, name=f'upsampled_flow{coarse}_to_{d.level}'))
-            (n.feed(f'upsampled_flow{coarse}_to_{d.level}', skip)
-              .crop_like(name=f'flow{coarse}_up'))
-            (n.feed(features)
-              .upsample(d.deconv_width, name=f'deconv{d.level}')
-              .leaky_relu(LEAKY_SLOPE, name=f'deconv{d.level}/lrelu'))
-            (n.feed(f'deconv{d.level}/lrelu', skip)
-              .crop_like(name=f'out_deconv{d.level}'))
-            (n.feed(skip, f'out_deconv{d.level}', f'flow{coarse}_up')
-              .concat(axis=-1, name=f'concat{d.level}'))
+            (
+                n.feed(f'predict_flow{coarse}').upsample(
+                    2, name=f'upsampled_flow{coarse}_to_{d.level}'
+                )
+            )
+            (
+                n.feed(f'upsampled_flow{coarse}_to_{d.level}', skip).crop_like(
+                    name=f'flow{coarse}_up'
+                )
+            )
+            (
+                n.feed(features)
+                .upsample(d.deconv_width, name=f'deconv{d.level}')
+                .leaky_relu(LEAKY_SLOPE, name=f'deconv{d.level}/lrelu')
+            )
+            (n.feed(f'deconv{d.level}/lrelu', skip).crop_like(name=f'out_deconv{d.level}'))
+            (
+                n.feed(skip, f'out_deconv{d.level}', f'flow{coarse}_up').concat(
+                    axis=-1, name=f'concat{d.level}'
+                )
+            )
             features = f'concat{d.level}'
         n.feed(features).predict_flow(name='predict_flow2')
 

@@ -12,6 +12,7 @@ side by side, scaled to --gif_width), and prints frames/s of key frames, propaga
 overall. A frame that cannot be read or has another size is skipped (the schedule goes on with
 the next frame) and reported at the end, with exit status 1.
 """
+
 import os
 import time
 
@@ -21,8 +22,7 @@ from PIL import Image
 
 from dff_tf.data import frame_paths
 from dff_tf.model import VideoRunner, load_weights
-from dff_tf.train import (build_model, check_frame_size, define_model_flags, model_config,
-                          quiet_tf)
+from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
 from icnet_tf import cli
 from icnet_tf.cli import UserError
 from icnet_tf.palette import colorize
@@ -45,8 +45,9 @@ def readable_frames(paths, problems):
         if size is None:
             size = image.shape
         elif image.shape != size:
-            problems.append(f'{path}: frame is {image.shape[1]}x{image.shape[0]}, the video '
-                            f'{size[1]}x{size[0]}')
+            problems.append(
+                f'{path}: frame is {image.shape[1]}x{image.shape[0]}, the video {size[1]}x{size[0]}'
+            )
             continue
         yield path, image
 
@@ -54,8 +55,7 @@ def readable_frames(paths, problems):
 def side_by_side(image, colour, width):
     both = Image.fromarray(np.concatenate([image, colour], axis=1))
     if width and both.width > width:
-        both = both.resize((width, max(1, round(both.height * width / both.width))),
-                           Image.BILINEAR)
+        both = both.resize((width, max(1, round(both.height * width / both.width))), Image.BILINEAR)
     return both
 
 
@@ -79,19 +79,28 @@ def segment_video(dff, paths, *, key_interval, save_dir, gif_width=1024, log=pri
         gif.append(side_by_side(image, colour, gif_width))
         count += 1
     if gif:
-        gif[0].save(os.path.join(save_dir, 'video.gif'), save_all=True, append_images=gif[1:],
-                    duration=round(1000 / GIF_FPS), loop=0)
+        gif[0].save(
+            os.path.join(save_dir, 'video.gif'),
+            save_all=True,
+            append_images=gif[1:],
+            duration=round(1000 / GIF_FPS),
+            loop=0,
+        )
     return runner, problems, count
 
 
 def speed_line(runner, count, elapsed):
     speed = runner.speed()
     n = speed['samples']
-    text = (f'{count} frames ({n["key"]} key, {n["propagate"]} propagated) in {elapsed:.1f} s; '
-            f'key frames {speed["key_fps"]:.2f} frames/s')
+    text = (
+        f'{count} frames ({n["key"]} key, {n["propagate"]} propagated) in {elapsed:.1f} s; '
+        f'key frames {speed["key_fps"]:.2f} frames/s'
+    )
     if n['propagate']:
-        text += (f', propagated frames {speed["propagate_fps"]:.2f} frames/s, overall at key '
-                 f'interval {speed["key_interval"]} {speed["overall_fps"]:.2f} frames/s')
+        text += (
+            f', propagated frames {speed["propagate_fps"]:.2f} frames/s, overall at key '
+            f'interval {speed["key_interval"]} {speed["overall_fps"]:.2f} frames/s'
+        )
     return text + ' (medians, first call of each kind excluded: tracing)'
 
 
@@ -104,8 +113,13 @@ def main(argv):
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     os.makedirs(FLAGS.save_dir, exist_ok=True)
     start = time.perf_counter()
-    runner, problems, count = segment_video(dff, paths, key_interval=FLAGS.key_interval,
-                                            save_dir=FLAGS.save_dir, gif_width=FLAGS.gif_width)
+    runner, problems, count = segment_video(
+        dff,
+        paths,
+        key_interval=FLAGS.key_interval,
+        save_dir=FLAGS.save_dir,
+        gif_width=FLAGS.gif_width,
+    )
     if count:
         print(speed_line(runner, count, time.perf_counter() - start))
         print(f'wrote {count} segmentation PNGs and video.gif to {FLAGS.save_dir}/')
@@ -116,13 +130,18 @@ def main(argv):
 
 def define_flags():
     flags.DEFINE_string('frames', None, 'directory of frames or a glob pattern ("v/*.png")')
-    flags.DEFINE_string('restore_from', None, 'DFF checkpoint (directory or prefix), or '
-                        'feature-network weights (then FlowNetS from --flownet_weights)')
+    flags.DEFINE_string(
+        'restore_from',
+        None,
+        'DFF checkpoint (directory or prefix), or '
+        'feature-network weights (then FlowNetS from --flownet_weights)',
+    )
     flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
     flags.DEFINE_integer('key_interval', 5, 'a key frame every N frames', lower_bound=1)
     flags.DEFINE_string('save_dir', 'dff_output', 'where to write PNGs and video.gif')
-    flags.DEFINE_integer('gif_width', 1024, 'width of the side-by-side GIF (0: full size)',
-                         lower_bound=0)
+    flags.DEFINE_integer(
+        'gif_width', 1024, 'width of the side-by-side GIF (0: full size)', lower_bound=0
+    )
     flags.mark_flags_as_required(['frames', 'restore_from'])
     define_model_flags()
 

@@ -34,6 +34,7 @@ a half-size FlowNet input and a 1/16 grid).
 Schedule (`VideoRunner`): a key frame every `key_interval` frames, whose features are cached;
 the frames in between are `propagate`d from the cached features.
 """
+
 import math
 import os
 import re
@@ -57,6 +58,7 @@ FLOWNET_CONCAT2 = ('concat2', 194)
 class _ICNetParts:
     """N_feat / N_task split of ICNet_BN (and of the BN-merged ICNet): features
     `sub12_sum_interp`, classifier `conv6_cls`."""
+
     feature_layer = 'sub12_sum_interp'
     task_layer = 'conv6_cls'
 
@@ -69,12 +71,15 @@ class _ICNetParts:
 
     def classify(self, features, training):
         net = self.net.build()
-        n = net.chain_class(net, {self.feature_layer: features}, training=training,
-                            update_stats=False)
+        n = net.chain_class(
+            net, {self.feature_layer: features}, training=training, update_stats=False
+        )
         # The very layer call of ICNet's setup(), so the numbers are bit-identical.
-        return (n.feed(self.feature_layer)
-                 .conv(1, 1, net.num_classes, 1, 1, biased=True, relu=False,
-                       name=self.task_layer).get_output())
+        return (
+            n.feed(self.feature_layer)
+            .conv(1, 1, net.num_classes, 1, 1, biased=True, relu=False, name=self.task_layer)
+            .get_output()
+        )
 
     def resize_logits(self, logits, size):
         return resize_bilinear_align_corners(logits, size)
@@ -82,6 +87,7 @@ class _ICNetParts:
 
 class _PSPParts:
     """N_feat / N_task split of PSPNet101: `feature_layer` ('conv5_4_bn') and `classify`."""
+
     task_layer = 'conv6'
 
     def __init__(self, net):
@@ -170,13 +176,24 @@ class DFF(tf.Module):
     network's way and takes the argmax.
     """
 
-    def __init__(self, feature_net='pspnet101', num_classes=19, *, flow_scale=0.5,
-                 scale_field=False, train_feature_net=False, flownet='plain',
-                 feature_net_kwargs=None, seed=0, name='DFF'):
+    def __init__(
+        self,
+        feature_net='pspnet101',
+        num_classes=19,
+        *,
+        flow_scale=0.5,
+        scale_field=False,
+        train_feature_net=False,
+        flownet='plain',
+        feature_net_kwargs=None,
+        seed=0,
+        name='DFF',
+    ):
         super().__init__(name=name)
         if isinstance(feature_net, str):
-            feature_net = build_feature_net(feature_net, num_classes, seed,
-                                            **(feature_net_kwargs or {}))
+            feature_net = build_feature_net(
+                feature_net, num_classes, seed, **(feature_net_kwargs or {})
+            )
         elif feature_net_kwargs:
             raise ValueError('feature_net_kwargs only apply when feature_net is a name')
         if isinstance(feature_net, (ICNet_BN, ICNet)):
@@ -186,8 +203,10 @@ class DFF(tf.Module):
             self._parts = _PSPParts(feature_net)
             self.feature_net_name = 'pspnet101'
         else:
-            raise TypeError(f'feature_net must be one of {", ".join(FEATURE_NETS)} or such a '
-                            f'network, got {type(feature_net).__name__}')
+            raise TypeError(
+                f'feature_net must be one of {", ".join(FEATURE_NETS)} or such a '
+                f'network, got {type(feature_net).__name__}'
+            )
         if not flow_scale > 0:
             raise ValueError(f'flow_scale must be positive, got {flow_scale!r}')
         if isinstance(flownet, str):
@@ -208,22 +227,29 @@ class DFF(tf.Module):
             # Convolution5_scale of the original: 1x1 conv, weights 0, bias 1 with lr_mult 0.
             with tf.init_scope():
                 self.scale_field = {
-                    'weights': tf.Variable(tf.zeros([1, 1, FLOWNET_CONCAT2[1],
-                                                     self.feature_channels]),
-                                           name='scale_field/weights'),
-                    'biases': tf.Variable(tf.ones([self.feature_channels]), trainable=False,
-                                          name='scale_field/biases'),
+                    'weights': tf.Variable(
+                        tf.zeros([1, 1, FLOWNET_CONCAT2[1], self.feature_channels]),
+                        name='scale_field/weights',
+                    ),
+                    'biases': tf.Variable(
+                        tf.ones([self.feature_channels]), trainable=False, name='scale_field/biases'
+                    ),
                 }
         else:
             self.scale_field = None
 
     def get_config(self):
-        return dict(feature_net=self.feature_net_name, num_classes=self.num_classes,
-                    flow_scale=self.flow_scale, scale_field=self.scale_field is not None,
-                    train_feature_net=self.train_feature_net,
-                    flownet='bn' if self.flownet.batch_norm else 'plain',
-                    feature_net_kwargs={k: v for k, v in self.feature_net.get_config().items()
-                                        if k != 'num_classes'})
+        return dict(
+            feature_net=self.feature_net_name,
+            num_classes=self.num_classes,
+            flow_scale=self.flow_scale,
+            scale_field=self.scale_field is not None,
+            train_feature_net=self.train_feature_net,
+            flownet='bn' if self.flownet.batch_norm else 'plain',
+            feature_net_kwargs={
+                k: v for k, v in self.feature_net.get_config().items() if k != 'num_classes'
+            },
+        )
 
     def build(self):
         """Create every variable (small forward passes); returns self."""
@@ -254,7 +280,8 @@ class DFF(tf.Module):
         """N_feat on key frames: `[N, Gh, Gw, C]` features (batch norm in inference mode)."""
         x = self.feature_input(self._frames(key_images))
         return self.feature_net(x, training=False, outputs=(self.feature_layer,))[
-            self.feature_layer]
+            self.feature_layer
+        ]
 
     def task(self, features, training=False):
         """N_task: the feature network's classifier on (warped) features -> logits."""
@@ -271,8 +298,11 @@ class DFF(tf.Module):
         `flow_input_size`; FlowNetS input pixels / 20, x then y) and the 194-channel decoder
         features it was predicted from (the input of the scale field).
         """
-        out = self.flownet(self.flownet_pair(key_images, current_images), training=training,
-                           outputs=('predict_flow2', FLOWNET_CONCAT2[0]))
+        out = self.flownet(
+            self.flownet_pair(key_images, current_images),
+            training=training,
+            outputs=('predict_flow2', FLOWNET_CONCAT2[0]),
+        )
         return out['predict_flow2'], out[FLOWNET_CONCAT2[0]]
 
     def grid_flow(self, raw_flow, grid_size, flow_input_size):
@@ -298,8 +328,7 @@ class DFF(tf.Module):
             s = resize_bilinear_align_corners(s, grid_size)
         return s
 
-    def warp_features(self, features, key_images, current_images, *, training=False,
-                      raw_flow=None):
+    def warp_features(self, features, key_images, current_images, *, training=False, raw_flow=None):
         """Key-frame features warped to the current frames (times S with a scale field).
 
         `raw_flow`: use this FlowNetS output (raw units, at 1/4 of `flow_input_size`) instead
@@ -312,18 +341,17 @@ class DFF(tf.Module):
         if raw_flow is None or self.scale_field is not None:
             flow2, concat2 = self.raw_flow(key_images, current, training=training)
             raw_flow = flow2 if raw_flow is None else raw_flow
-        flow = self.grid_flow(raw_flow, grid, self.flow_input_size(*_static_hw(current,
-                                                                                'frames')))
+        flow = self.grid_flow(raw_flow, grid, self.flow_input_size(*_static_hw(current, 'frames')))
         warped = warp(features, flow)
         if self.scale_field is not None:
             warped = warped * self.scale_map(concat2, grid)
         return warped
 
-    def propagate(self, features, key_images, current_images, *, training=False,
-                  raw_flow=None):
+    def propagate(self, features, key_images, current_images, *, training=False, raw_flow=None):
         """Logits of current frames from the cached key-frame features: flow, warp, N_task."""
-        warped = self.warp_features(features, key_images, current_images, training=training,
-                                    raw_flow=raw_flow)
+        warped = self.warp_features(
+            features, key_images, current_images, training=training, raw_flow=raw_flow
+        )
         return self.task(warped, training=training)
 
     def __call__(self, key_images, current_images, training=False):
@@ -362,8 +390,9 @@ class DFF(tf.Module):
 
     def conv_weights(self):
         """Convolution kernels among `trained_variables()` (for weight decay)."""
-        kernels = self.flownet.conv_weights() + [self.feature_net.params[self.task_layer][
-            'weights']]
+        kernels = self.flownet.conv_weights() + [
+            self.feature_net.params[self.task_layer]['weights']
+        ]
         if self.scale_field is not None:
             kernels.append(self.scale_field['weights'])
         if self.train_feature_net:
@@ -401,6 +430,7 @@ def dff_checkpoint_prefix(path):
 def restore_dff_checkpoint(dff, prefix):
     """Restore every DFF variable from a `dff_tf.train` checkpoint (the optimizer is ignored)."""
     from converters.errors import WeightsMismatchError
+
     dff.build()
     try:
         status = tf.train.Checkpoint(net=dff).read(prefix)
@@ -414,8 +444,7 @@ def restore_dff_checkpoint(dff, prefix):
     return prefix
 
 
-def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=False,
-                 log=print):
+def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=False, log=print):
     """Initialise a DFF model from the CLIs' `--restore_from` and `--flownet_weights`.
 
     `restore_from`: a DFF checkpoint (directory or prefix written by `dff_tf.train`), which
@@ -432,8 +461,10 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
     dff.build()
     whole = restore_from and dff_checkpoint_prefix(restore_from)
     if not fresh_heads and not whole and not flownet_weights:
-        log('note: no --flownet_weights and --restore_from is not a DFF checkpoint: FlowNetS '
-            'keeps its random initialisation, so propagated frames use an untrained flow')
+        log(
+            'note: no --flownet_weights and --restore_from is not a DFF checkpoint: FlowNetS '
+            'keeps its random initialisation, so propagated frames use an untrained flow'
+        )
     if restore_from:
         prefix = whole
         if prefix:
@@ -441,10 +472,12 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
             log(f'restored the whole DFF model from {prefix}')
         elif fresh_heads:
             from icnet_tf.train import initialise
+
             initialise(dff.feature_net, restore_from)
         else:
-            report = dff.feature_net.load(restore_from, skip=('sub4_out', 'sub24_out'),
-                                          verbose=False)
+            report = dff.feature_net.load(
+                restore_from, skip=('sub4_out', 'sub24_out'), verbose=False
+            )
             log(report)
         loaded.append(restore_from)
     if flownet_weights:
@@ -474,8 +507,10 @@ def _checkpoint_part(prefix, part):
 
 def _describe(dff):
     c = dff.get_config()
-    return (f"feature_net={c['feature_net']}, num_classes={c['num_classes']}, "
-            f"scale_field={c['scale_field']}")
+    return (
+        f'feature_net={c["feature_net"]}, num_classes={c["num_classes"]}, '
+        f'scale_field={c["scale_field"]}'
+    )
 
 
 # ------------------------------------------------------------------------------ running
@@ -508,8 +543,7 @@ class VideoRunner:
         # autograph=False: the model code has no tensor-dependent Python control flow, and
         # autograph would re-read (possibly edited) source files while tracing.
         self._key = tf.function(key_fn, autograph=False) if compiled else key_fn
-        self._propagate = (tf.function(propagate_fn, autograph=False) if compiled
-                           else propagate_fn)
+        self._propagate = tf.function(propagate_fn, autograph=False) if compiled else propagate_fn
 
     def key_step(self, frame):
         start = time.perf_counter()
@@ -520,8 +554,9 @@ class VideoRunner:
 
     def propagate_step(self, features, key_frame, frame):
         start = time.perf_counter()
-        labels = self._propagate(features, tf.constant(np.asarray(key_frame)[None]),
-                                 tf.constant(np.asarray(frame)[None])).numpy()[0]
+        labels = self._propagate(
+            features, tf.constant(np.asarray(key_frame)[None]), tf.constant(np.asarray(frame)[None])
+        ).numpy()[0]
         self.times['propagate'].append(time.perf_counter() - start)
         return labels
 
@@ -546,10 +581,14 @@ class VideoRunner:
         for kind, values in self.times.items():
             values = values[1:] if skip_first and len(values) > 1 else values
             med[kind] = float(np.median(values)) if values else float('nan')
-        out = {'key_interval': interval, 'key_seconds': med['key'],
-               'propagate_seconds': med['propagate'], 'key_fps': 1.0 / med['key'],
-               'propagate_fps': 1.0 / med['propagate'],
-               'samples': {k: len(v) for k, v in self.times.items()}}
+        out = {
+            'key_interval': interval,
+            'key_seconds': med['key'],
+            'propagate_seconds': med['propagate'],
+            'key_fps': 1.0 / med['key'],
+            'propagate_fps': 1.0 / med['propagate'],
+            'samples': {k: len(v) for k, v in self.times.items()},
+        }
         t_prop = med['propagate'] if interval > 1 else 0.0
         out['overall_fps'] = interval / (med['key'] + (interval - 1) * t_prop)
         return out

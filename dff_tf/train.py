@@ -18,6 +18,7 @@ NaN stop, progress and TensorBoard are `icnet_tf.training.Trainer`'s. The model'
 configuration is written to `<snapshot_dir>/dff_config.json`, so evaluate/inference/export
 rebuild the same model from the snapshot directory alone.
 """
+
 import json
 import os
 
@@ -42,23 +43,36 @@ def define_model_flags():
     """Flags that define the DFF model (shared by train, evaluate, inference, export)."""
     flags.DEFINE_enum('feature_net', 'pspnet101', list(FEATURE_NETS), 'feature network N_feat')
     flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
-    flags.DEFINE_integer('filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1,
-                         upper_bound=2)
+    flags.DEFINE_integer(
+        'filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1, upper_bound=2
+    )
     flags.DEFINE_enum('psp_layout', 'caffe', ['caffe', 'mmseg'], 'PSPNet101 layout')
     flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
     flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
-    flags.DEFINE_enum('flownet', 'plain', ['plain', 'bn'],
-                      "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)")
+    flags.DEFINE_enum(
+        'flownet',
+        'plain',
+        ['plain', 'bn'],
+        "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)",
+    )
 
 
-_MODEL_FLAGS = ('feature_net', 'num_classes', 'filter_scale', 'psp_layout', 'flow_scale',
-                'scale_field', 'flownet')
+_MODEL_FLAGS = (
+    'feature_net',
+    'num_classes',
+    'filter_scale',
+    'psp_layout',
+    'flow_scale',
+    'scale_field',
+    'flownet',
+)
 
 
 def saved_config(restore_from):
     """The dff_config.json written by dff_tf.train next to a DFF checkpoint, or None."""
-    if not restore_from or not (os.path.isdir(restore_from) or
-                                os.path.exists(restore_from + '.index')):
+    if not restore_from or not (
+        os.path.isdir(restore_from) or os.path.exists(restore_from + '.index')
+    ):
         return None
     prefix = dff_checkpoint_prefix(restore_from)
     if prefix is None:
@@ -77,8 +91,9 @@ def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
     """DFF constructor arguments: flags given on the command line win, then the
     dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
     --restore_from when it is a DFF checkpoint, then the flag defaults."""
-    saved = (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(
-        restore_from) or {}
+    saved = (
+        (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(restore_from) or {}
+    )
     kwargs_saved = saved.get('feature_net_kwargs', {})
     value = {}
     for name in _MODEL_FLAGS:
@@ -99,10 +114,15 @@ def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
         feature_kwargs = {'layout': value['psp_layout']}
     if not value['flow_scale'] > 0:
         raise UserError(f'--flow_scale must be positive, got {value["flow_scale"]}')
-    return dict(feature_net=value['feature_net'], num_classes=value['num_classes'],
-                flow_scale=value['flow_scale'], scale_field=value['scale_field'],
-                flownet=value['flownet'], train_feature_net=train_feature_net,
-                feature_net_kwargs=feature_kwargs)
+    return dict(
+        feature_net=value['feature_net'],
+        num_classes=value['num_classes'],
+        flow_scale=value['flow_scale'],
+        scale_field=value['scale_field'],
+        flownet=value['flownet'],
+        train_feature_net=train_feature_net,
+        feature_net_kwargs=feature_kwargs,
+    )
 
 
 def quiet_tf():
@@ -123,42 +143,62 @@ def check_frame_size(dff, h, w, what):
     """The feature network's minimum input size (pyramid pooling), as a one-line error."""
     side = dff.feature_net.build_input_shape()[1]
     if h < side or w < side:
-        raise UserError(f'{what} {h}x{w} is smaller than {dff.feature_net_name}\'s minimum '
-                        f'{side}x{side} (pyramid pooling)')
+        raise UserError(
+            f"{what} {h}x{w} is smaller than {dff.feature_net_name}'s minimum "
+            f'{side}x{side} (pyramid pooling)'
+        )
 
 
 # ----------------------------------------------------------------------------- training
 def define_flags():
     flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
     flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_string('videos_json', None, 'videos.json placing frames in sequences '
-                        '(default: from Cityscapes file names)')
-    flags.DEFINE_integer('batch_size', 4, 'global batch size (split across replicas)',
-                         lower_bound=1)
+    flags.DEFINE_string(
+        'videos_json',
+        None,
+        'videos.json placing frames in sequences (default: from Cityscapes file names)',
+    )
+    flags.DEFINE_integer(
+        'batch_size', 4, 'global batch size (split across replicas)', lower_bound=1
+    )
     flags.DEFINE_string('input_size', '', 'crop size h,w (default: the frame size)')
-    flags.DEFINE_float('learning_rate', 2.5e-4, 'base learning rate of the poly schedule '
-                       '(the original DFF: 0.00025)')
+    flags.DEFINE_float(
+        'learning_rate',
+        2.5e-4,
+        'base learning rate of the poly schedule (the original DFF: 0.00025)',
+    )
     flags.DEFINE_float('momentum', 0.9, 'momentum (TF1 MomentumOptimizer semantics)')
     flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
     flags.DEFINE_integer('num_steps', 20000, 'number of optimizer steps', lower_bound=1)
-    flags.DEFINE_float('weight_decay', 5e-4, 'L2 factor on the trained conv kernels '
-                       '(the original DFF: 0.0005)')
-    flags.DEFINE_integer('key_distance', None, 'fixed key distance (default: uniform in '
-                         '[0, --max_key_distance])', lower_bound=0)
-    flags.DEFINE_integer('max_key_distance', MAX_KEY_DISTANCE, 'largest sampled key distance',
-                         lower_bound=0)
+    flags.DEFINE_float(
+        'weight_decay', 5e-4, 'L2 factor on the trained conv kernels (the original DFF: 0.0005)'
+    )
+    flags.DEFINE_integer(
+        'key_distance',
+        None,
+        'fixed key distance (default: uniform in [0, --max_key_distance])',
+        lower_bound=0,
+    )
+    flags.DEFINE_integer(
+        'max_key_distance', MAX_KEY_DISTANCE, 'largest sampled key distance', lower_bound=0
+    )
     flags.DEFINE_bool('train_feature_net', False, 'also train N_feat (default: frozen)')
     flags.DEFINE_bool('random_mirror', False, 'random left-right mirroring (same for the pair)')
     flags.DEFINE_integer('ignore_label', 255, 'label value ignored by the loss')
-    flags.DEFINE_string('restore_from', None, 'feature-network weights (.npy, checkpoint, .pth) '
-                        'or a DFF checkpoint')
-    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth/.pth.tar of '
-                        'FlowNetPytorch, or a checkpoint)')
+    flags.DEFINE_string(
+        'restore_from', None, 'feature-network weights (.npy, checkpoint, .pth) or a DFF checkpoint'
+    )
+    flags.DEFINE_string(
+        'flownet_weights',
+        None,
+        'FlowNetS weights (.pth/.pth.tar of FlowNetPytorch, or a checkpoint)',
+    )
     flags.DEFINE_string('snapshot_dir', './snapshots_dff/', 'checkpoints and TensorBoard logs')
     flags.DEFINE_integer('save_pred_every', 500, 'checkpoint every N steps', lower_bound=1)
     flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and sampling')
-    flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
-                      'tf.distribute strategy')
+    flags.DEFINE_enum(
+        'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
+    )
     flags.mark_flag_as_required('data_list')
     define_model_flags()
 
@@ -178,6 +218,7 @@ def make_loss_fn(dff, *, ignore_label, weight_decay):
             parts['weight_decay'] = decay / _num_replicas()
             total = total + parts['weight_decay']
         return total, parts
+
     return loss_fn
 
 
@@ -185,35 +226,53 @@ def main(argv):
     del argv
     quiet_tf()
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
-    check_labels([(s.image, s.label) for s in videos.samples], FLAGS.num_classes,
-                 FLAGS.ignore_label, FLAGS.data_list)
-    crop = (parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size
-            else first_frame_size(videos))
+    check_labels(
+        [(s.image, s.label) for s in videos.samples],
+        FLAGS.num_classes,
+        FLAGS.ignore_label,
+        FLAGS.data_list,
+    )
+    crop = (
+        parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size else first_frame_size(videos)
+    )
     strategy = make_strategy(FLAGS.strategy)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.batch_size % replicas:
-        raise UserError(f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} '
-                        'replicas')
-    config = model_config(FLAGS.restore_from, train_feature_net=FLAGS.train_feature_net,
-                          snapshot_dir=FLAGS.snapshot_dir)
+        raise UserError(
+            f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} replicas'
+        )
+    config = model_config(
+        FLAGS.restore_from,
+        train_feature_net=FLAGS.train_feature_net,
+        snapshot_dir=FLAGS.snapshot_dir,
+    )
     with strategy.scope():
         dff = build_model(config, seed=FLAGS.seed)
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
     check_frame_size(dff, *crop, '--input_size')
-    distance = (f'key distance {FLAGS.key_distance}' if FLAGS.key_distance is not None
-                else f'key distance uniform in [0, {FLAGS.max_key_distance}]')
-    print(f'{len(videos)} labelled frames in {len(videos.frames)} sequences, {distance}, '
-          f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
-          f'DFF({dff.feature_net_name}, flow_scale={dff.flow_scale}, '
-          f'scale_field={dff.scale_field is not None}), N_feat '
-          f'{"trained" if dff.train_feature_net else "frozen"}')
+    distance = (
+        f'key distance {FLAGS.key_distance}'
+        if FLAGS.key_distance is not None
+        else f'key distance uniform in [0, {FLAGS.max_key_distance}]'
+    )
+    print(
+        f'{len(videos)} labelled frames in {len(videos.frames)} sequences, {distance}, '
+        f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
+        f'DFF({dff.feature_net_name}, flow_scale={dff.flow_scale}, '
+        f'scale_field={dff.scale_field is not None}), N_feat '
+        f'{"trained" if dff.train_feature_net else "frozen"}'
+    )
 
-    trainer = Trainer(strategy=strategy, model=dff, optimizer=optimizer,
-                      variables=dff.trained_variables(),
-                      loss_fn=make_loss_fn(dff, ignore_label=FLAGS.ignore_label,
-                                           weight_decay=FLAGS.weight_decay),
-                      snapshot_dir=FLAGS.snapshot_dir, save_every=FLAGS.save_pred_every)
+    trainer = Trainer(
+        strategy=strategy,
+        model=dff,
+        optimizer=optimizer,
+        variables=dff.trained_variables(),
+        loss_fn=make_loss_fn(dff, ignore_label=FLAGS.ignore_label, weight_decay=FLAGS.weight_decay),
+        snapshot_dir=FLAGS.snapshot_dir,
+        save_every=FLAGS.save_pred_every,
+    )
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
@@ -227,11 +286,16 @@ def main(argv):
     with open(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
         json.dump(dff.get_config(), f, indent=1)
 
-    dataset = train_dataset(videos, batch_size=FLAGS.batch_size, crop_size=crop,
-                            key_distance=FLAGS.key_distance,
-                            max_distance=FLAGS.max_key_distance,
-                            random_mirror=FLAGS.random_mirror, ignore_label=FLAGS.ignore_label,
-                            seed=FLAGS.seed)
+    dataset = train_dataset(
+        videos,
+        batch_size=FLAGS.batch_size,
+        crop_size=crop,
+        key_distance=FLAGS.key_distance,
+        max_distance=FLAGS.max_key_distance,
+        random_mirror=FLAGS.random_mirror,
+        ignore_label=FLAGS.ignore_label,
+        seed=FLAGS.seed,
+    )
     trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
     print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
 

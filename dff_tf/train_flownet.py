@@ -23,11 +23,17 @@ a poly learning rate. Checkpoints, resume, NaN stop, progress bar and TensorBoar
 `icnet_tf.training.Trainer`; with --val_list the mean end-point error in frame pixels of the
 validation pairs is printed and logged (`val/epe_px`) every --save_pred_every steps.
 """
+
 import tensorflow as tf
 from absl import flags
 
-from dff_tf.data import (MAX_KEY_DISTANCE, first_frame_size, flow_dataset, flow_pairs,
-                          read_video_list)
+from dff_tf.data import (
+    MAX_KEY_DISTANCE,
+    first_frame_size,
+    flow_dataset,
+    flow_pairs,
+    read_video_list,
+)
 from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import flow_input_size, flownet_pair
 from dff_tf.train import quiet_tf
@@ -44,18 +50,23 @@ SCALE_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2..flow6, FlowNetPytorch 
 def define_flags():
     flags.DEFINE_string('data_list', None, 'video list: its sequences are used (all frames)')
     flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_string('videos_json', None, 'videos.json with each sequence\'s camera_x')
+    flags.DEFINE_string('videos_json', None, "videos.json with each sequence's camera_x")
     flags.DEFINE_string('val_list', None, 'video list of validation sequences (EPE)')
     flags.DEFINE_integer('val_pairs', 64, 'validation pairs used (evenly spread)', lower_bound=1)
     flags.DEFINE_integer('batch_size', 8, 'global batch size', lower_bound=1)
-    flags.DEFINE_string('input_size', '', 'random crop h,w of the frames (default: whole '
-                        'frames); only pixels whose match lies in the crop are supervised')
+    flags.DEFINE_string(
+        'input_size',
+        '',
+        'random crop h,w of the frames (default: whole '
+        'frames); only pixels whose match lies in the crop are supervised',
+    )
     flags.DEFINE_float('learning_rate', 1e-4, 'Adam learning rate (FlowNetPytorch: 1e-4)')
     flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
     flags.DEFINE_integer('num_steps', 2000, 'number of optimizer steps', lower_bound=1)
     flags.DEFINE_float('weight_decay', 4e-4, 'L2 factor on kernels (FlowNetPytorch: 4e-4)')
-    flags.DEFINE_integer('max_key_distance', MAX_KEY_DISTANCE, 'largest frame distance',
-                         lower_bound=1)
+    flags.DEFINE_integer(
+        'max_key_distance', MAX_KEY_DISTANCE, 'largest frame distance', lower_bound=1
+    )
     flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS input fraction of the frame (as in DFF)')
     flags.DEFINE_enum('flownet', 'plain', ['plain', 'bn'], 'FlowNetS variant')
     flags.DEFINE_bool('random_mirror', True, 'random left-right mirroring of pairs')
@@ -63,8 +74,9 @@ def define_flags():
     flags.DEFINE_string('snapshot_dir', './snapshots_flow/', 'checkpoints and TensorBoard logs')
     flags.DEFINE_integer('save_pred_every', 250, 'checkpoint every N steps', lower_bound=1)
     flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and mirroring')
-    flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
-                      'tf.distribute strategy')
+    flags.DEFINE_enum(
+        'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
+    )
     flags.mark_flag_as_required('data_list')
     flags.mark_flag_as_required('videos_json')
 
@@ -95,19 +107,25 @@ def multiscale_epe(outputs, targets, global_batch):
 def make_loss_fn(flownet, *, frame_size, flow_scale, global_batch, weight_decay):
     def loss_fn(batch):
         (key, current), (flow, valid) = batch
-        outputs = flownet(flownet_pair(key, current, flow_scale), training=True,
-                          outputs=FlowNetS.heads)
+        outputs = flownet(
+            flownet_pair(key, current, flow_scale), training=True, outputs=FlowNetS.heads
+        )
         outputs = [outputs[name] for name in FlowNetS.heads]
-        targets = target_pyramid(flow, valid, frame_size, [o.shape[1:3] for o in outputs],
-                                 flow_scale)
+        targets = target_pyramid(
+            flow, valid, frame_size, [o.shape[1:3] for o in outputs], flow_scale
+        )
         epe, epe2 = multiscale_epe(outputs, targets, global_batch)
         parts = {'multiscale_epe': epe, 'epe2_sum': epe2}
         total = epe
         if weight_decay:
-            parts['weight_decay'] = weight_decay * tf.add_n(
-                [tf.nn.l2_loss(k) for k in flownet.conv_weights()]) / _num_replicas()
+            parts['weight_decay'] = (
+                weight_decay
+                * tf.add_n([tf.nn.l2_loss(k) for k in flownet.conv_weights()])
+                / _num_replicas()
+            )
             total += parts['weight_decay']
         return total, parts
+
     return loss_fn
 
 
@@ -118,8 +136,9 @@ def epe_px(flownet, batches, frame_size, flow_scale):
     err = count = 0.0
     for (key, current), (flow, valid) in batches:
         raw = flownet(flownet_pair(key, current, flow_scale), training=False)
-        pred = tf.image.resize(raw, (h, w)) * tf.constant([DIV_FLOW * w / fw,
-                                                           DIV_FLOW * h / fh], tf.float32)
+        pred = tf.image.resize(raw, (h, w)) * tf.constant(
+            [DIV_FLOW * w / fw, DIV_FLOW * h / fh], tf.float32
+        )
         err += float(tf.reduce_sum(tf.norm(pred - flow, axis=-1, keepdims=True) * valid))
         count += float(tf.reduce_sum(valid))
     return err / max(count, 1.0)
@@ -142,32 +161,45 @@ def main(argv):
     frame_size = first_frame_size(videos)
     crop = parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size else None
     if crop and (crop[0] > frame_size[0] or crop[1] > frame_size[1]):
-        raise UserError(f'--input_size {crop[0]}x{crop[1]} is larger than the frames '
-                        f'({frame_size[0]}x{frame_size[1]})')
+        raise UserError(
+            f'--input_size {crop[0]}x{crop[1]} is larger than the frames '
+            f'({frame_size[0]}x{frame_size[1]})'
+        )
     train_size = crop or frame_size
     if not FLAGS.flow_scale > 0:
         raise UserError(f'--flow_scale must be positive, got {FLAGS.flow_scale}')
     strategy = make_strategy(FLAGS.strategy)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.batch_size % replicas:
-        raise UserError(f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} '
-                        'replicas')
+        raise UserError(
+            f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} replicas'
+        )
     with strategy.scope():
         flownet = FlowNetS(batch_norm=FLAGS.flownet == 'bn', seed=FLAGS.seed).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = tf.keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999)
     fh, fw = flow_input_size(*train_size, FLAGS.flow_scale)
-    print(f'{len(pairs.current)} frame pairs (distance 1..{FLAGS.max_key_distance}) of '
-          f'{len({s.sequence for s in videos.samples})} sequences, frames '
-          f'{frame_size[0]}x{frame_size[1]}, crops {train_size[0]}x{train_size[1]}, FlowNetS '
-          f'input {fh}x{fw}, {replicas} replica(s), global batch {FLAGS.batch_size}')
-    trainer = Trainer(strategy=strategy, model=flownet, optimizer=optimizer,
-                      variables=flownet.trainable_variables,
-                      loss_fn=make_loss_fn(flownet, frame_size=train_size,
-                                           flow_scale=FLAGS.flow_scale,
-                                           global_batch=float(FLAGS.batch_size),
-                                           weight_decay=FLAGS.weight_decay),
-                      snapshot_dir=FLAGS.snapshot_dir, save_every=FLAGS.save_pred_every)
+    print(
+        f'{len(pairs.current)} frame pairs (distance 1..{FLAGS.max_key_distance}) of '
+        f'{len({s.sequence for s in videos.samples})} sequences, frames '
+        f'{frame_size[0]}x{frame_size[1]}, crops {train_size[0]}x{train_size[1]}, FlowNetS '
+        f'input {fh}x{fw}, {replicas} replica(s), global batch {FLAGS.batch_size}'
+    )
+    trainer = Trainer(
+        strategy=strategy,
+        model=flownet,
+        optimizer=optimizer,
+        variables=flownet.trainable_variables,
+        loss_fn=make_loss_fn(
+            flownet,
+            frame_size=train_size,
+            flow_scale=FLAGS.flow_scale,
+            global_batch=float(FLAGS.batch_size),
+            weight_decay=FLAGS.weight_decay,
+        ),
+        snapshot_dir=FLAGS.snapshot_dir,
+        save_every=FLAGS.save_pred_every,
+    )
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
@@ -178,19 +210,32 @@ def main(argv):
     hooks = []
     if FLAGS.val_list:
         val_videos = read_video_list(FLAGS.val_list, FLAGS.data_dir, FLAGS.videos_json)
-        val = validation_batches(flow_pairs(val_videos, FLAGS.videos_json, FLAGS.data_dir,
-                                            FLAGS.max_key_distance), FLAGS.val_pairs)
+        val = validation_batches(
+            flow_pairs(val_videos, FLAGS.videos_json, FLAGS.data_dir, FLAGS.max_key_distance),
+            FLAGS.val_pairs,
+        )
 
         def validate(step, writer):
             value = epe_px(flownet, val, frame_size, FLAGS.flow_scale)
             with writer.as_default(step=step):
                 tf.summary.scalar('val/epe_px', value)
             print(f'\nstep {step}: validation EPE {value:.3f} px', flush=True)
+
         hooks.append(validate)
-    dataset = flow_dataset(pairs, batch_size=FLAGS.batch_size, crop_size=crop,
-                           random_mirror=FLAGS.random_mirror, seed=FLAGS.seed)
-    trainer.fit(dataset, FLAGS.num_steps, hooks=hooks, hook_every=FLAGS.save_pred_every,
-                learning_rate=schedule)
+    dataset = flow_dataset(
+        pairs,
+        batch_size=FLAGS.batch_size,
+        crop_size=crop,
+        random_mirror=FLAGS.random_mirror,
+        seed=FLAGS.seed,
+    )
+    trainer.fit(
+        dataset,
+        FLAGS.num_steps,
+        hooks=hooks,
+        hook_every=FLAGS.save_pred_every,
+        learning_rate=schedule,
+    )
     print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
 
 

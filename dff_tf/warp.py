@@ -13,22 +13,21 @@ padding and all the validation live in `warp` and do not depend on the backend.
 """
 
 import warnings
-from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
 with warnings.catch_warnings():
     # The end-of-life notice TFA prints on import; the dependency is confined to this module.
-    warnings.filterwarnings("ignore", message=r"\s*TensorFlow Addons", category=UserWarning)
+    warnings.filterwarnings('ignore', message=r'\s*TensorFlow Addons', category=UserWarning)
     import tensorflow_addons as tfa
 
-__all__ = ["warp"]
+__all__ = ['warp']
 
 _FEATURE_DTYPES = (tf.float16, tf.float32, tf.float64)
 _FLOW_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 
 
-def warp(features: tf.Tensor, flow: tf.Tensor, name: Optional[str] = None) -> tf.Tensor:
+def warp(features: tf.Tensor, flow: tf.Tensor, name: str | None = None) -> tf.Tensor:
     """Warps `features` with a dense optical flow, zero outside the frame.
 
     Specifically, the value at `output[b, y, x, c]` is the bilinear sample of
@@ -112,16 +111,15 @@ def warp(features: tf.Tensor, flow: tf.Tensor, name: Optional[str] = None) -> tf
         tfa, 1-pixel-high or -wide maps (even 1x1) are fine.
       TypeError: if `features` or `flow` does not have a supported float type.
     """
-    with tf.name_scope(name or "warp"):
-        features = tf.convert_to_tensor(features, name="features")
-        flow = tf.convert_to_tensor(flow, name="flow")
+    with tf.name_scope(name or 'warp'):
+        features = tf.convert_to_tensor(features, name='features')
+        flow = tf.convert_to_tensor(flow, name='flow')
         if features.dtype not in _FEATURE_DTYPES:
             raise TypeError(
-                "warp: features must be float16, float32 or float64, got "
-                f"{features.dtype.name}"
+                f'warp: features must be float16, float32 or float64, got {features.dtype.name}'
             )
         if flow.dtype not in _FLOW_DTYPES:
-            raise TypeError(f"warp: flow must be a float tensor, got {flow.dtype.name}")
+            raise TypeError(f'warp: flow must be a float tensor, got {flow.dtype.name}')
 
         features, flow, checks = _validate_shapes(features, flow)
         if checks:
@@ -159,7 +157,7 @@ def _sample_with_border_clamp(features: tf.Tensor, flow: tf.Tensor) -> tf.Tensor
 
 def _validate_shapes(
     features: tf.Tensor, flow: tf.Tensor
-) -> Tuple[tf.Tensor, tf.Tensor, List[tf.Operation]]:
+) -> tuple[tf.Tensor, tf.Tensor, list[tf.Operation]]:
     """Checks the shapes statically where known, and returns runtime assertions for the rest.
 
     An input of unknown rank goes through `tf.ensure_shape(x, [None] * 4)`. The rank must be
@@ -168,15 +166,14 @@ def _validate_shapes(
     Returns the (possibly rank-checked) inputs and the assertions.
     """
     checked = []
-    for tensor, what in ((features, "features"), (flow, "flow")):
+    for tensor, what in ((features, 'features'), (flow, 'flow')):
         if tensor.shape.rank is None:
             # The runtime error reads "Shape of tensor <...>/features [5,7,3] is not compatible
             # with expected shape [?,?,?,?]".
             tensor = tf.ensure_shape(tf.identity(tensor, name=what), [None] * 4)
         elif tensor.shape.rank != 4:
-            layout = "[batch, height, width, " + ("channels]" if what == "features" else "2]")
-            raise ValueError(
-                f"warp: {what} {layout} must have rank 4, got shape {tensor.shape}")
+            layout = '[batch, height, width, ' + ('channels]' if what == 'features' else '2]')
+            raise ValueError(f'warp: {what} {layout} must have rank 4, got shape {tensor.shape}')
         checked.append(tensor)
     features, flow = checked
 
@@ -184,32 +181,37 @@ def _validate_shapes(
     dyn_f, dyn_w = tf.shape(features), tf.shape(flow)
 
     def runtime_check(condition, message):
-        checks.append(tf.debugging.Assert(condition, [
-            message + "; got features shape", dyn_f, "and flow shape", dyn_w]))
+        checks.append(
+            tf.debugging.Assert(
+                condition, [message + '; got features shape', dyn_f, 'and flow shape', dyn_w]
+            )
+        )
 
     if flow.shape[3] is not None:
         if flow.shape[3] != 2:
             raise ValueError(
-                "warp: the last dimension of flow must be 2 (dx, dy), got flow "
-                f"shape {flow.shape}")
+                f'warp: the last dimension of flow must be 2 (dx, dy), got flow shape {flow.shape}'
+            )
     else:
-        runtime_check(tf.equal(dyn_w[3], 2), "warp: the last dimension of flow must be 2 (dx, dy)")
+        runtime_check(tf.equal(dyn_w[3], 2), 'warp: the last dimension of flow must be 2 (dx, dy)')
 
-    for axis, dim in ((0, "batch size"), (1, "height"), (2, "width")):
+    for axis, dim in ((0, 'batch size'), (1, 'height'), (2, 'width')):
         if features.shape[axis] is not None and flow.shape[axis] is not None:
             if features.shape[axis] != flow.shape[axis]:
                 raise ValueError(
-                    f"warp: features and flow must have the same {dim}, got features "
-                    f"shape {features.shape} and flow shape {flow.shape}")
+                    f'warp: features and flow must have the same {dim}, got features '
+                    f'shape {features.shape} and flow shape {flow.shape}'
+                )
         else:
-            runtime_check(tf.equal(dyn_f[axis], dyn_w[axis]),
-                          f"warp: features and flow must have the same {dim}")
+            runtime_check(
+                tf.equal(dyn_f[axis], dyn_w[axis]),
+                f'warp: features and flow must have the same {dim}',
+            )
 
-    for axis, dim in ((1, "height"), (2, "width")):
+    for axis, dim in ((1, 'height'), (2, 'width')):
         if features.shape[axis] is not None:
             if features.shape[axis] < 1:
-                raise ValueError(
-                    f"warp: features must have {dim} >= 1, got shape {features.shape}")
+                raise ValueError(f'warp: features must have {dim} >= 1, got shape {features.shape}')
         else:
-            runtime_check(tf.greater_equal(dyn_f[axis], 1), f"warp: features must have {dim} >= 1")
+            runtime_check(tf.greater_equal(dyn_f[axis], 1), f'warp: features must have {dim} >= 1')
     return features, flow, checks

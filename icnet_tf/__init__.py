@@ -1,4 +1,5 @@
-"""icnet_tf: a faithful TensorFlow 2 port of ICNet-tensorflow (and PSPNet-101) on a chained builder."""
+"""icnet_tf: a faithful TensorFlow 2 port of ICNet-tensorflow (and PSPNet-101), chained builder."""
+
 import os
 
 # TF's C++ start-up chatter (CPU feature notices, spurious CUDA-plugin 'errors' of TF 2.15)

@@ -5,6 +5,7 @@ object path of a variable ends in `params/<layer>/<param>/.ATTRIBUTES/VARIABLE_V
 the root, so `read_weights_checkpoint()` recovers `{layer: {param: array}}` from any checkpoint
 written by this project (weights-only conversions and training snapshots alike).
 """
+
 import os
 import re
 
@@ -25,8 +26,10 @@ def resolve_checkpoint(path):
         return latest
     if os.path.exists(path + '.index'):
         return path
-    raise WeightsFileError(f'{path}: no such weights file or TF checkpoint '
-                           '(expected .npy, a checkpoint directory or a checkpoint prefix)')
+    raise WeightsFileError(
+        f'{path}: no such weights file or TF checkpoint '
+        '(expected .npy, a checkpoint directory or a checkpoint prefix)'
+    )
 
 
 def read_weights_checkpoint(path):
@@ -40,8 +43,9 @@ def read_weights_checkpoint(path):
             if m:
                 out.setdefault(m.group(1), {})[m.group(2)] = reader.get_tensor(key)
     except (tf.errors.OpError, ValueError) as e:
-        raise WeightsFileError(f'{prefix}: unreadable TF checkpoint '
-                               f'({str(e).splitlines()[0]})') from None
+        raise WeightsFileError(
+            f'{prefix}: unreadable TF checkpoint ({str(e).splitlines()[0]})'
+        ) from None
     if not out:
         raise WeightsFileError(f'{prefix}: TF checkpoint holds no network parameters')
     return out

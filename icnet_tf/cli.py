@@ -4,6 +4,7 @@ Every CLI runs `cli.run(main)`. Errors the user can fix (bad files, bad flags, w
 not fit, bad list lines) are printed as ONE line, `error: <what and where>`, with exit status 1;
 nothing else escapes as a traceback.
 """
+
 import os
 import sys
 
@@ -43,7 +44,13 @@ def csv(value):
 def define_model_flags(default_model='ICNet_BN'):
     """--model, --num_classes, --filter_scale (names of the original's flags)."""
     from icnet_tf import MODELS
+
     flags.DEFINE_enum('model', default_model, list(MODELS), 'network architecture')
     flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
-    flags.DEFINE_integer('filter_scale', 1, 'width multiplier: 1 (released weights) or 2',
-                         lower_bound=1, upper_bound=2)
+    flags.DEFINE_integer(
+        'filter_scale',
+        1,
+        'width multiplier: 1 (released weights) or 2',
+        lower_bound=1,
+        upper_bound=2,
+    )

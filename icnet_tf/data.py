@@ -11,6 +11,7 @@ random left-right mirror (one bit for both) -> pad bottom/right up to the crop (
 label with ignore_label) -> random crop of `input_size` at the same offset for both.
 All randomness is stateless and derived from `--seed`, so a run is reproducible.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,11 +39,14 @@ def read_list(list_path, data_dir=''):
             if not fields:
                 continue
             if len(fields) != 2:
-                raise UserError(f'{list_path}:{number}: expected 2 fields "<image> <label>", '
-                                f'found {len(fields)}: {line.strip()!r}')
+                raise UserError(
+                    f'{list_path}:{number}: expected 2 fields "<image> <label>", '
+                    f'found {len(fields)}: {line.strip()!r}'
+                )
             paths = tuple(os.path.join(data_dir, p) for p in fields)
-            missing += [f'{list_path}:{number}: no such file {p}' for p in paths
-                        if not os.path.isfile(p)]
+            missing += [
+                f'{list_path}:{number}: no such file {p}' for p in paths if not os.path.isfile(p)
+            ]
             pairs.append(paths)
     if missing:
         more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
@@ -67,8 +71,10 @@ def check_labels(pairs, num_classes, ignore_label, list_path='list', workers=8):
         values = np.unique(label)
         bad = values[(values >= num_classes) & (values != ignore_label)]
         if bad.size:
-            return index, (f'label values {bad[:8].tolist()} outside [0, {num_classes}) '
-                           f'and != ignore_label {ignore_label}')
+            return index, (
+                f'label values {bad[:8].tolist()} outside [0, {num_classes}) '
+                f'and != ignore_label {ignore_label}'
+            )
         return index, None
 
     with ThreadPoolExecutor(workers) as pool:
@@ -102,11 +108,12 @@ def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignor
         scale = tf.random.stateless_uniform([], seeds[0], *SCALE_RANGE)
         size = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * scale, tf.int32)
         # tf.image.resize_images / resize_nearest_neighbor with the TF1 defaults
-        image = tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=False,
-                                          half_pixel_centers=False)[0]
-        label = tf.raw_ops.ResizeNearestNeighbor(images=label[None], size=size,
-                                                 align_corners=False,
-                                                 half_pixel_centers=False)[0]
+        image = tf.raw_ops.ResizeBilinear(
+            images=image[None], size=size, align_corners=False, half_pixel_centers=False
+        )[0]
+        label = tf.raw_ops.ResizeNearestNeighbor(
+            images=label[None], size=size, align_corners=False, half_pixel_centers=False
+        )[0]
     if random_mirror:
         flip = tf.random.stateless_uniform([], seeds[1]) < 0.5
         image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
@@ -114,21 +121,31 @@ def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignor
     crop_h, crop_w = crop_size
     shape = tf.shape(image)
     pad_h, pad_w = tf.maximum(crop_h - shape[0], 0), tf.maximum(crop_w - shape[1], 0)
-    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])                      # 0 = the mean
-    label = tf.pad(tf.cast(label, tf.int32), [[0, pad_h], [0, pad_w], [0, 0]],
-                   constant_values=ignore_label)
+    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])  # 0 = the mean
+    label = tf.pad(
+        tf.cast(label, tf.int32), [[0, pad_h], [0, pad_w], [0, 0]], constant_values=ignore_label
+    )
     shape = tf.shape(image)
     y = tf.random.stateless_uniform([], seeds[2], 0, shape[0] - crop_h + 1, tf.int32)
     x = tf.random.stateless_uniform([], seeds[3], 0, shape[1] - crop_w + 1, tf.int32)
-    image = image[y:y + crop_h, x:x + crop_w]
-    label = label[y:y + crop_h, x:x + crop_w]
+    image = image[y : y + crop_h, x : x + crop_w]
+    label = label[y : y + crop_h, x : x + crop_w]
     image.set_shape([crop_h, crop_w, 3])
     label.set_shape([crop_h, crop_w, 1])
     return image, label
 
 
-def train_dataset(pairs, *, batch_size, crop_size, random_scale=False, random_mirror=False,
-                  ignore_label=255, seed=0, shuffle_buffer=500):
+def train_dataset(
+    pairs,
+    *,
+    batch_size,
+    crop_size,
+    random_scale=False,
+    random_mirror=False,
+    ignore_label=255,
+    seed=0,
+    shuffle_buffer=500,
+):
     """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1])."""
     images, labels = (list(p) for p in zip(*pairs))
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -139,9 +156,15 @@ def train_dataset(pairs, *, batch_size, crop_size, random_scale=False, random_mi
     def load(paths, sample_seed):
         image = preprocess(decode_image(tf.io.read_file(paths[0])))
         label = decode_label(tf.io.read_file(paths[1]))
-        return augment(image, label, sample_seed, crop_size=crop_size,
-                       random_scale=random_scale, random_mirror=random_mirror,
-                       ignore_label=ignore_label)
+        return augment(
+            image,
+            label,
+            sample_seed,
+            crop_size=crop_size,
+            random_scale=random_scale,
+            random_mirror=random_mirror,
+            ignore_label=ignore_label,
+        )
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -15,6 +15,7 @@ Each command is printed before it runs, so the demo doubles as a usage example. 
 weights are used. A few minutes of CPU training gives a rough segmentation (bench/RESULTS.md has
 what longer training reaches).
 """
+
 import json
 import os
 import subprocess
@@ -48,31 +49,85 @@ def main(argv):
     data, snapshots = os.path.join(out, 'toycity'), os.path.join(out, 'snapshots')
     py = sys.executable
     if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
-        step('generate the toy city', [
-            py, '-m', 'data.toycity', '--out_dir', data, '--num_train', '60', '--num_val', '6',
-            '--num_videos_train', '0', '--num_videos_val', '0', '--seed', str(FLAGS.seed)])
+        step(
+            'generate the toy city',
+            [
+                py,
+                '-m',
+                'data.toycity',
+                '--out_dir',
+                data,
+                '--num_train',
+                '60',
+                '--num_val',
+                '6',
+                '--num_videos_train',
+                '0',
+                '--num_videos_val',
+                '0',
+                '--seed',
+                str(FLAGS.seed),
+            ],
+        )
     weights = FLAGS.weights
     if not weights:
-        seconds = step('train ICNet_BN from scratch', [
-            py, '-m', 'icnet_tf.train', '--data_list', f'{data}/list/train.txt', '--data_dir',
-            data, '--snapshot_dir', snapshots, '--batch_size', '4', '--input_size', '224,448',
-            '--num_steps', str(FLAGS.num_steps), '--learning_rate', '0.05',
-            # no --random_scale: in a few hundred steps it costs about 10 points
-            # (bench/RESULTS.md, toy-city training without random scale).
-            '--save_pred_every', '50', '--norandom_scale', '--random_mirror',
-            '--update_mean_var', '--train_beta_gamma', '--seed', str(FLAGS.seed)])
+        seconds = step(
+            'train ICNet_BN from scratch',
+            [
+                py,
+                '-m',
+                'icnet_tf.train',
+                '--data_list',
+                f'{data}/list/train.txt',
+                '--data_dir',
+                data,
+                '--snapshot_dir',
+                snapshots,
+                '--batch_size',
+                '4',
+                '--input_size',
+                '224,448',
+                '--num_steps',
+                str(FLAGS.num_steps),
+                '--learning_rate',
+                '0.05',
+                # no --random_scale: in a few hundred steps it costs about 10 points
+                # (bench/RESULTS.md, toy-city training without random scale).
+                '--save_pred_every',
+                '50',
+                '--norandom_scale',
+                '--random_mirror',
+                '--update_mean_var',
+                '--train_beta_gamma',
+                '--seed',
+                str(FLAGS.seed),
+            ],
+        )
         print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
         weights = snapshots
-    step('evaluate on the validation images', [
-        py, '-m', 'icnet_tf.evaluate', '--data_list', f'{data}/list/val.txt', '--data_dir', data,
-        '--restore_from', weights, '--save_dir', os.path.join(out, 'eval')])
+    step(
+        'evaluate on the validation images',
+        [
+            py,
+            '-m',
+            'icnet_tf.evaluate',
+            '--data_list',
+            f'{data}/list/val.txt',
+            '--data_dir',
+            data,
+            '--restore_from',
+            weights,
+            '--save_dir',
+            os.path.join(out, 'eval'),
+        ],
+    )
     miou = json.load(open(os.path.join(out, 'eval', 'metrics.json')))['mIoU']
 
     net = build_model('ICNet_BN', num_classes=19)
     net.load(weights, skip=('sub4_out', 'sub24_out'), verbose=False)
     segmenter = Segmenter(net)
     with open(os.path.join(data, 'list', 'val.txt')) as f:
-        pairs = [line.split() for line in f if line.strip()][:FLAGS.num_pictures]
+        pairs = [line.split() for line in f if line.strip()][: FLAGS.num_pictures]
     written = []
     for i, (img_rel, lab_rel) in enumerate(pairs):
         image = read_image(os.path.join(data, img_rel))
@@ -80,19 +135,51 @@ def main(argv):
         panel = np.concatenate([image, colorize(label), colorize(segmenter(image))], axis=1)
         written.append(os.path.join(out, f'val_{i}.png'))
         Image.fromarray(panel).save(written[-1])
-    print(f'\nvalidation mIoU {miou * 100:.1f}; wrote {len(written)} pictures '
-          f'(photo | ground truth | prediction): {", ".join(written)}')
+    print(
+        f'\nvalidation mIoU {miou * 100:.1f}; wrote {len(written)} pictures '
+        f'(photo | ground truth | prediction): {", ".join(written)}'
+    )
 
     video = os.path.join(out, 'toyvideo')
     if not os.path.isdir(os.path.join(video, 'leftImg8bit_sequence')):
-        step('generate a toy video', [
-            py, '-m', 'data.toycity', '--out_dir', video, '--num_train', '0', '--num_val', '0',
-            '--num_videos_train', '0', '--num_videos_val', '1', '--video_frames', '15',
-            '--seed', str(FLAGS.seed)])
+        step(
+            'generate a toy video',
+            [
+                py,
+                '-m',
+                'data.toycity',
+                '--out_dir',
+                video,
+                '--num_train',
+                '0',
+                '--num_val',
+                '0',
+                '--num_videos_train',
+                '0',
+                '--num_videos_val',
+                '1',
+                '--video_frames',
+                '15',
+                '--seed',
+                str(FLAGS.seed),
+            ],
+        )
     frames = os.path.join(video, 'leftImg8bit_sequence', 'val', 'toycity', '*.png')
-    dff_cmd = [py, '-m', 'dff_tf.inference', '--frames', frames, '--restore_from', weights,
-               '--feature_net', 'icnet_bn', '--key_interval', '5', '--save_dir',
-               os.path.join(out, 'dff')]
+    dff_cmd = [
+        py,
+        '-m',
+        'dff_tf.inference',
+        '--frames',
+        frames,
+        '--restore_from',
+        weights,
+        '--feature_net',
+        'icnet_bn',
+        '--key_interval',
+        '5',
+        '--save_dir',
+        os.path.join(out, 'dff'),
+    ]
     if FLAGS.flownet_weights:
         dff_cmd += ['--flownet_weights', FLAGS.flownet_weights]
     step('Deep Feature Flow on the toy video (key frame every 5)', dff_cmd)

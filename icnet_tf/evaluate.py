@@ -13,6 +13,7 @@ original accepted the flag and ignored it). The confusion matrix counts pixels w
 not ignore_label; IoU = TP / (TP + FP + FN) per class, mIoU = mean over classes that occur in
 labels or predictions (the others have no defined IoU and are printed as nan).
 """
+
 import json
 import os
 import time
@@ -37,7 +38,7 @@ def confusion_matrix(pred, label, num_classes, ignore_label=255):
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     keep = (label != ignore_label) & (label >= 0) & (label < num_classes)
     index = label[keep] * num_classes + pred[keep]
-    return np.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def scores(cm):
@@ -52,8 +53,18 @@ def scores(cm):
     return iou, miou, accuracy
 
 
-def evaluate(net, pairs, *, num_classes, ignore_label=255, pad_to=None, flip=False,
-             save_dir=None, list_path='list', progress=True):
+def evaluate(
+    net,
+    pairs,
+    *,
+    num_classes,
+    ignore_label=255,
+    pad_to=None,
+    flip=False,
+    save_dir=None,
+    list_path='list',
+    progress=True,
+):
     """Confusion matrix of `net` over (image, label) pairs; optionally writes trainId PNGs."""
     segmenter = Segmenter(net, pad_to=pad_to, flip=flip)
     cm = np.zeros((num_classes, num_classes), np.int64)
@@ -63,8 +74,10 @@ def evaluate(net, pairs, *, num_classes, ignore_label=255, pad_to=None, flip=Fal
         with Image.open(label_path) as img:
             label = np.asarray(img)
         if label.shape != image.shape[:2]:
-            raise UserError(f'{list_path}:{index + 1}: label {label.shape} and image '
-                            f'{image.shape[:2]} sizes differ ({label_path})')
+            raise UserError(
+                f'{list_path}:{index + 1}: label {label.shape} and image '
+                f'{image.shape[:2]} sizes differ ({label_path})'
+            )
         pred = segmenter(image)
         cm += confusion_matrix(pred, label, num_classes, ignore_label)
         if save_dir:
@@ -89,16 +102,22 @@ def main(argv):
     del argv
     pairs = read_list(FLAGS.data_list, FLAGS.data_dir)
     check_labels(pairs, FLAGS.num_classes, FLAGS.ignore_label, FLAGS.data_list)
-    net = build_model(FLAGS.model, num_classes=FLAGS.num_classes,
-                      filter_scale=FLAGS.filter_scale)
+    net = build_model(FLAGS.model, num_classes=FLAGS.num_classes, filter_scale=FLAGS.filter_scale)
     print(net.load(FLAGS.restore_from, skip=('sub4_out', 'sub24_out'), verbose=False))
     pad_to = tuple(int(v) for v in cli.csv(FLAGS.input_size)) if FLAGS.input_size else None
     if FLAGS.save_dir:
         os.makedirs(FLAGS.save_dir, exist_ok=True)
     start = time.perf_counter()
-    cm = evaluate(net, pairs, num_classes=FLAGS.num_classes, ignore_label=FLAGS.ignore_label,
-                  pad_to=pad_to, flip=FLAGS.flipped_eval, save_dir=FLAGS.save_dir,
-                  list_path=FLAGS.data_list)
+    cm = evaluate(
+        net,
+        pairs,
+        num_classes=FLAGS.num_classes,
+        ignore_label=FLAGS.ignore_label,
+        pad_to=pad_to,
+        flip=FLAGS.flipped_eval,
+        save_dir=FLAGS.save_dir,
+        list_path=FLAGS.data_list,
+    )
     names = CLASS_NAMES if FLAGS.num_classes == len(CLASS_NAMES) else None
     print(report(cm, names))
     print(f'{len(pairs)} images in {time.perf_counter() - start:.1f} s')
@@ -106,8 +125,15 @@ def main(argv):
     np.save(os.path.join(out_dir, 'confusion_matrix.npy'), cm)
     iou, miou, accuracy = scores(cm)
     with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-        json.dump({'mIoU': miou, 'pixel_accuracy': accuracy,
-                   'iou': [None if np.isnan(v) else float(v) for v in iou]}, f, indent=1)
+        json.dump(
+            {
+                'mIoU': miou,
+                'pixel_accuracy': accuracy,
+                'iou': [None if np.isnan(v) else float(v) for v in iou],
+            },
+            f,
+            indent=1,
+        )
     print(f'wrote confusion_matrix.npy and metrics.json to {out_dir}/')
 
 

@@ -21,6 +21,7 @@ graph, and checks that it runs and agrees with the SavedModel on a test image.
 Load the result with `tf.saved_model.load(DIR).signatures['serving_default']`, or pass DIR as
 `--restore_from` to `python -m icnet_tf.inference`.
 """
+
 import contextlib
 import json
 import logging
@@ -37,8 +38,12 @@ from icnet_tf import cli
 from icnet_tf.cli import UserError
 from icnet_tf.fold import fold_batch_norm
 from icnet_tf.icnet import ICNet, ICNetChain
-from icnet_tf.network import (caffe_interp_size, layer, resize_bilinear_align_corners,
-                              resize_bilinear_legacy)
+from icnet_tf.network import (
+    caffe_interp_size,
+    layer,
+    resize_bilinear_align_corners,
+    resize_bilinear_legacy,
+)
 from icnet_tf.predict import IMG_MEAN_BGR, padded_size
 
 FLAGS = flags.FLAGS
@@ -63,8 +68,9 @@ class LazyZoom:
 
     def materialize(self):
         shape = tf.shape(self.base)
-        size = tf.stack([caffe_interp_size(shape[1], z_factor=2),
-                         caffe_interp_size(shape[2], z_factor=2)])
+        size = tf.stack(
+            [caffe_interp_size(shape[1], z_factor=2), caffe_interp_size(shape[2], z_factor=2)]
+        )
         out = resize_bilinear_align_corners(self.base, size)
         if self.pad:
             p = self.pad
@@ -106,26 +112,29 @@ def zoom_dilated_conv(x, kernel, bias=None):
     # Rows of E: the first/last image row, zero-padded by one column, zoomed along the width, /2.
     rows = tf.pad(tf.concat([x[:, :1], x[:, -1:]], axis=1), [[0, 0], [0, 0], [1, 1], [0, 0]])
     rows = resize_bilinear_align_corners(rows, tf.stack([2, 2 * w + 3])) * 0.5
-    row_top = tf.nn.conv2d(rows[:, :1], kernel[:1], 1, 'VALID', dilations=2)     # [B,1,ow,C]
+    row_top = tf.nn.conv2d(rows[:, :1], kernel[:1], 1, 'VALID', dilations=2)  # [B,1,ow,C]
     row_bottom = tf.nn.conv2d(rows[:, 1:], kernel[2:], 1, 'VALID', dilations=2)
     # Columns of E, without the rows already counted above (its rows 1 and 2h+1).
-    cols = tf.pad(tf.concat([x[:, :, :1], x[:, :, -1:]], axis=2),
-                  [[0, 0], [1, 1], [0, 0], [0, 0]])
+    cols = tf.pad(tf.concat([x[:, :, :1], x[:, :, -1:]], axis=2), [[0, 0], [1, 1], [0, 0], [0, 0]])
     cols = resize_bilinear_align_corners(cols, tf.stack([2 * h + 3, 2])) * 0.5
-    keep = tf.tensor_scatter_nd_update(tf.ones([2 * h + 3], x.dtype), [[1], [2 * h + 1]],
-                                       tf.zeros([2], x.dtype))
+    keep = tf.tensor_scatter_nd_update(
+        tf.ones([2 * h + 3], x.dtype), [[1], [2 * h + 1]], tf.zeros([2], x.dtype)
+    )
     cols = cols * tf.reshape(keep, [1, -1, 1, 1])
     col_left = tf.nn.conv2d(cols[:, :, :1], kernel[:, :1], 1, 'VALID', dilations=2)  # [B,oh,1,C]
     col_right = tf.nn.conv2d(cols[:, :, 1:], kernel[:, 2:], 1, 'VALID', dilations=2)
 
     channels = tf.shape(kernel)[3]
     batch = tf.range(b)
-    row_index = tf.reshape(tf.stack(tf.meshgrid(batch, tf.stack([1, oh - 2]), indexing='ij'),
-                                    axis=-1), [-1, 2])
+    row_index = tf.reshape(
+        tf.stack(tf.meshgrid(batch, tf.stack([1, oh - 2]), indexing='ij'), axis=-1), [-1, 2]
+    )
     row_update = tf.reshape(tf.concat([row_top, row_bottom], axis=1), [-1, ow, channels])
     y = tf.tensor_scatter_nd_sub(y, row_index, row_update)
-    col_index = tf.reshape(tf.stack(tf.meshgrid(batch, tf.range(oh), tf.stack([1, ow - 2]),
-                                                indexing='ij'), axis=-1), [-1, 3])
+    col_index = tf.reshape(
+        tf.stack(tf.meshgrid(batch, tf.range(oh), tf.stack([1, ow - 2]), indexing='ij'), axis=-1),
+        [-1, 3],
+    )
     col_update = tf.reshape(tf.concat([col_left, col_right], axis=2), [-1, channels])
     y = tf.tensor_scatter_nd_sub(y, col_index, col_update)
     return tf.ensure_shape(y, [x.shape[0], None, None, kernel.shape[3]])
@@ -152,8 +161,7 @@ class ServingChain(ICNetChain):
     def interp(self, x, s_factor=1, z_factor=1, *, name):
         if s_factor == 1 and z_factor == 2 and not isinstance(x, LazyZoom):
             return LazyZoom(x)
-        return ICNetChain.interp.__wrapped__(self, _materialized(x), s_factor, z_factor,
-                                             name=name)
+        return ICNetChain.interp.__wrapped__(self, _materialized(x), s_factor, z_factor, name=name)
 
     @layer
     def zero_padding(self, x, paddings, *, name):
@@ -162,22 +170,42 @@ class ServingChain(ICNetChain):
         return ICNetChain.zero_padding.__wrapped__(self, _materialized(x), paddings, name=name)
 
     @layer
-    def conv(self, x, k_h, k_w, c_o, s_h, s_w, *, name, relu=True, padding='VALID',
-             biased=True):
-        if (isinstance(x, LazyZoom) and x.pad == 0 and (k_h, k_w, s_h, s_w) == (1, 1, 1, 1)
-                and not relu):
+    def conv(self, x, k_h, k_w, c_o, s_h, s_w, *, name, relu=True, padding='VALID', biased=True):
+        if (
+            isinstance(x, LazyZoom)
+            and x.pad == 0
+            and (k_h, k_w, s_h, s_w) == (1, 1, 1, 1)
+            and not relu
+        ):
             p = self._conv_params(name, x.base, k_h, k_w, c_o, biased)
             y = tf.nn.conv2d(x.base, p['weights'], 1, 'VALID')
             return LazyZoom(tf.nn.bias_add(y, p['biases']) if biased else y)
-        return ICNetChain.conv.__wrapped__(self, _materialized(x), k_h, k_w, c_o, s_h, s_w,
-                                           name=name, relu=relu, padding=padding,
-                                           biased=biased)
+        return ICNetChain.conv.__wrapped__(
+            self,
+            _materialized(x),
+            k_h,
+            k_w,
+            c_o,
+            s_h,
+            s_w,
+            name=name,
+            relu=relu,
+            padding=padding,
+            biased=biased,
+        )
 
     @layer
-    def atrous_conv(self, x, k_h, k_w, c_o, dilation, *, name, relu=True, padding='VALID',
-                    biased=True):
-        if (isinstance(x, LazyZoom) and x.pad == 2 and dilation == 2 and (k_h, k_w) == (3, 3)
-                and padding == 'VALID' and not relu):
+    def atrous_conv(
+        self, x, k_h, k_w, c_o, dilation, *, name, relu=True, padding='VALID', biased=True
+    ):
+        if (
+            isinstance(x, LazyZoom)
+            and x.pad == 2
+            and dilation == 2
+            and (k_h, k_w) == (3, 3)
+            and padding == 'VALID'
+            and not relu
+        ):
             p = self._conv_params(name, x.base, k_h, k_w, c_o, biased)
             return zoom_dilated_conv(x.base, p['weights'], p.get('biases'))
         x = _materialized(x)
@@ -196,8 +224,11 @@ class ServingChain(ICNetChain):
         if known and first.shape[1:3] != second.shape[1:3]:
             first = resize_bilinear_legacy(first, target)
         elif not known:
-            first = tf.cond(tf.reduce_all(tf.equal(tf.shape(first)[1:3], target)),
-                            lambda: first, lambda: resize_bilinear_legacy(first, target))
+            first = tf.cond(
+                tf.reduce_all(tf.equal(tf.shape(first)[1:3], target)),
+                lambda: first,
+                lambda: resize_bilinear_legacy(first, target),
+            )
         rest = list(inputs[1:])
         return tf.add(first, rest[0]) if len(rest) == 1 else tf.add_n([first] + rest)
 
@@ -234,6 +265,7 @@ class ServingICNet(ICNet):
     channels reversed, so the network takes mean-subtracted RGB instead of BGR and the serving
     function needs no channel swap.
     """
+
     chain_class = ServingChain
     input_order = 'BGR'
 
@@ -284,7 +316,8 @@ class SegmentationModule(tf.Module):
         self.with_probabilities = bool(probabilities)
         self.serve = tf.function(
             self.segment,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')],
+        )
 
     def segment(self, images):
         images = tf.convert_to_tensor(images, tf.uint8)
@@ -317,10 +350,15 @@ def export_saved_model(net, export_dir, *, probabilities=True, optimize=True, me
     module = SegmentationModule(serving_network(net, optimize), probabilities=probabilities)
     signature = module.serve.get_concrete_function()
     tf.saved_model.save(module, export_dir, signatures={SIGNATURE: signature})
-    info = dict(metadata or {}, num_classes=module.num_classes, min_size=module.min_size,
-                probabilities=module.with_probabilities, optimize=bool(optimize),
-                network=dict(class_name=type(module.net).__name__, **module.net.get_config()),
-                tensorflow=tf.__version__)
+    info = dict(
+        metadata or {},
+        num_classes=module.num_classes,
+        min_size=module.min_size,
+        probabilities=module.with_probabilities,
+        optimize=bool(optimize),
+        network=dict(class_name=type(module.net).__name__, **module.net.get_config()),
+        tensorflow=tf.__version__,
+    )
     os.makedirs(os.path.join(export_dir, os.path.dirname(METADATA)), exist_ok=True)
     with open(os.path.join(export_dir, METADATA), 'w') as f:
         json.dump(info, f, indent=1)
@@ -328,8 +366,10 @@ def export_saved_model(net, export_dir, *, probabilities=True, optimize=True, me
 
 
 def is_saved_model(path):
-    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, 'saved_model.pb')) or
-                                   os.path.isfile(os.path.join(path, 'saved_model.pbtxt')))
+    return os.path.isdir(path) and (
+        os.path.isfile(os.path.join(path, 'saved_model.pb'))
+        or os.path.isfile(os.path.join(path, 'saved_model.pbtxt'))
+    )
 
 
 def load_metadata(export_dir):
@@ -348,11 +388,15 @@ def load_signature(export_dir):
     try:
         loaded = tf.saved_model.load(export_dir)
     except (OSError, ValueError, tf.errors.OpError) as e:
-        raise UserError(f'{export_dir}: not a loadable SavedModel '
-                        f'({str(e).splitlines()[0] if str(e) else type(e).__name__})') from None
+        raise UserError(
+            f'{export_dir}: not a loadable SavedModel '
+            f'({str(e).splitlines()[0] if str(e) else type(e).__name__})'
+        ) from None
     if SIGNATURE not in loaded.signatures:
-        raise UserError(f'{export_dir}: SavedModel has no {SIGNATURE!r} signature '
-                        f'(has: {", ".join(loaded.signatures) or "none"})')
+        raise UserError(
+            f'{export_dir}: SavedModel has no {SIGNATURE!r} signature '
+            f'(has: {", ".join(loaded.signatures) or "none"})'
+        )
     return loaded.signatures[SIGNATURE], loaded
 
 
@@ -362,12 +406,15 @@ def load_signature(export_dir):
 def tflite_model(net, input_size, *, probabilities=True):
     """TFLite flatbuffer (bytes) of the plain folded graph for uint8 images [1, H, W, 3]."""
     h, w = input_size
-    module = SegmentationModule(serving_network(net, optimize=False),
-                                probabilities=probabilities, name='icnet_tflite')
-    fixed = tf.function(module.segment,
-                        input_signature=[tf.TensorSpec([1, h, w, 3], tf.uint8, name='images')])
+    module = SegmentationModule(
+        serving_network(net, optimize=False), probabilities=probabilities, name='icnet_tflite'
+    )
+    fixed = tf.function(
+        module.segment, input_signature=[tf.TensorSpec([1, h, w, 3], tf.uint8, name='images')]
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [fixed.get_concrete_function()], module)
+        [fixed.get_concrete_function()], module
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     with _captured_stderr() as captured:  # the MLIR converter's op summary, shown on failure
         try:
@@ -388,6 +435,7 @@ def _captured_stderr():
         def read():
             f.seek(0)
             return f.read().decode('utf-8', 'replace')
+
         try:
             yield read
         finally:
@@ -407,8 +455,12 @@ def sample_image(h, w, seed=0):
     """A smooth deterministic uint8 RGB test image [1, h, w, 3] (not noise: stable labels)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rng = np.random.default_rng(seed)
-    channels = [127.5 + 120 * np.sin(xx / (w / rng.uniform(2, 6)) + yy / (h / rng.uniform(2, 6))
-                                      + rng.uniform(0, 6)) for _ in range(3)]
+    channels = [
+        127.5
+        + 120
+        * np.sin(xx / (w / rng.uniform(2, 6)) + yy / (h / rng.uniform(2, 6)) + rng.uniform(0, 6))
+        for _ in range(3)
+    ]
     return np.stack(channels, -1).clip(0, 255).astype(np.uint8)[None]
 
 
@@ -429,6 +481,7 @@ def _parse_size(value, flag):
 def main(argv):
     del argv
     from icnet_tf import build_model
+
     tf.get_logger().setLevel(logging.ERROR)  # SavedModel/converter INFO chatter
     if not FLAGS.export_dir:
         raise UserError('--export_dir is required: the directory to write the SavedModel to')
@@ -442,12 +495,17 @@ def main(argv):
     try:
         bins = tuple(int(b) for b in cli.csv(FLAGS.psp_bins))
     except ValueError:
-        raise UserError(f'--psp_bins: expected integers like 1,2,3,6, got {FLAGS.psp_bins!r}') \
-            from None
+        raise UserError(
+            f'--psp_bins: expected integers like 1,2,3,6, got {FLAGS.psp_bins!r}'
+        ) from None
     try:
-        net = build_model(FLAGS.model, num_classes=FLAGS.num_classes,
-                          filter_scale=FLAGS.filter_scale, psp_bins=bins,
-                          psp_pooling=FLAGS.psp_pooling)
+        net = build_model(
+            FLAGS.model,
+            num_classes=FLAGS.num_classes,
+            filter_scale=FLAGS.filter_scale,
+            psp_bins=bins,
+            psp_pooling=FLAGS.psp_pooling,
+        )
     except ValueError as e:
         raise UserError(str(e)) from None
     if FLAGS.restore_from:
@@ -455,18 +513,26 @@ def main(argv):
             raise UserError(f'{FLAGS.restore_from}: is already an exported SavedModel')
         print(net.load(FLAGS.restore_from, skip=('sub4_out', 'sub24_out'), verbose=False))
     else:
-        print('warning: no --restore_from given: exporting RANDOM weights (useful for tests '
-              'and benchmarks only)', file=sys.stderr)
+        print(
+            'warning: no --restore_from given: exporting RANDOM weights (useful for tests '
+            'and benchmarks only)',
+            file=sys.stderr,
+        )
     start = time.perf_counter()
     module = export_saved_model(
-        net, FLAGS.export_dir, probabilities=not FLAGS.no_probabilities,
+        net,
+        FLAGS.export_dir,
+        probabilities=not FLAGS.no_probabilities,
         optimize=FLAGS.optimize,
-        metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from))
+        metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from),
+    )
     outputs = 'labels' + ('' if FLAGS.no_probabilities else ', probabilities')
-    print(f'wrote SavedModel to {FLAGS.export_dir}/ in {time.perf_counter() - start:.1f} s: '
-          f'{type(net).__name__} folded into {type(module.net).__name__} '
-          f'({len(module.net.params)} convolutions, no batch norm); signature '
-          f'{SIGNATURE!r}: images uint8 [N, H, W, 3] -> {outputs}')
+    print(
+        f'wrote SavedModel to {FLAGS.export_dir}/ in {time.perf_counter() - start:.1f} s: '
+        f'{type(net).__name__} folded into {type(module.net).__name__} '
+        f'({len(module.net.params)} convolutions, no batch norm); signature '
+        f'{SIGNATURE!r}: images uint8 [N, H, W, 3] -> {outputs}'
+    )
     if tflite_size:
         h, w = tflite_size
         content = tflite_model(net, (h, w), probabilities=not FLAGS.no_probabilities)
@@ -477,9 +543,11 @@ def main(argv):
         got = run_tflite(content, image)['labels']
         ref = module.serve(tf.constant(image))['labels'].numpy()
         agreement = float(np.mean(got == ref))
-        print(f'wrote {path} ({len(content) / 1e6:.1f} MB, input uint8 [1, {h}, {w}, 3]); '
-              f'it runs and agrees with the SavedModel on {agreement * 100:.3f}% of the pixels '
-              'of a test image')
+        print(
+            f'wrote {path} ({len(content) / 1e6:.1f} MB, input uint8 [1, {h}, {w}, 3]); '
+            f'it runs and agrees with the SavedModel on {agreement * 100:.3f}% of the pixels '
+            'of a test image'
+        )
 
 
 if __name__ == '__main__':
@@ -490,8 +558,12 @@ if __name__ == '__main__':
     flags.DEFINE_bool('tflite', False, 'also write model.tflite for a fixed --input_size')
     flags.DEFINE_string('input_size', None, 'H,W of the TFLite model, e.g. 1024,2048')
     flags.DEFINE_string('psp_bins', '1,2,3,6', 'pyramid bins (the TF1 ICNet_BN used 1,2,3,4)')
-    flags.DEFINE_enum('psp_pooling', 'caffe', ['caffe', 'adaptive'],
-                      'pyramid kernels: caffe (prototxt table at conv5_3 33x65) or adaptive')
+    flags.DEFINE_enum(
+        'psp_pooling',
+        'caffe',
+        ['caffe', 'adaptive'],
+        'pyramid kernels: caffe (prototxt table at conv5_3 33x65) or adaptive',
+    )
     flags.DEFINE_bool('overwrite', False, 'allow writing into a non-empty --export_dir')
     cli.define_model_flags()
     cli.run(main)

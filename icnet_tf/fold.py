@@ -15,6 +15,7 @@ exactly the layers, names and shapes of `ICNet` (64 biased convolutions). The au
 `sub4_out` and `sub24_out` (training-only cascade label guidance) are dropped. The arithmetic is
 done in float64 and rounded once to float32.
 """
+
 import numpy as np
 
 from icnet_tf.icnet import ICNet, ICNet_BN
@@ -35,7 +36,7 @@ def fold_weights(weights, epsilon=BN_EPSILON, drop=AUX_HEADS):
         if name in drop:
             continue
         if name.endswith('_bn'):
-            conv = name[:-len('_bn')]
+            conv = name[: -len('_bn')]
             if 'weights' not in weights.get(conv, {}):
                 raise ValueError(f'{name}: batch norm without a convolution {conv!r}')
             continue
@@ -47,24 +48,34 @@ def fold_weights(weights, epsilon=BN_EPSILON, drop=AUX_HEADS):
             out[name] = {k: v.astype(np.float32) for k, v in params.items()}
             continue
         if 'biases' in params:
-            raise ValueError(f'{name}: a biased convolution followed by {name}_bn (the bias '
-                             'would have to be folded too; ICNet_BN convolutions have none)')
+            raise ValueError(
+                f'{name}: a biased convolution followed by {name}_bn (the bias '
+                'would have to be folded too; ICNet_BN convolutions have none)'
+            )
         kernel = params['weights'].astype(np.float64)
-        stats = {k: np.asarray(bn[k], np.float64).reshape(-1)
-                 for k in ('scale', 'offset', 'mean', 'variance')}
+        stats = {
+            k: np.asarray(bn[k], np.float64).reshape(-1)
+            for k in ('scale', 'offset', 'mean', 'variance')
+        }
         if stats['scale'].shape[0] != kernel.shape[-1]:
-            raise ValueError(f'{name}_bn has {stats["scale"].shape[0]} channels, {name} has '
-                             f'{kernel.shape[-1]} outputs')
+            raise ValueError(
+                f'{name}_bn has {stats["scale"].shape[0]} channels, {name} has '
+                f'{kernel.shape[-1]} outputs'
+            )
         factor = stats['scale'] / np.sqrt(stats['variance'] + epsilon)
-        out[name] = {'weights': (kernel * factor).astype(np.float32),
-                     'biases': (stats['offset'] - stats['mean'] * factor).astype(np.float32)}
+        out[name] = {
+            'weights': (kernel * factor).astype(np.float32),
+            'biases': (stats['offset'] - stats['mean'] * factor).astype(np.float32),
+        }
     return out
 
 
 def network_weights(net):
     """`{layer: {param: ndarray}}` of a network's current variables."""
-    return {layer: {param: var.numpy() for param, var in params.items()}
-            for layer, params in net.build().params.items()}
+    return {
+        layer: {param: var.numpy() for param, var in params.items()}
+        for layer, params in net.build().params.items()
+    }
 
 
 def fold_batch_norm(net, cls=ICNet):

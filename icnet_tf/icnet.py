@@ -11,6 +11,7 @@ Two variants built by one `setup()`:
 Layer names are the original ones, so the caffe-tensorflow `.npy` files load with no renaming.
 Input: float32 NHWC, BGR, mean (103.939, 116.779, 123.68) subtracted, no scaling.
 """
+
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -21,12 +22,13 @@ from icnet_tf.network import Chain, Network, layer
 @dataclass(frozen=True)
 class Stage:
     """One residual stage: `blocks` bottlenecks `<name>_<i>` (1x1 reduce, 3x3, 1x1 increase)."""
+
     name: str
     blocks: int
-    width: int      # channels of the 1x1 reduce and the 3x3 conv (before filter_scale)
-    out: int        # channels of the 1x1 increase and the projection shortcut
-    stride: int     # stride of the first block's 1x1 reduce and projection
-    dilation: int   # dilation of the 3x3 convs (1: plain conv)
+    width: int  # channels of the 1x1 reduce and the 3x3 conv (before filter_scale)
+    out: int  # channels of the 1x1 increase and the projection shortcut
+    stride: int  # stride of the first block's 1x1 reduce and projection
+    dilation: int  # dilation of the 3x3 convs (1: plain conv)
 
 
 ICNET_STAGES = (
@@ -39,8 +41,12 @@ ICNET_STAGES = (
 # Pyramid pooling kernels and strides of the Caffe prototxt (icnet_cityscapes*.prototxt), for
 # the canonical conv5_3 size 33x65 (input 1025x2049): bin -> ((k_h, k_w), (s_h, s_w)).
 PROTOTXT_PSP_POOLS = {
-    (33, 65): {1: ((33, 65), (33, 65)), 2: ((17, 33), (16, 32)),
-               3: ((13, 25), (10, 20)), 6: ((8, 15), (5, 10))},
+    (33, 65): {
+        1: ((33, 65), (33, 65)),
+        2: ((17, 33), (16, 32)),
+        3: ((13, 25), (10, 20)),
+        6: ((8, 15), (5, 10)),
+    },
 }
 
 
@@ -58,9 +64,11 @@ def psp_pool_geometry(h, w, n_bin, pooling='caffe'):
     if n_bin in table:
         return table[n_bin]
     if h < n_bin or w < n_bin:
-        raise ValueError(f'pyramid bin {n_bin} needs conv5_3 of at least {n_bin}x{n_bin}, got '
-                         f'{h}x{w}: the input is too small (use at least '
-                         f'{32 * n_bin + 1}x{32 * n_bin + 1})')
+        raise ValueError(
+            f'pyramid bin {n_bin} needs conv5_3 of at least {n_bin}x{n_bin}, got '
+            f'{h}x{w}: the input is too small (use at least '
+            f'{32 * n_bin + 1}x{32 * n_bin + 1})'
+        )
     kernel = (h // n_bin, w // n_bin)
     return kernel, kernel
 
@@ -77,15 +85,21 @@ def adaptive_avg_pool_dynamic(x, n_bin):
     """
     shape = tf.shape(x)
     h, w = shape[1], shape[2]
-    with tf.control_dependencies([tf.debugging.assert_greater_equal(
-            tf.minimum(h, w), n_bin,
-            message=f'pyramid bin {n_bin}: conv5_3 is smaller than {n_bin}x{n_bin} (input too '
-                    f'small, use at least {32 * n_bin + 1}x{32 * n_bin + 1})')]):
+    with tf.control_dependencies(
+        [
+            tf.debugging.assert_greater_equal(
+                tf.minimum(h, w),
+                n_bin,
+                message=f'pyramid bin {n_bin}: conv5_3 is smaller than {n_bin}x{n_bin} (input too '
+                f'small, use at least {32 * n_bin + 1}x{32 * n_bin + 1})',
+            )
+        ]
+    ):
         k_h, k_w = h // n_bin, w // n_bin
     m_h, m_w = h // k_h, w // k_w
-    rows = tf.reshape(x[:, :m_h * k_h], tf.stack([shape[0], m_h, k_h, w, shape[3]]))
+    rows = tf.reshape(x[:, : m_h * k_h], tf.stack([shape[0], m_h, k_h, w, shape[3]]))
     rows = tf.reduce_mean(rows, axis=2)
-    cols = tf.reshape(rows[:, :, :m_w * k_w], tf.stack([shape[0], m_h, m_w, k_w, shape[3]]))
+    cols = tf.reshape(rows[:, :, : m_w * k_w], tf.stack([shape[0], m_h, m_w, k_w, shape[3]]))
     pooled = tf.reduce_mean(cols, axis=3)
     return tf.ensure_shape(pooled, [x.shape[0], None, None, x.shape[3]])
 
@@ -98,17 +112,26 @@ def psp_pool_dynamic(x, n_bin, pooling='caffe'):
     h, w is a size of PROTOTXT_PSP_POOLS (33x65), exactly as `psp_pool_geometry` does statically.
     """
     psp_pool_geometry(64, 64, 1, pooling)  # validates the name
-    table = {size: geometry[n_bin] for size, geometry in PROTOTXT_PSP_POOLS.items()
-             if n_bin in geometry} if pooling == 'caffe' else {}
+    table = (
+        {
+            size: geometry[n_bin]
+            for size, geometry in PROTOTXT_PSP_POOLS.items()
+            if n_bin in geometry
+        }
+        if pooling == 'caffe'
+        else {}
+    )
 
     def pool(entries):
         if not entries:
             return adaptive_avg_pool_dynamic(x, n_bin)
         (t_h, t_w), ((k_h, k_w), (s_h, s_w)) = entries[0]
         size = tf.shape(x)[1:3]
-        return tf.cond(tf.logical_and(tf.equal(size[0], t_h), tf.equal(size[1], t_w)),
-                       lambda: tf.nn.avg_pool2d(x, [k_h, k_w], [s_h, s_w], padding='VALID'),
-                       lambda: pool(entries[1:]))
+        return tf.cond(
+            tf.logical_and(tf.equal(size[0], t_h), tf.equal(size[1], t_w)),
+            lambda: tf.nn.avg_pool2d(x, [k_h, k_w], [s_h, s_w], padding='VALID'),
+            lambda: pool(entries[1:]),
+        )
 
     return pool(list(table.items()))
 
@@ -122,11 +145,11 @@ class ICNetChain(Chain):
         c_o *= self.net.filter_scale
         conv_relu = relu and not bn
         if dilation > 1:
-            self.atrous_conv(k, k, c_o, dilation, name=name, biased=not bn, relu=conv_relu,
-                             padding=padding)
+            self.atrous_conv(
+                k, k, c_o, dilation, name=name, biased=not bn, relu=conv_relu, padding=padding
+            )
         else:
-            self.conv(k, k, c_o, s, s, name=name, biased=not bn, relu=conv_relu,
-                      padding=padding)
+            self.conv(k, k, c_o, s, s, name=name, biased=not bn, relu=conv_relu, padding=padding)
         if bn:
             self.batch_normalization(name=f'{name}_bn', relu=relu)
         return self
@@ -146,8 +169,16 @@ class _ICNetFamily(Network):
     output_name = 'conv6_cls'
     use_bn = None
 
-    def __init__(self, num_classes=19, filter_scale=1, psp_bins=(1, 2, 3, 6),
-                 psp_pooling='caffe', *, seed=0, name=None):
+    def __init__(
+        self,
+        num_classes=19,
+        filter_scale=1,
+        psp_bins=(1, 2, 3, 6),
+        psp_pooling='caffe',
+        *,
+        seed=0,
+        name=None,
+    ):
         super().__init__(seed=seed, name=name or type(self).__name__)
         if filter_scale not in (1, 2):
             raise ValueError(f'filter_scale must be 1 or 2, got {filter_scale!r}')
@@ -160,8 +191,12 @@ class _ICNetFamily(Network):
         psp_pool_geometry(64, 64, 1, psp_pooling)  # validates the name early
 
     def get_config(self):
-        return dict(num_classes=self.num_classes, filter_scale=self.filter_scale,
-                    psp_bins=list(self.psp_bins), psp_pooling=self.psp_pooling)
+        return dict(
+            num_classes=self.num_classes,
+            filter_scale=self.filter_scale,
+            psp_bins=list(self.psp_bins),
+            psp_pooling=self.psp_pooling,
+        )
 
     def build_input_shape(self):
         side = 32 * max(self.psp_bins) + 1
@@ -173,13 +208,15 @@ class _ICNetFamily(Network):
 
     def setup(self, n):
         # Branch 1/2 of the input (sub2) down to 1/16; conv3_1 also feeds the 1/4 branch.
-        (n.feed('data')
-          .interp(s_factor=0.5, name='data_sub2')
-          .unit(3, 32, 2, relu=True, padding='SAME', name='conv1_1_3x3_s2')
-          .unit(3, 32, 1, relu=True, padding='SAME', name='conv1_2_3x3')
-          .unit(3, 64, 1, relu=True, padding='SAME', name='conv1_3_3x3')
-          .zero_padding(1, name='padding0')
-          .max_pool(3, 3, 2, 2, name='pool1_3x3_s2'))
+        (
+            n.feed('data')
+            .interp(s_factor=0.5, name='data_sub2')
+            .unit(3, 32, 2, relu=True, padding='SAME', name='conv1_1_3x3_s2')
+            .unit(3, 32, 1, relu=True, padding='SAME', name='conv1_2_3x3')
+            .unit(3, 64, 1, relu=True, padding='SAME', name='conv1_3_3x3')
+            .zero_padding(1, name='padding0')
+            .max_pool(3, 3, 2, 2, name='pool1_3x3_s2')
+        )
 
         shortcut, pad = 'pool1_3x3_s2', 1
         for stage in ICNET_STAGES:
@@ -188,18 +225,26 @@ class _ICNetFamily(Network):
                 stride = stage.stride if i == 1 else 1
                 residual = shortcut
                 if i == 1:
-                    (n.feed(shortcut)
-                      .unit(1, stage.out, stride, relu=False, name=f'{block}_1x1_proj'))
+                    (
+                        n.feed(shortcut).unit(
+                            1, stage.out, stride, relu=False, name=f'{block}_1x1_proj'
+                        )
+                    )
                     residual = n.out(f'{block}_1x1_proj')
-                (n.feed(shortcut)
-                  .unit(1, stage.width, stride, relu=True, name=f'{block}_1x1_reduce')
-                  .zero_padding(stage.dilation, name=f'padding{pad}')
-                  .unit(3, stage.width, 1, relu=True, dilation=stage.dilation,
-                        name=f'{block}_3x3')
-                  .unit(1, stage.out, 1, relu=False, name=f'{block}_1x1_increase'))
-                (n.feed(residual, n.out(f'{block}_1x1_increase'))
-                  .add(name=block)
-                  .relu(name=f'{block}/relu'))
+                (
+                    n.feed(shortcut)
+                    .unit(1, stage.width, stride, relu=True, name=f'{block}_1x1_reduce')
+                    .zero_padding(stage.dilation, name=f'padding{pad}')
+                    .unit(
+                        3, stage.width, 1, relu=True, dilation=stage.dilation, name=f'{block}_3x3'
+                    )
+                    .unit(1, stage.out, 1, relu=False, name=f'{block}_1x1_increase')
+                )
+                (
+                    n.feed(residual, n.out(f'{block}_1x1_increase'))
+                    .add(name=block)
+                    .relu(name=f'{block}/relu')
+                )
                 shortcut, pad = f'{block}/relu', pad + 1
                 if block == 'conv3_1':
                     # The 1/32 branch (sub4) shares weights with sub2 from here on: the
@@ -208,41 +253,54 @@ class _ICNetFamily(Network):
                     shortcut = 'conv3_1_sub4'
 
         self._pyramid_pooling(n)
-        (n.feed('conv5_3/relu', *[f'conv5_3_pool{b}_interp' for b in reversed(self.psp_bins)])
-          .add(name='conv5_3_sum')  # a sum of the levels (not PSPNet's concat)
-          .unit(1, 256, 1, relu=True, name='conv5_4_k1')
-          .interp(z_factor=2, name='conv5_4_interp')
-          .zero_padding(2, name='padding17')
-          .unit(3, 128, 1, relu=False, dilation=2, name='conv_sub4'))
+        (
+            n.feed('conv5_3/relu', *[f'conv5_3_pool{b}_interp' for b in reversed(self.psp_bins)])
+            .add(name='conv5_3_sum')  # a sum of the levels (not PSPNet's concat)
+            .unit(1, 256, 1, relu=True, name='conv5_4_k1')
+            .interp(z_factor=2, name='conv5_4_interp')
+            .zero_padding(2, name='padding17')
+            .unit(3, 128, 1, relu=False, dilation=2, name='conv_sub4')
+        )
 
-        (n.feed('conv3_1/relu')
-          .unit(1, 128, 1, relu=False, name='conv3_1_sub2_proj'))
+        (n.feed('conv3_1/relu').unit(1, 128, 1, relu=False, name='conv3_1_sub2_proj'))
 
-        (n.feed(n.out('conv_sub4'), n.out('conv3_1_sub2_proj'))
-          .add(name='sub24_sum')
-          .relu(name='sub24_sum/relu')
-          .interp(z_factor=2, name='sub24_sum_interp')
-          .zero_padding(2, name='padding18')
-          .unit(3, 128, 1, relu=False, dilation=2, name='conv_sub2'))
+        (
+            n.feed(n.out('conv_sub4'), n.out('conv3_1_sub2_proj'))
+            .add(name='sub24_sum')
+            .relu(name='sub24_sum/relu')
+            .interp(z_factor=2, name='sub24_sum_interp')
+            .zero_padding(2, name='padding18')
+            .unit(3, 128, 1, relu=False, dilation=2, name='conv_sub2')
+        )
 
         # Branch at full input resolution (sub1): three cheap stride-2 convs.
-        (n.feed('data')
-          .unit(3, 32, 2, relu=True, padding='SAME', name='conv1_sub1')
-          .unit(3, 32, 2, relu=True, padding='SAME', name='conv2_sub1')
-          .unit(3, 64, 2, relu=True, padding='SAME', name='conv3_sub1')
-          .unit(1, 128, 1, relu=False, name='conv3_sub1_proj'))
+        (
+            n.feed('data')
+            .unit(3, 32, 2, relu=True, padding='SAME', name='conv1_sub1')
+            .unit(3, 32, 2, relu=True, padding='SAME', name='conv2_sub1')
+            .unit(3, 64, 2, relu=True, padding='SAME', name='conv3_sub1')
+            .unit(1, 128, 1, relu=False, name='conv3_sub1_proj')
+        )
 
-        (n.feed(n.out('conv_sub2'), n.out('conv3_sub1_proj'))
-          .add(name='sub12_sum')
-          .relu(name='sub12_sum/relu')
-          .interp(z_factor=2, name='sub12_sum_interp')
-          .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6_cls'))
+        (
+            n.feed(n.out('conv_sub2'), n.out('conv3_sub1_proj'))
+            .add(name='sub12_sum')
+            .relu(name='sub12_sum/relu')
+            .interp(z_factor=2, name='sub12_sum_interp')
+            .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6_cls')
+        )
 
         if self.use_bn:  # cascade label guidance heads (training only in the original)
-            (n.feed('conv5_4_interp')
-              .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='sub4_out'))
-            (n.feed('sub24_sum_interp')
-              .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='sub24_out'))
+            (
+                n.feed('conv5_4_interp').conv(
+                    1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='sub4_out'
+                )
+            )
+            (
+                n.feed('sub24_sum_interp').conv(
+                    1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='sub24_out'
+                )
+            )
 
     def _pyramid_pooling(self, n):
         """Average-pool conv5_3/relu per bin, resize back (align_corners=True).
@@ -255,23 +313,29 @@ class _ICNetFamily(Network):
         if not shape.is_fully_defined():
             size = tf.shape(n.outputs['conv5_3/relu'])[1:3]
             for n_bin in self.psp_bins:
-                (n.feed('conv5_3/relu')
-                  .psp_pool(n_bin, self.psp_pooling, name=f'conv5_3_pool{n_bin}')
-                  .resize_bilinear(size, name=f'conv5_3_pool{n_bin}_interp'))
+                (
+                    n.feed('conv5_3/relu')
+                    .psp_pool(n_bin, self.psp_pooling, name=f'conv5_3_pool{n_bin}')
+                    .resize_bilinear(size, name=f'conv5_3_pool{n_bin}_interp')
+                )
             return
         h, w = int(shape[0]), int(shape[1])
         for n_bin in self.psp_bins:
             (k_h, k_w), (s_h, s_w) = psp_pool_geometry(h, w, n_bin, self.psp_pooling)
-            (n.feed('conv5_3/relu')
-              .avg_pool(k_h, k_w, s_h, s_w, name=f'conv5_3_pool{n_bin}')
-              .resize_bilinear((h, w), name=f'conv5_3_pool{n_bin}_interp'))
+            (
+                n.feed('conv5_3/relu')
+                .avg_pool(k_h, k_w, s_h, s_w, name=f'conv5_3_pool{n_bin}')
+                .resize_bilinear((h, w), name=f'conv5_3_pool{n_bin}_interp')
+            )
 
 
 class ICNet_BN(_ICNetFamily):  # noqa: N801 (the original's class name)
     """ICNet with batch norm (`*_bnnomerge` weights) and the two auxiliary heads."""
+
     use_bn = True
 
 
 class ICNet(_ICNetFamily):
     """ICNet with batch norm merged into biased convolutions (`icnet_cityscapes_*.npy`)."""
+
     use_bn = False

@@ -22,6 +22,7 @@ Unreadable or corrupt images are skipped; the others are still written, and at t
 failed file is named with its reason and the exit status is 1. A missing --img_path, or one that
 matches no image, is one line and exit status 1.
 """
+
 import glob
 import os
 import statistics
@@ -40,8 +41,19 @@ from icnet_tf.predict import Segmenter, read_image
 
 FLAGS = flags.FLAGS
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.ppm', '.pgm',
-                    '.pbm', '.webp')
+IMAGE_EXTENSIONS = (
+    '.png',
+    '.jpg',
+    '.jpeg',
+    '.bmp',
+    '.tif',
+    '.tiff',
+    '.gif',
+    '.ppm',
+    '.pgm',
+    '.pbm',
+    '.webp',
+)
 AUX_HEADS = ('sub4_out', 'sub24_out')
 
 
@@ -52,12 +64,14 @@ def find_images(img_path):
     if os.path.isfile(img_path):
         return [img_path]
     if os.path.isdir(img_path):
-        found = sorted(os.path.join(img_path, name) for name in os.listdir(img_path)
-                       if name.lower().endswith(IMAGE_EXTENSIONS) and
-                       os.path.isfile(os.path.join(img_path, name)))
+        found = sorted(
+            os.path.join(img_path, name)
+            for name in os.listdir(img_path)
+            if name.lower().endswith(IMAGE_EXTENSIONS)
+            and os.path.isfile(os.path.join(img_path, name))
+        )
         if not found:
-            raise UserError(f'{img_path}: folder holds no images '
-                            f'({", ".join(IMAGE_EXTENSIONS)})')
+            raise UserError(f'{img_path}: folder holds no images ({", ".join(IMAGE_EXTENSIONS)})')
         return found
     if not glob.has_magic(img_path):
         raise UserError(f'{img_path}: no such file or directory')
@@ -101,6 +115,7 @@ class SavedModelPredictor:
 
     def __init__(self, export_dir):
         from icnet_tf import export
+
         self.signature, self._loaded = export.load_signature(export_dir)
         meta = export.load_metadata(export_dir)
         self.num_classes = meta.get('num_classes')
@@ -116,26 +131,34 @@ def make_predictor(restore_from, model, num_classes, filter_scale):
     """A predictor from the flags; prints what was loaded (or that the weights are random)."""
     from icnet_tf import build_model
     from icnet_tf.export import is_saved_model
+
     if restore_from and is_saved_model(restore_from):
         predictor = SavedModelPredictor(restore_from)
-        print(f'using the exported SavedModel {restore_from} (model flags are not used; '
-              f'{predictor.num_classes or "?"} classes)')
+        print(
+            f'using the exported SavedModel {restore_from} (model flags are not used; '
+            f'{predictor.num_classes or "?"} classes)'
+        )
         return predictor
     net = build_model(model, num_classes=num_classes, filter_scale=filter_scale)
     if restore_from:
         print(net.load(restore_from, skip=AUX_HEADS, verbose=False))
     else:
         net.build()
-        print(f'warning: no --restore_from given: {model} has RANDOM weights, so the labels '
-              'are noise (pass a .npy, a checkpoint or an exported SavedModel)', file=sys.stderr)
+        print(
+            f'warning: no --restore_from given: {model} has RANDOM weights, so the labels '
+            'are noise (pass a .npy, a checkpoint or an exported SavedModel)',
+            file=sys.stderr,
+        )
     return NetworkPredictor(net)
 
 
 def write_outputs(save_dir, stem, rgb, labels, palette, num_classes, with_overlay):
     if num_classes and num_classes > 256:
         raise UserError(f'{num_classes} classes do not fit the uint8 trainId PNGs')
-    outputs = {f'{stem}_color.png': colorize(labels, palette, num_classes),
-               f'{stem}_labelTrainIds.png': labels.astype(np.uint8)}
+    outputs = {
+        f'{stem}_color.png': colorize(labels, palette, num_classes),
+        f'{stem}_labelTrainIds.png': labels.astype(np.uint8),
+    }
     if with_overlay:
         outputs[f'{stem}_overlay.png'] = overlay(rgb, labels, palette, num_classes=num_classes)
     for name, array in outputs.items():
@@ -143,10 +166,12 @@ def write_outputs(save_dir, stem, rgb, labels, palette, num_classes, with_overla
     return list(outputs)
 
 
-def run_inference(paths, predictor, save_dir, *, palette='cityscapes', with_overlay=False,
-                  stream=None):
+def run_inference(
+    paths, predictor, save_dir, *, palette='cityscapes', with_overlay=False, stream=None
+):
     """Segment every path; returns ({path: ms}, {path: reason}) for the done and failed ones."""
     from icnet_tf.training import Progress
+
     stream = stream or sys.stdout
     os.makedirs(save_dir, exist_ok=True)
     stems = output_stems(paths)
@@ -159,11 +184,13 @@ def run_inference(paths, predictor, save_dir, *, palette='cityscapes', with_over
             rgb = read_image(path)
             labels = predictor(rgb)
             ms = (time.perf_counter() - start) * 1000
-            write_outputs(save_dir, stems[path], rgb, labels, palette, predictor.num_classes,
-                          with_overlay)
+            write_outputs(
+                save_dir, stems[path], rgb, labels, palette, predictor.num_classes, with_overlay
+            )
             done[path] = ms
-            line = f'[{index:{width}d}/{len(paths)}] {path}: {rgb.shape[1]}x{rgb.shape[0]} ' \
-                   f'{ms:.0f} ms'
+            line = (
+                f'[{index:{width}d}/{len(paths)}] {path}: {rgb.shape[1]}x{rgb.shape[0]} {ms:.0f} ms'
+            )
         except UserError as e:
             failed[path] = ' '.join(str(e).split())
             line = f'[{index:{width}d}/{len(paths)}] {path}: skipped'
@@ -183,34 +210,46 @@ def run_inference(paths, predictor, save_dir, *, palette='cityscapes', with_over
 def main(argv):
     del argv
     paths = find_images(FLAGS.img_path)
-    predictor = make_predictor(FLAGS.restore_from, FLAGS.model, FLAGS.num_classes,
-                               FLAGS.filter_scale)
+    predictor = make_predictor(
+        FLAGS.restore_from, FLAGS.model, FLAGS.num_classes, FLAGS.filter_scale
+    )
     start = time.perf_counter()
-    done, failed = run_inference(paths, predictor, FLAGS.save_dir, palette=FLAGS.palette,
-                                 with_overlay=FLAGS.overlay)
+    done, failed = run_inference(
+        paths, predictor, FLAGS.save_dir, palette=FLAGS.palette, with_overlay=FLAGS.overlay
+    )
     total = time.perf_counter() - start
     if done:
         times = list(done.values())
         median = statistics.median(times)
-        print(f'{len(done)} image(s) segmented in {total:.1f} s (median {median:.0f} '
-              f'ms/image, first {times[0]:.0f} ms incl. tracing); wrote *_color.png, '
-              f'*_labelTrainIds.png{", *_overlay.png" if FLAGS.overlay else ""} to '
-              f'{FLAGS.save_dir}/')
+        print(
+            f'{len(done)} image(s) segmented in {total:.1f} s (median {median:.0f} '
+            f'ms/image, first {times[0]:.0f} ms incl. tracing); wrote *_color.png, '
+            f'*_labelTrainIds.png{", *_overlay.png" if FLAGS.overlay else ""} to '
+            f'{FLAGS.save_dir}/'
+        )
     if failed:
         for reason in failed.values():
             print(f'error: {reason}', file=sys.stderr)
-        print(f'error: {len(failed)} of {len(paths)} image(s) failed (listed above); the others '
-              'were written', file=sys.stderr)
+        print(
+            f'error: {len(failed)} of {len(paths)} image(s) failed (listed above); the others '
+            'were written',
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 
 if __name__ == '__main__':
     flags.DEFINE_string('img_path', None, 'an image, a folder of images or a quoted glob')
-    flags.DEFINE_string('restore_from', None,
-                        '.npy, TF checkpoint (directory or prefix) or exported SavedModel dir')
+    flags.DEFINE_string(
+        'restore_from', None, '.npy, TF checkpoint (directory or prefix) or exported SavedModel dir'
+    )
     flags.DEFINE_string('save_dir', 'output/', 'where to write the PNGs')
-    flags.DEFINE_enum('palette', 'cityscapes', ['cityscapes', 'original'],
-                      'official Cityscapes colours or the original repository\'s table')
+    flags.DEFINE_enum(
+        'palette',
+        'cityscapes',
+        ['cityscapes', 'original'],
+        "official Cityscapes colours or the original repository's table",
+    )
     flags.DEFINE_bool('overlay', False, 'also write <stem>_overlay.png (colours over the photo)')
     cli.define_model_flags()
     cli.run(main)

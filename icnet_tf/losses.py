@@ -10,6 +10,7 @@ Under a `tf.distribute` strategy each replica returns its SUM of per-pixel losse
 GLOBAL count of valid pixels (all-reduced), and weight decay divided by the number of replicas,
 so that the summed gradients equal those of the single-device loss on the whole batch.
 """
+
 import tensorflow as tf
 
 HEAD_WEIGHTS = {'sub4_out': 0.16, 'sub24_out': 0.4, 'conv6_cls': 1.0}  # LAMBDA1..3
@@ -17,8 +18,9 @@ HEAD_WEIGHTS = {'sub4_out': 0.16, 'sub24_out': 0.4, 'conv6_cls': 1.0}  # LAMBDA1
 
 def resize_labels(labels, size):
     """Nearest-neighbour resize of int labels [B, H, W, 1] with the TF1 defaults."""
-    return tf.raw_ops.ResizeNearestNeighbor(images=labels, size=size, align_corners=False,
-                                            half_pixel_centers=False)
+    return tf.raw_ops.ResizeNearestNeighbor(
+        images=labels, size=size, align_corners=False, half_pixel_centers=False
+    )
 
 
 def masked_xent_sum(logits, labels, num_classes, ignore_label):
@@ -43,8 +45,9 @@ def _num_replicas():
     return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
-def icnet_loss(outputs, labels, *, num_classes, ignore_label, weight_decay, conv_weights,
-               head_weights=None):
+def icnet_loss(
+    outputs, labels, *, num_classes, ignore_label, weight_decay, conv_weights, head_weights=None
+):
     """Total loss (this replica's share) and a dict of the per-head mean losses (global)."""
     head_weights = HEAD_WEIGHTS if head_weights is None else head_weights
     total = tf.constant(0.0)
@@ -104,6 +107,10 @@ class TF1Momentum(tf.keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({'learning_rate': self._serialize_hyperparameter(self._learning_rate),
-                       'momentum': self.momentum})
+        config.update(
+            {
+                'learning_rate': self._serialize_hyperparameter(self._learning_rate),
+                'momentum': self.momentum,
+            }
+        )
         return config

@@ -21,6 +21,7 @@ so the model file can be diffed against the Caffe prototxt line by line. What ch
 * Layer names are required and unique; feeding an unknown name raises `KeyError` naming it and
   listing the names that exist.  There is no module-level state.
 """
+
 import functools
 import zlib
 
@@ -32,8 +33,14 @@ import tensorflow as tf
 BN_MOMENTUM = 0.95
 BN_EPSILON = 1e-5
 
-_TRAINABLE = {'weights': True, 'biases': True, 'scale': True, 'offset': True,
-              'mean': False, 'variance': False}
+_TRAINABLE = {
+    'weights': True,
+    'biases': True,
+    'scale': True,
+    'offset': True,
+    'mean': False,
+    'variance': False,
+}
 
 
 def layer(op):
@@ -69,8 +76,9 @@ def resize_bilinear_align_corners(x, size):
     `i * (in_h - 1) / (out_h - 1)` (0 when `out_h == 1`), interpolated linearly between its
     floor and ceil rows; columns likewise. `x` is `[B, H, W, C]`, `size` is `(out_h, out_w)`.
     """
-    return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=True,
-                                     half_pixel_centers=False)
+    return tf.raw_ops.ResizeBilinear(
+        images=x, size=size, align_corners=True, half_pixel_centers=False
+    )
 
 
 def resize_bilinear_legacy(x, size):
@@ -80,8 +88,9 @@ def resize_bilinear_legacy(x, size):
     the last row for interpolation. This is what the original `add` layer uses to make its first
     input the size of its second; `tf.image.resize` in TF2 samples at half-pixel centres instead.
     """
-    return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=False,
-                                     half_pixel_centers=False)
+    return tf.raw_ops.ResizeBilinear(
+        images=x, size=size, align_corners=False, half_pixel_centers=False
+    )
 
 
 def caffe_interp_size(size, s_factor=1, z_factor=1):
@@ -129,8 +138,10 @@ class Chain:
         for fed in args:
             if isinstance(fed, str):
                 if fed not in self.outputs:
-                    raise KeyError(f'Unknown layer name fed: {fed!r} (known: '
-                                   f'{", ".join(sorted(self.outputs))})')
+                    raise KeyError(
+                        f'Unknown layer name fed: {fed!r} (known: '
+                        f'{", ".join(sorted(self.outputs))})'
+                    )
                 fed = self.outputs[fed]
             terminals.append(fed)
         self.terminals = terminals
@@ -144,8 +155,7 @@ class Chain:
 
     # ------------------------------------------------------------------------ convolutions
     @layer
-    def conv(self, x, k_h, k_w, c_o, s_h, s_w, *, name, relu=True, padding='VALID',
-             biased=True):
+    def conv(self, x, k_h, k_w, c_o, s_h, s_w, *, name, relu=True, padding='VALID', biased=True):
         """2-D convolution, NHWC, kernel `weights` [k_h, k_w, c_in, c_o] (+ `biases`)."""
         specs = {'weights': (k_h, k_w, int(x.shape[-1]), c_o)}
         if biased:
@@ -157,8 +167,9 @@ class Chain:
         return tf.nn.relu(y) if relu else y
 
     @layer
-    def atrous_conv(self, x, k_h, k_w, c_o, dilation, *, name, relu=True, padding='VALID',
-                    biased=True):
+    def atrous_conv(
+        self, x, k_h, k_w, c_o, dilation, *, name, relu=True, padding='VALID', biased=True
+    ):
         """Dilated convolution (`tf.nn.atrous_conv2d`, as the original; it has CPU gradients)."""
         specs = {'weights': (k_h, k_w, int(x.shape[-1]), c_o)}
         if biased:
@@ -170,8 +181,7 @@ class Chain:
         return tf.nn.relu(y) if relu else y
 
     @layer
-    def conv_transpose(self, x, k_h, k_w, c_o, s_h, s_w, *, name, crop=0, relu=False,
-                       biased=False):
+    def conv_transpose(self, x, k_h, k_w, c_o, s_h, s_w, *, name, crop=0, relu=False, biased=False):
         """Transposed convolution with PyTorch `ConvTranspose2d(padding=crop)` geometry.
 
         The full output `(h-1)*s + k` is computed and `crop` pixels are removed from every
@@ -185,8 +195,7 @@ class Chain:
         p = self._params(name, specs)
         h, w = _spatial(x)
         out_shape = tf.stack([tf.shape(x)[0], (h - 1) * s_h + k_h, (w - 1) * s_w + k_w, c_o])
-        y = tf.nn.conv2d_transpose(x, p['weights'], out_shape, [1, s_h, s_w, 1],
-                                   padding='VALID')
+        y = tf.nn.conv2d_transpose(x, p['weights'], out_shape, [1, s_h, s_w, 1], padding='VALID')
         if crop:
             y = y[:, crop:-crop, crop:-crop, :]
         if biased:
@@ -213,8 +222,7 @@ class Chain:
         The resize is skipped only when the static shapes prove it is the identity.
         """
         first, second = inputs[0], inputs[1]
-        same = (first.shape[1:3].is_fully_defined() and
-                first.shape[1:3] == second.shape[1:3])
+        same = first.shape[1:3].is_fully_defined() and first.shape[1:3] == second.shape[1:3]
         if not same:
             first = resize_bilinear_legacy(first, tf.shape(second)[1:3])
         return tf.add_n([first] + list(inputs[1:]))
@@ -246,8 +254,7 @@ class Chain:
         batch variance `var * n / (n - 1)`, as TF1's fused batch norm does.
         """
         c = int(x.shape[-1])
-        p = self._params(name, {'scale': (c,), 'offset': (c,), 'mean': (c,),
-                                'variance': (c,)})
+        p = self._params(name, {'scale': (c,), 'offset': (c,), 'mean': (c,), 'variance': (c,)})
         if self.training:
             mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
             if self.update_stats:
@@ -285,7 +292,7 @@ class Chain:
     def crop_like(self, inputs, *, name):
         """Keep the top-left `[:H, :W]` of the first input, H, W of the second (FlowNet)."""
         ref = tf.shape(inputs[1])
-        return inputs[0][:, :ref[1], :ref[2], :]
+        return inputs[0][:, : ref[1], : ref[2], :]
 
     # ------------------------------------------------------------------------------ resizing
     @layer
@@ -350,10 +357,11 @@ class Network(tf.Module):
             raise ValueError('update_stats=True needs training=True')
         images = tf.convert_to_tensor(images, tf.float32)
         if images.shape.rank != 4 or images.shape[-1] != self.input_channels:
-            raise ValueError(f'{type(self).__name__} expects NHWC images with '
-                             f'{self.input_channels} channels, got shape {images.shape}')
-        n = self.chain_class(self, {'data': images}, training=training,
-                             update_stats=update_stats)
+            raise ValueError(
+                f'{type(self).__name__} expects NHWC images with '
+                f'{self.input_channels} channels, got shape {images.shape}'
+            )
+        n = self.chain_class(self, {'data': images}, training=training, update_stats=update_stats)
         self.setup(n)
         self._built = True
         if tf.executing_eagerly():
@@ -383,18 +391,22 @@ class Network(tf.Module):
         existing = self.params.get(name)
         if existing is None:
             if self._built:
-                raise RuntimeError(f'layer {name!r} would create variables after the network '
-                                   'was built; layer names must not depend on the input')
+                raise RuntimeError(
+                    f'layer {name!r} would create variables after the network '
+                    'was built; layer names must not depend on the input'
+                )
             with tf.init_scope():
-                created = {param: self._new_variable(name, param, shape)
-                           for param, shape in specs.items()}
+                created = {
+                    param: self._new_variable(name, param, shape) for param, shape in specs.items()
+                }
             self.params[name] = created  # assigned once, so TF tracks it for checkpoints
             return self.params[name]
         for param, shape in specs.items():
             have = tuple(existing[param].shape)
             if have != tuple(shape):
-                raise ValueError(f'{name}/{param}: variable has shape {have} but this input '
-                                 f'needs {tuple(shape)}')
+                raise ValueError(
+                    f'{name}/{param}: variable has shape {have} but this input needs {tuple(shape)}'
+                )
         return existing
 
     def _new_variable(self, layer_name, param, shape):
@@ -408,22 +420,34 @@ class Network(tf.Module):
         else:  # biases, offset, mean
             init = tf.zeros(shape)
         trainable = _TRAINABLE[param]
-        sync = (tf.VariableSynchronization.AUTO if trainable
-                else tf.VariableSynchronization.ON_READ)
-        return tf.Variable(init, name=key, trainable=trainable, synchronization=sync,
-                           aggregation=tf.VariableAggregation.MEAN)
+        sync = tf.VariableSynchronization.AUTO if trainable else tf.VariableSynchronization.ON_READ
+        return tf.Variable(
+            init,
+            name=key,
+            trainable=trainable,
+            synchronization=sync,
+            aggregation=tf.VariableAggregation.MEAN,
+        )
 
     def variables_by_key(self):
         """`{'layer/param': tf.Variable}` for every variable, in creation order."""
-        return {f'{layer_name}/{param}': var for layer_name, ps in self.params.items()
-                for param, var in ps.items()}
+        return {
+            f'{layer_name}/{param}': var
+            for layer_name, ps in self.params.items()
+            for param, var in ps.items()
+        }
 
     def param_shapes(self):
         return {key: tuple(v.shape) for key, v in self.variables_by_key().items()}
 
     def count_params(self, trainable_only=False):
-        return int(sum(np.prod(v.shape) for v in self.variables_by_key().values()
-                       if v.trainable or not trainable_only))
+        return int(
+            sum(
+                np.prod(v.shape)
+                for v in self.variables_by_key().values()
+                if v.trainable or not trainable_only
+            )
+        )
 
     def conv_weights(self):
         """Convolution kernels: the variables the original's weight decay applies to."""
@@ -443,5 +467,7 @@ class Network(tf.Module):
         every key that does not fit and prints what it skipped. Returns a `LoadReport`.
         """
         from icnet_tf import weights  # late import: weights imports the converters
-        return weights.load_into(self, source, ignore_missing=ignore_missing, skip=skip,
-                                 verbose=verbose)
+
+        return weights.load_into(
+            self, source, ignore_missing=ignore_missing, skip=skip, verbose=verbose
+        )

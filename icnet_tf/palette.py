@@ -5,24 +5,81 @@
 of its entries are off by one from the official colours (e.g. building 69,69,69 vs 70,70,70).
 Labels outside the table (255 = ignore, or ids >= len(palette)) are drawn black.
 """
+
 import numpy as np
 
-CLASS_NAMES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
-               'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car',
-               'truck', 'bus', 'train', 'motorcycle', 'bicycle')
+CLASS_NAMES = (
+    'road',
+    'sidewalk',
+    'building',
+    'wall',
+    'fence',
+    'pole',
+    'traffic light',
+    'traffic sign',
+    'vegetation',
+    'terrain',
+    'sky',
+    'person',
+    'rider',
+    'car',
+    'truck',
+    'bus',
+    'train',
+    'motorcycle',
+    'bicycle',
+)
 
-CITYSCAPES = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32)], np.uint8)
+CITYSCAPES = np.array(
+    [
+        (128, 64, 128),
+        (244, 35, 232),
+        (70, 70, 70),
+        (102, 102, 156),
+        (190, 153, 153),
+        (153, 153, 153),
+        (250, 170, 30),
+        (220, 220, 0),
+        (107, 142, 35),
+        (152, 251, 152),
+        (70, 130, 180),
+        (220, 20, 60),
+        (255, 0, 0),
+        (0, 0, 142),
+        (0, 0, 70),
+        (0, 60, 100),
+        (0, 80, 100),
+        (0, 0, 230),
+        (119, 11, 32),
+    ],
+    np.uint8,
+)
 
 # Reproduced on purpose from the original's utils/visualize.py (off-by-one entries included).
-ORIGINAL = np.array([
-    (128, 64, 128), (244, 35, 231), (69, 69, 69), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 29), (219, 219, 0), (106, 142, 35), (152, 250, 152),
-    (69, 129, 180), (219, 19, 60), (255, 0, 0), (0, 0, 142), (0, 0, 69), (0, 60, 100),
-    (0, 79, 100), (0, 0, 230), (119, 10, 32)], np.uint8)
+ORIGINAL = np.array(
+    [
+        (128, 64, 128),
+        (244, 35, 231),
+        (69, 69, 69),
+        (102, 102, 156),
+        (190, 153, 153),
+        (153, 153, 153),
+        (250, 170, 29),
+        (219, 219, 0),
+        (106, 142, 35),
+        (152, 250, 152),
+        (69, 129, 180),
+        (219, 19, 60),
+        (255, 0, 0),
+        (0, 0, 142),
+        (0, 0, 69),
+        (0, 60, 100),
+        (0, 79, 100),
+        (0, 0, 230),
+        (119, 10, 32),
+    ],
+    np.uint8,
+)
 
 PALETTES = {'cityscapes': CITYSCAPES, 'original': ORIGINAL}
 
@@ -45,6 +102,7 @@ def colorize(labels, palette='cityscapes', num_classes=None):
     out = table[np.where(valid, labels, 0)]
     out[~valid] = 0
     return out
+
 
 def overlay(rgb, labels, palette='cityscapes', alpha=0.5, num_classes=None):
     """Blend the colourised labels over the photo (uint8 RGB, same H, W)."""

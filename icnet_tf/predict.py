@@ -7,6 +7,7 @@ Postprocessing: `conv6_cls` logits bilinear-resized with align_corners=True to t
 size, cropped to the image, argmax. (The original's current inference path forgets the mean
 subtraction because of an argument-order slip; this port does not copy that bug.)
 """
+
 import os
 
 import numpy as np
@@ -59,8 +60,10 @@ def padded_size(h, w, multiple=32):
             return int(h), int(w)
         return (h // multiple + 1) * multiple, (w // multiple + 1) * multiple
     grow = tf.logical_or(h % multiple != 0, w % multiple != 0)
-    return (tf.where(grow, (h // multiple + 1) * multiple, h),
-            tf.where(grow, (w // multiple + 1) * multiple, w))
+    return (
+        tf.where(grow, (h // multiple + 1) * multiple, h),
+        tf.where(grow, (w // multiple + 1) * multiple, w),
+    )
 
 
 class Segmenter:
@@ -81,8 +84,9 @@ class Segmenter:
         self.flip = flip
         self.min_size = net.build_input_shape()[1]
         forward = lambda x: net(x, training=False)  # noqa: E731
-        self._forward = (tf.function(forward, reduce_retracing=reduce_retracing) if compiled
-                         else forward)
+        self._forward = (
+            tf.function(forward, reduce_retracing=reduce_retracing) if compiled else forward
+        )
 
     def padded_size(self, h, w):
         ph, pw = self.pad_to if self.pad_to else padded_size(h, w)
@@ -97,8 +101,9 @@ class Segmenter:
         x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after mean subtraction
         probs = self._probs(x, h, w)
         if self.flip:
-            mirrored = tf.pad(to_network_input(rgb[:, :, ::-1]),
-                              [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])
+            mirrored = tf.pad(
+                to_network_input(rgb[:, :, ::-1]), [[0, 0], [0, ph - h], [0, pw - w], [0, 0]]
+            )
             probs = (probs + self._probs(mirrored, h, w)[:, :, ::-1]) / 2.0
         return probs
 

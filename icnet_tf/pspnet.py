@@ -69,6 +69,7 @@ N_feat's output and `net.classify(features, training)` is N_task: the classifier
 `blocks` and `width_multiplier` are test-only knobs (reduced depth/width for parity tests); the
 real network is `blocks=(3, 4, 23, 3), width_multiplier=1`.
 """
+
 import dataclasses
 from dataclasses import dataclass
 
@@ -91,7 +92,7 @@ PSP_STAGES = (
     Stage('conv4', blocks=23, width=256, out=1024, stride=1, dilation=2),
     Stage('conv5', blocks=3, width=512, out=2048, stride=1, dilation=4),
 )
-PPM_WIDTH = 512        # channels of each pyramid level's 1x1 conv
+PPM_WIDTH = 512  # channels of each pyramid level's 1x1 conv
 BOTTLENECK_WIDTH = 512  # channels of conv5_4 (mmseg: decode_head.bottleneck)
 DROPOUT_RATIO = 0.1
 
@@ -127,6 +128,7 @@ class PSPLayout:
     input_format:      'bgr_mean' or 'rgb_mean_std' (see `preprocess`).
     torch_keys:        the PyTorch key map that loads into this layout ('mmseg') or None.
     """
+
     name: str
     stem: tuple
     stem_padding: str
@@ -142,20 +144,39 @@ class PSPLayout:
     def __post_init__(self):
         for field, choices in _CHOICES.items():
             if getattr(self, field) not in choices:
-                raise ValueError(f'PSPLayout.{field} must be one of {choices}, got '
-                                 f'{getattr(self, field)!r}')
+                raise ValueError(
+                    f'PSPLayout.{field} must be one of {choices}, got {getattr(self, field)!r}'
+                )
         if len(self.stem) != 3:
             raise ValueError(f'PSPLayout.stem needs three widths, got {self.stem!r}')
 
 
-CAFFE = PSPLayout('caffe', stem=(64, 64, 128), stem_padding='caffe', stride_on='1x1',
-                  contract_dilation=False, ppm_pooling='floor', ppm_resize='align_corners',
-                  ppm_order='reversed', dropout='element', input_format='bgr_mean',
-                  torch_keys=None)
-MMSEG = PSPLayout('mmseg', stem=(32, 32, 64), stem_padding='pytorch', stride_on='3x3',
-                  contract_dilation=True, ppm_pooling='adaptive', ppm_resize='half_pixel',
-                  ppm_order='forward', dropout='channel', input_format='rgb_mean_std',
-                  torch_keys='mmseg')
+CAFFE = PSPLayout(
+    'caffe',
+    stem=(64, 64, 128),
+    stem_padding='caffe',
+    stride_on='1x1',
+    contract_dilation=False,
+    ppm_pooling='floor',
+    ppm_resize='align_corners',
+    ppm_order='reversed',
+    dropout='element',
+    input_format='bgr_mean',
+    torch_keys=None,
+)
+MMSEG = PSPLayout(
+    'mmseg',
+    stem=(32, 32, 64),
+    stem_padding='pytorch',
+    stride_on='3x3',
+    contract_dilation=True,
+    ppm_pooling='adaptive',
+    ppm_resize='half_pixel',
+    ppm_order='forward',
+    dropout='channel',
+    input_format='rgb_mean_std',
+    torch_keys='mmseg',
+)
 LAYOUTS = {'caffe': CAFFE, 'mmseg': MMSEG}
 
 
@@ -164,8 +185,9 @@ def get_layout(layout):
     if isinstance(layout, PSPLayout):
         return layout
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))} or a "
-                         f'PSPLayout, got {layout!r}')
+        raise ValueError(
+            f'layout must be one of {", ".join(map(repr, LAYOUTS))} or a PSPLayout, got {layout!r}'
+        )
     return LAYOUTS[layout]
 
 
@@ -220,8 +242,9 @@ def resize_bilinear_half_pixel(x, size):
     Source row `(i + 0.5) * in_h / out_h - 0.5`, clamped at the borders (TF clamps the
     neighbour indices, PyTorch the negative coordinates; both give the edge pixel).
     """
-    return tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=False,
-                                     half_pixel_centers=True)
+    return tf.raw_ops.ResizeBilinear(
+        images=x, size=size, align_corners=False, half_pixel_centers=True
+    )
 
 
 def caffe_pool_padding(size, kernel=3, stride=2, pad=1):
@@ -265,8 +288,9 @@ class PSPChain(Chain):
         if dilation > 1 and s > 1:
             raise ValueError(f'{name}: a strided dilated convolution is not supported')
         if dilation > 1:
-            self.atrous_conv(k, k, c_o, dilation, name=name, biased=False, relu=False,
-                             padding=padding)
+            self.atrous_conv(
+                k, k, c_o, dilation, name=name, biased=False, relu=False, padding=padding
+            )
         else:
             self.conv(k, k, c_o, s, s, name=name, biased=False, relu=False, padding=padding)
         return self.batch_normalization(name=f'{name}_bn', relu=relu)
@@ -298,41 +322,64 @@ class PSPNet101(Network):
 
     chain_class = PSPChain
     output_name = 'conv6'
-    feature_layer = 'conv5_4_bn'   # DFF N_feat output (conv5_4 after BN + ReLU)
-    heads = ('conv6',)             # trained outputs (icnet_tf.train); no auxiliary head
+    feature_layer = 'conv5_4_bn'  # DFF N_feat output (conv5_4 after BN + ReLU)
+    heads = ('conv6',)  # trained outputs (icnet_tf.train); no auxiliary head
 
-    def __init__(self, num_classes=19, layout='caffe', psp_bins=(1, 2, 3, 6), *,
-                 blocks=(3, 4, 23, 3), width_multiplier=1, seed=0, name=None):
+    def __init__(
+        self,
+        num_classes=19,
+        layout='caffe',
+        psp_bins=(1, 2, 3, 6),
+        *,
+        blocks=(3, 4, 23, 3),
+        width_multiplier=1,
+        seed=0,
+        name=None,
+    ):
         super().__init__(seed=seed, name=name or 'PSPNet101')
         if int(num_classes) < 1:
             raise ValueError(f'num_classes must be positive, got {num_classes!r}')
         self.layout = get_layout(layout)
         self.num_classes = int(num_classes)
         self.psp_bins = tuple(int(b) for b in psp_bins)
-        if not self.psp_bins or min(self.psp_bins) < 1 or len(set(self.psp_bins)) != len(
-                self.psp_bins):
+        if (
+            not self.psp_bins
+            or min(self.psp_bins) < 1
+            or len(set(self.psp_bins)) != len(self.psp_bins)
+        ):
             raise ValueError(f'psp_bins must be distinct positive ints, got {psp_bins!r}')
         self.blocks = tuple(int(b) for b in blocks)
         if len(self.blocks) != 4 or min(self.blocks) < 1:
             raise ValueError(f'blocks must be four positive ints, got {blocks!r}')
         self.width_multiplier = width_multiplier
-        self.stages = tuple(dataclasses.replace(st, blocks=nb, width=self._w(st.width),
-                                                out=self._w(st.out))
-                            for st, nb in zip(PSP_STAGES, self.blocks))
+        self.stages = tuple(
+            dataclasses.replace(st, blocks=nb, width=self._w(st.width), out=self._w(st.out))
+            for st, nb in zip(PSP_STAGES, self.blocks)
+        )
 
     def _w(self, channels):
         """`channels * width_multiplier`, which must be a positive whole number."""
         value = channels * self.width_multiplier
         if value < 1 or abs(value - round(value)) > 1e-9:
-            raise ValueError(f'width_multiplier={self.width_multiplier!r} gives {value} channels '
-                             f'for a {channels}-channel layer; use e.g. 1/2, 1/4, 1/8')
+            raise ValueError(
+                f'width_multiplier={self.width_multiplier!r} gives {value} channels '
+                f'for a {channels}-channel layer; use e.g. 1/2, 1/4, 1/8'
+            )
         return int(round(value))
 
     def get_config(self):
-        layout = (self.layout.name if LAYOUTS.get(self.layout.name) == self.layout
-                  else dataclasses.asdict(self.layout))
-        return dict(num_classes=self.num_classes, layout=layout, psp_bins=list(self.psp_bins),
-                    blocks=list(self.blocks), width_multiplier=self.width_multiplier)
+        layout = (
+            self.layout.name
+            if LAYOUTS.get(self.layout.name) == self.layout
+            else dataclasses.asdict(self.layout)
+        )
+        return dict(
+            num_classes=self.num_classes,
+            layout=layout,
+            psp_bins=list(self.psp_bins),
+            blocks=list(self.blocks),
+            width_multiplier=self.width_multiplier,
+        )
 
     def build_input_shape(self):
         side = 8 * max(self.psp_bins) + 1
@@ -346,12 +393,14 @@ class PSPNet101(Network):
     def setup(self, n):
         lay = self.layout
         s1, s2, s3 = (self._w(c) for c in lay.stem)
-        (n.feed('data')
-          .stem_conv(s1, 2, relu=False, name='conv1_1_3x3_s2')
-          .relu(name='conv1_1_3x3_s2_bn_relu')
-          .stem_conv(s2, 1, name='conv1_2_3x3')
-          .stem_conv(s3, 1, name='conv1_3_3x3')
-          .stem_pool(name='pool1_3x3_s2'))
+        (
+            n.feed('data')
+            .stem_conv(s1, 2, relu=False, name='conv1_1_3x3_s2')
+            .relu(name='conv1_1_3x3_s2_bn_relu')
+            .stem_conv(s2, 1, name='conv1_2_3x3')
+            .stem_conv(s3, 1, name='conv1_3_3x3')
+            .stem_pool(name='pool1_3x3_s2')
+        )
 
         shortcut, pad = 'pool1_3x3_s2', 1
         for stage in self.stages:
@@ -364,18 +413,24 @@ class PSPNet101(Network):
                 s_reduce, s_3x3 = (stride, 1) if lay.stride_on == '1x1' else (1, stride)
                 residual = shortcut
                 if i == 1:
-                    (n.feed(shortcut)
-                      .unit(1, stage.out, stride, relu=False, name=f'{block}_1x1_proj'))
+                    (
+                        n.feed(shortcut).unit(
+                            1, stage.out, stride, relu=False, name=f'{block}_1x1_proj'
+                        )
+                    )
                     residual = f'{block}_1x1_proj_bn'
-                (n.feed(shortcut)
-                  .unit(1, stage.width, s_reduce, relu=True, name=f'{block}_1x1_reduce')
-                  .zero_padding(dilation, name=f'padding{pad}')
-                  .unit(3, stage.width, s_3x3, relu=True, dilation=dilation,
-                        name=f'{block}_3x3')
-                  .unit(1, stage.out, 1, relu=False, name=f'{block}_1x1_increase'))
-                (n.feed(residual, f'{block}_1x1_increase_bn')
-                  .add(name=block)
-                  .relu(name=f'{block}/relu'))
+                (
+                    n.feed(shortcut)
+                    .unit(1, stage.width, s_reduce, relu=True, name=f'{block}_1x1_reduce')
+                    .zero_padding(dilation, name=f'padding{pad}')
+                    .unit(3, stage.width, s_3x3, relu=True, dilation=dilation, name=f'{block}_3x3')
+                    .unit(1, stage.out, 1, relu=False, name=f'{block}_1x1_increase')
+                )
+                (
+                    n.feed(residual, f'{block}_1x1_increase_bn')
+                    .add(name=block)
+                    .relu(name=f'{block}/relu')
+                )
                 shortcut, pad = f'{block}/relu', pad + 1
 
         self._pyramid_pooling(n)
@@ -395,8 +450,10 @@ class PSPNet101(Network):
         last = self.backbone_output
         shape = n.outputs[last].shape[1:3]
         if not shape.is_fully_defined():
-            raise ValueError('PSPNet101 needs a static input height and width (pyramid pooling '
-                             'derives from them)')
+            raise ValueError(
+                'PSPNet101 needs a static input height and width (pyramid pooling '
+                'derives from them)'
+            )
         h, w = int(shape[0]), int(shape[1])
         for n_bin in self.psp_bins:
             n.feed(last)
@@ -406,9 +463,11 @@ class PSPNet101(Network):
             else:
                 if h < n_bin or w < n_bin:
                     side = 8 * (n_bin - 1) + 1
-                    raise ValueError(f'pyramid bin {n_bin} needs conv5_3 of at least '
-                                     f'{n_bin}x{n_bin}, got {h}x{w}: the input is too small '
-                                     f'(use at least {side}x{side})')
+                    raise ValueError(
+                        f'pyramid bin {n_bin} needs conv5_3 of at least '
+                        f'{n_bin}x{n_bin}, got {h}x{w}: the input is too small '
+                        f'(use at least {side}x{side})'
+                    )
                 k_h, k_w = h // n_bin, w // n_bin
                 n.avg_pool(k_h, k_w, k_h, k_w, name=pool)
             n.unit(1, self._w(PPM_WIDTH), relu=True, name=f'{pool}_conv')
@@ -417,9 +476,11 @@ class PSPNet101(Network):
             else:
                 n.resize_half_pixel((h, w), name=f'{pool}_interp')
         order = reversed(self.psp_bins) if lay.ppm_order == 'reversed' else self.psp_bins
-        (n.feed(last, *[f'conv5_3_pool{b}_interp' for b in order])
-          .concat(axis=-1, name='conv5_3_concat')
-          .unit(3, self._w(BOTTLENECK_WIDTH), relu=True, padding='SAME', name='conv5_4'))
+        (
+            n.feed(last, *[f'conv5_3_pool{b}_interp' for b in order])
+            .concat(axis=-1, name='conv5_3_concat')
+            .unit(3, self._w(BOTTLENECK_WIDTH), relu=True, padding='SAME', name='conv5_4')
+        )
 
     def _classifier(self, n):
         """N_task: dropout (training only) and the 1x1 classifier `conv6`, on the terminal."""
@@ -439,8 +500,9 @@ class PSPNet101(Network):
         """
         self.build()
         features = tf.convert_to_tensor(features, tf.float32)
-        n = self.chain_class(self, {self.feature_layer: features}, training=training,
-                             update_stats=False)
+        n = self.chain_class(
+            self, {self.feature_layer: features}, training=training, update_stats=False
+        )
         return self._classifier(n.feed(self.feature_layer)).get_output()
 
     # ------------------------------------------------------------------------ weights
@@ -450,11 +512,16 @@ class PSPNet101(Network):
             raise WeightsFileError(
                 f'PSPNet101(layout={self.layout.name!r}) has no PyTorch key map: mmsegmentation '
                 "pspnet_r101-d8 checkpoints load into PSPNet101(layout='mmseg'); the Caffe "
-                'layout loads caffe-tensorflow .npy files')
+                'layout loads caffe-tensorflow .npy files'
+            )
         from converters import mmseg_keys
-        weights, skipped = mmseg_keys.convert_with_skipped(state_dict, blocks=self.blocks,
-                                                           psp_bins=self.psp_bins)
+
+        weights, skipped = mmseg_keys.convert_with_skipped(
+            state_dict, blocks=self.blocks, psp_bins=self.psp_bins
+        )
         if skipped:
-            print(f'note: skipped {len(skipped)} training-only tensors ({skipped[0]}, ...): '
-                  'the auxiliary head is not part of the inference network')
+            print(
+                f'note: skipped {len(skipped)} training-only tensors ({skipped[0]}, ...): '
+                'the auxiliary head is not part of the inference network'
+            )
         return weights

@@ -14,7 +14,6 @@ gamma/beta trained only with --train_beta_gamma. Training resumes from the lates
 (class heads that do not fit, e.g. another num_classes or the Caffe files' missing auxiliary
 heads, are skipped with a message) or from a fresh initialisation.
 """
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -35,8 +34,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_string('data_list', None, 'training list: "<image> <label>" per line')
     flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_integer('batch_size', 16, 'global batch size (split across replicas)',
-                         lower_bound=1)
+    flags.DEFINE_integer(
+        'batch_size', 16, 'global batch size (split across replicas)', lower_bound=1
+    )
     flags.DEFINE_string('input_size', '720,720', 'crop size h,w')
     flags.DEFINE_float('learning_rate', 1e-3, 'base learning rate of the poly schedule')
     flags.DEFINE_float('momentum', 0.9, 'momentum (TF1 MomentumOptimizer semantics)')
@@ -55,8 +55,9 @@ def define_flags():
     flags.DEFINE_string('val_list', None, 'validation list for periodic mIoU')
     flags.DEFINE_integer('val_every', 0, 'validate every N steps (default: --save_pred_every)')
     flags.DEFINE_integer('val_limit', 50, 'validate on at most N images of --val_list')
-    flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
-                      'tf.distribute strategy')
+    flags.DEFINE_enum(
+        'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
+    )
     flags.mark_flag_as_required('data_list')
     cli.define_model_flags()
 
@@ -84,8 +85,10 @@ def initialise(net, restore_from):
     if bad - set(HEAD_LAYERS) or report.unexpected:
         net.load(weights)  # raises the full strict report
     if heads:
-        print(f'{restore_from}: class heads {", ".join(heads)} not loaded (absent from the '
-              'file or another num_classes): they start from a fresh initialisation')
+        print(
+            f'{restore_from}: class heads {", ".join(heads)} not loaded (absent from the '
+            'file or another num_classes): they start from a fresh initialisation'
+        )
     report = net.load(weights, skip=heads, verbose=False)
     report.source = restore_from
     print(report)
@@ -105,9 +108,16 @@ def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
     def loss_fn(batch):
         images, labels = batch
         outputs = net(images, training=True, update_stats=update_mean_var, outputs=net.heads)
-        return icnet_loss(outputs, labels, num_classes=net.num_classes,
-                          ignore_label=ignore_label, weight_decay=weight_decay,
-                          conv_weights=net.conv_weights(), head_weights=head_weights)
+        return icnet_loss(
+            outputs,
+            labels,
+            num_classes=net.num_classes,
+            ignore_label=ignore_label,
+            weight_decay=weight_decay,
+            conv_weights=net.conv_weights(),
+            head_weights=head_weights,
+        )
+
     return loss_fn
 
 
@@ -118,39 +128,65 @@ def main(argv):
     check_labels(pairs, FLAGS.num_classes, FLAGS.ignore_label, FLAGS.data_list)
     val_pairs = None
     if FLAGS.val_list:
-        val_pairs = read_list(FLAGS.val_list, FLAGS.data_dir)[:FLAGS.val_limit]
+        val_pairs = read_list(FLAGS.val_list, FLAGS.data_dir)[: FLAGS.val_limit]
         check_labels(val_pairs, FLAGS.num_classes, FLAGS.ignore_label, FLAGS.val_list)
     strategy = make_strategy(FLAGS.strategy)
     replicas = strategy.num_replicas_in_sync
     if FLAGS.batch_size % replicas:
-        raise UserError(f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} '
-                        'replicas')
+        raise UserError(
+            f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} replicas'
+        )
     print(f'{len(pairs)} training pairs, {replicas} replica(s), global batch {FLAGS.batch_size}')
 
     with strategy.scope():
-        net = build_model(FLAGS.model, num_classes=FLAGS.num_classes,
-                          filter_scale=FLAGS.filter_scale, seed=FLAGS.seed).build()
+        net = build_model(
+            FLAGS.model,
+            num_classes=FLAGS.num_classes,
+            filter_scale=FLAGS.filter_scale,
+            seed=FLAGS.seed,
+        ).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
-    loss_fn = make_loss_fn(net, ignore_label=FLAGS.ignore_label,
-                           weight_decay=FLAGS.weight_decay, update_mean_var=FLAGS.update_mean_var)
-    trainer = Trainer(strategy=strategy, model=net, optimizer=optimizer,
-                      variables=trained_variables(net, FLAGS.train_beta_gamma), loss_fn=loss_fn,
-                      snapshot_dir=FLAGS.snapshot_dir, save_every=FLAGS.save_pred_every)
+    loss_fn = make_loss_fn(
+        net,
+        ignore_label=FLAGS.ignore_label,
+        weight_decay=FLAGS.weight_decay,
+        update_mean_var=FLAGS.update_mean_var,
+    )
+    trainer = Trainer(
+        strategy=strategy,
+        model=net,
+        optimizer=optimizer,
+        variables=trained_variables(net, FLAGS.train_beta_gamma),
+        loss_fn=loss_fn,
+        snapshot_dir=FLAGS.snapshot_dir,
+        save_every=FLAGS.save_pred_every,
+    )
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
     else:
         initialise(net, FLAGS.restore_from)
 
-    dataset = train_dataset(pairs, batch_size=FLAGS.batch_size, crop_size=crop,
-                            random_scale=FLAGS.random_scale, random_mirror=FLAGS.random_mirror,
-                            ignore_label=FLAGS.ignore_label, seed=FLAGS.seed)
+    dataset = train_dataset(
+        pairs,
+        batch_size=FLAGS.batch_size,
+        crop_size=crop,
+        random_scale=FLAGS.random_scale,
+        random_mirror=FLAGS.random_mirror,
+        ignore_label=FLAGS.ignore_label,
+        seed=FLAGS.seed,
+    )
     hooks = [image_summary_hook(net, (val_pairs or pairs)[0])]
     if val_pairs:
         hooks.append(validation_hook(net, val_pairs))
-    trainer.fit(dataset, FLAGS.num_steps, hooks=hooks,
-                hook_every=FLAGS.val_every or FLAGS.save_pred_every, learning_rate=schedule)
+    trainer.fit(
+        dataset,
+        FLAGS.num_steps,
+        hooks=hooks,
+        hook_every=FLAGS.val_every or FLAGS.save_pred_every,
+        learning_rate=schedule,
+    )
     print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
 
 
@@ -158,6 +194,7 @@ def image_summary_hook(net, pair):
     """TensorBoard images: the input, its label and the prediction, in colour."""
     image = read_image(pair[0])
     from PIL import Image
+
     with Image.open(pair[1]) as img:
         label = np.asarray(img)
     segmenter = Segmenter(net)
@@ -168,6 +205,7 @@ def image_summary_hook(net, pair):
             tf.summary.image('input', image[None])
             tf.summary.image('label', colorize(label, num_classes=net.num_classes)[None])
             tf.summary.image('prediction', colorize(pred, num_classes=net.num_classes)[None])
+
     return hook
 
 
@@ -175,12 +213,14 @@ def validation_hook(net, pairs):
     from icnet_tf.evaluate import evaluate, scores
 
     def hook(step, writer):
-        cm = evaluate(net, pairs, num_classes=net.num_classes, ignore_label=FLAGS.ignore_label,
-                      progress=False)
+        cm = evaluate(
+            net, pairs, num_classes=net.num_classes, ignore_label=FLAGS.ignore_label, progress=False
+        )
         miou = scores(cm)[1]
         print(f'\nstep {step}: validation mIoU {miou * 100:.2f} on {len(pairs)} images')
         with writer.as_default(step=step):
             tf.summary.scalar('validation/mIoU', miou)
+
     return hook
 
 

@@ -12,6 +12,7 @@ Checkpoints are crash-safe: TF writes a new checkpoint's data and index files un
 and only then rewrites the small `checkpoint` state file (atomic rename), so a kill at any
 moment leaves the previous checkpoint as the latest one; at most `save_every` steps are lost.
 """
+
 import math
 import os
 import sys
@@ -75,8 +76,19 @@ class Progress:
 class Trainer:
     """Runs `num_steps` optimizer steps of `loss_fn` over `variables`, with checkpoints."""
 
-    def __init__(self, *, strategy, model, optimizer, variables, loss_fn, snapshot_dir,
-                 save_every, keep=5, log_dir=None):
+    def __init__(
+        self,
+        *,
+        strategy,
+        model,
+        optimizer,
+        variables,
+        loss_fn,
+        snapshot_dir,
+        save_every,
+        keep=5,
+        log_dir=None,
+    ):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -103,9 +115,11 @@ class Trainer:
             try:
                 self.checkpoint.restore(latest).assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.OpError) as e:
-                raise UserError(f'{latest}: cannot resume from this checkpoint (another model, '
-                                f'num_classes or filter_scale?): {str(e).splitlines()[0]}; use '
-                                'another --snapshot_dir') from None
+                raise UserError(
+                    f'{latest}: cannot resume from this checkpoint (another model, '
+                    f'num_classes or filter_scale?): {str(e).splitlines()[0]}; use '
+                    'another --snapshot_dir'
+                ) from None
         return latest
 
     def save(self):
@@ -121,11 +135,15 @@ class Trainer:
     def train_step(self, batch):
         """One distributed step; returns the global loss terms as Python floats."""
         if self._step_fn is None:
+
             @tf.function
             def step_fn(batch):
                 per_replica = self.strategy.run(self._replica_step, args=(batch,))
-                return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                        for k, v in per_replica.items()}
+                return {
+                    k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for k, v in per_replica.items()
+                }
+
             self._step_fn = step_fn
         return {k: float(v) for k, v in self._step_fn(batch).items()}
 
@@ -149,8 +167,10 @@ class Trainer:
             if not all(np.isfinite(v) for v in values.values()):
                 progress.close()
                 kept = last_saved or 'none (no checkpoint was written yet)'
-                raise TrainingDiverged(f'loss is {values["loss"]} at step {step}: training '
-                                       f'stopped; last good checkpoint kept: {kept}')
+                raise TrainingDiverged(
+                    f'loss is {values["loss"]} at step {step}: training '
+                    f'stopped; last good checkpoint kept: {kept}'
+                )
             with self.writer.as_default(step=step):
                 for name, value in values.items():
                     tf.summary.scalar(f'loss/{name}', value)

@@ -7,6 +7,7 @@ produces a `LoadReport`: missing (in the network, not the source), unexpected (i
 not the network) and mismatched (different shape) keys. Strict mode raises on any of them and
 assigns nothing; lenient mode (`ignore_missing=True`) assigns what fits and says what it skipped.
 """
+
 import os
 from dataclasses import dataclass, field
 
@@ -29,19 +30,24 @@ def read_weights(path, net=None):
     path = os.fspath(path)
     if path.endswith('.npy'):
         from converters import caffe_npy
+
         return caffe_npy.convert(caffe_npy.load(path))
     if path.endswith(TORCH_SUFFIXES):
         key_map = getattr(net, 'torch_key_map', None)
         if key_map is None:
-            raise WeightsFileError(f'{path}: {type(net).__name__} has no PyTorch key map '
-                                   '(see python -m converters.torch_pth --help)')
+            raise WeightsFileError(
+                f'{path}: {type(net).__name__} has no PyTorch key map '
+                '(see python -m converters.torch_pth --help)'
+            )
         from converters import torch_pth
+
         state_dict = torch_pth.state_dict_of(torch_pth.load(path), path)
         try:
             return key_map(state_dict)
-        except WeightsMismatchError as e:   # pure key maps do not know the file name
+        except WeightsMismatchError as e:  # pure key maps do not know the file name
             raise WeightsMismatchError(f'{path}: {e}') from None
     from icnet_tf.checkpoints import read_weights_checkpoint
+
     return read_weights_checkpoint(path)
 
 
@@ -49,10 +55,10 @@ def read_weights(path, net=None):
 class LoadReport:
     source: str
     loaded: list = field(default_factory=list)
-    missing: list = field(default_factory=list)      # 'layer/param' in the net, not the source
-    unexpected: list = field(default_factory=list)   # in the source, not the net
-    mismatched: list = field(default_factory=list)   # (key, source shape, net shape)
-    skipped: list = field(default_factory=list)      # keys of layers the caller chose to skip
+    missing: list = field(default_factory=list)  # 'layer/param' in the net, not the source
+    unexpected: list = field(default_factory=list)  # in the source, not the net
+    mismatched: list = field(default_factory=list)  # (key, source shape, net shape)
+    skipped: list = field(default_factory=list)  # keys of layers the caller chose to skip
 
     @property
     def ok(self):
@@ -62,24 +68,31 @@ class LoadReport:
         """One-line summary of what does not fit."""
         parts = []
         if self.mismatched:
-            shown = ', '.join(f'{k} file {tuple(a)} vs model {tuple(b)}'
-                              for k, a, b in self.mismatched[:limit])
+            shown = ', '.join(
+                f'{k} file {tuple(a)} vs model {tuple(b)}' for k, a, b in self.mismatched[:limit]
+            )
             parts.append(f'{len(self.mismatched)} wrong-shape ({shown})')
         if self.missing:
-            parts.append(f'{len(self.missing)} missing ({", ".join(self.missing[:limit])}'
-                         f'{", ..." if len(self.missing) > limit else ""})')
+            parts.append(
+                f'{len(self.missing)} missing ({", ".join(self.missing[:limit])}'
+                f'{", ..." if len(self.missing) > limit else ""})'
+            )
         if self.unexpected:
-            parts.append(f'{len(self.unexpected)} unexpected ('
-                         f'{", ".join(self.unexpected[:limit])}'
-                         f'{", ..." if len(self.unexpected) > limit else ""})')
+            parts.append(
+                f'{len(self.unexpected)} unexpected ('
+                f'{", ".join(self.unexpected[:limit])}'
+                f'{", ..." if len(self.unexpected) > limit else ""})'
+            )
         return '; '.join(parts)
 
     def hint(self):
         heads = sorted({k.split('/')[0] for k, _, _ in self.mismatched} & set(HEAD_LAYERS))
         if heads:
-            return (f' -- the class heads differ (num_classes?); to fine-tune on other classes '
-                    f'skip them: skip={tuple(heads)} (CLI: --skip_layers {",".join(heads)}) '
-                    'or ignore_missing=True')
+            return (
+                f' -- the class heads differ (num_classes?); to fine-tune on other classes '
+                f'skip them: skip={tuple(heads)} (CLI: --skip_layers {",".join(heads)}) '
+                'or ignore_missing=True'
+            )
         return ''
 
     def __str__(self):
@@ -91,16 +104,20 @@ class LoadReport:
         for key in self.unexpected:
             lines.append(f'  unexpected (not used): {key}')
         for key, src, dst in self.mismatched:
-            lines.append(f'  wrong shape (not loaded): {key} file {tuple(src)} vs model '
-                         f'{tuple(dst)}')
+            lines.append(
+                f'  wrong shape (not loaded): {key} file {tuple(src)} vs model {tuple(dst)}'
+            )
         return '\n'.join(lines)
 
 
 def compare(expected_shapes, source, skip=()):
     """Match a source dict against `{'layer/param': shape}`; returns (report, assignments)."""
     skip = set(skip)
-    flat = {f'{layer}/{param}': np.asarray(value) for layer, params in source.items()
-            for param, value in params.items()}
+    flat = {
+        f'{layer}/{param}': np.asarray(value)
+        for layer, params in source.items()
+        for param, value in params.items()
+    }
     report = LoadReport(source='<dict>')
     assignments = {}
     for key, shape in expected_shapes.items():
@@ -112,8 +129,9 @@ def compare(expected_shapes, source, skip=()):
             report.mismatched.append((key, flat[key].shape, tuple(shape)))
         else:
             assignments[key] = flat[key]
-    report.unexpected = [k for k in flat if k not in expected_shapes and
-                         k.split('/')[0] not in skip]
+    report.unexpected = [
+        k for k in flat if k not in expected_shapes and k.split('/')[0] not in skip
+    ]
     report.skipped += [k for k in flat if k not in expected_shapes and k.split('/')[0] in skip]
     report.loaded = sorted(assignments)
     return report, assignments
@@ -125,12 +143,13 @@ def load_into(net, source, ignore_missing=False, skip=(), verbose=True):
     weights = read_weights(source, net) if name != '<dict>' else source
     net.build()
     variables = net.variables_by_key()
-    report, assignments = compare({k: tuple(v.shape) for k, v in variables.items()}, weights,
-                                  skip)
+    report, assignments = compare({k: tuple(v.shape) for k, v in variables.items()}, weights, skip)
     report.source = name
     if not report.ok and not ignore_missing:
-        raise WeightsMismatchError(f'{name}: does not fit {type(net).__name__}'
-                                   f'{_describe(net)}: {report.problems()}{report.hint()}')
+        raise WeightsMismatchError(
+            f'{name}: does not fit {type(net).__name__}'
+            f'{_describe(net)}: {report.problems()}{report.hint()}'
+        )
     for key, value in assignments.items():
         variables[key].assign(value.astype(np.float32))
     if verbose and (not report.ok or report.skipped):

@@ -1,7 +1,7 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # The repository root (for `data/` and `tests/golden/`), whether or not the package is installed.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

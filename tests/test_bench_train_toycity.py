@@ -1,4 +1,5 @@
 """resolution_ceiling() of bench/train_toycity.py on label maps whose score is counted by hand."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,8 +19,8 @@ def test_thin_line_on_a_sampled_column(tmp_path):
     label = np.zeros((8, 8), np.uint8)
     label[:, 2] = 1
     ceiling = resolution_ceiling([save(tmp_path, 'a.png', label)], stride=4, num_classes=2)
-    iou1 = 8 / (8 + 24)            # TP column 2; FP columns 0, 1, 3
-    iou0 = 32 / (32 + 24)          # TP columns 4..7; FN columns 0, 1, 3
+    iou1 = 8 / (8 + 24)  # TP column 2; FP columns 0, 1, 3
+    iou0 = 32 / (32 + 24)  # TP columns 4..7; FN columns 0, 1, 3
     assert ceiling == pytest.approx((iou0 + iou1) / 2)
 
 
@@ -34,7 +35,7 @@ def test_sizes_not_divisible_by_the_stride_and_ignore(tmp_path):
     paths = [save(tmp_path, 'a.png', line), save(tmp_path, 'b.png', small)]
     ceiling = resolution_ceiling(paths, stride=4, num_classes=2)
     iou1 = 8 / (8 + 24 + 1)
-    iou0 = (32 + 34) / (32 + 34 + 24 + 1)   # FN columns 0, 1, 3; FP the missed pixel
+    iou0 = (32 + 34) / (32 + 34 + 24 + 1)  # FN columns 0, 1, 3; FP the missed pixel
     assert ceiling == pytest.approx((iou0 + iou1) / 2)
 
 
@@ -46,5 +47,5 @@ def test_a_sampled_ignore_pixel_drops_its_cell(tmp_path):
     label[6, 6] = 255
     ceiling = resolution_ceiling([save(tmp_path, 'a.png', label)], stride=4, num_classes=2)
     iou1 = 8 / (8 + 24)
-    iou0 = 16 / (16 + 24)          # the cell rows 4..7, cols 4..7 is dropped
+    iou0 = 16 / (16 + 24)  # the cell rows 4..7, cols 4..7 is dropped
     assert ceiling == pytest.approx((iou0 + iou1) / 2)

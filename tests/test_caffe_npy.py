@@ -1,4 +1,5 @@
 """caffe-tensorflow `.npy` weights: reading, strict loading into ICNet, and the converter CLI."""
+
 import os
 import pickle
 import subprocess
@@ -63,7 +64,7 @@ def test_caffe_files_lack_the_aux_heads_strict_then_skip(tmp_path, bn_net):
     with pytest.raises(WeightsMismatchError, match='sub4_out/weights') as e:
         bn_net.load(path)
     assert str(e.value).startswith(path)
-    report = bn_net.load(path, skip=('sub4_out', 'sub24_out'))   # ...and skipping works
+    report = bn_net.load(path, skip=('sub4_out', 'sub24_out'))  # ...and skipping works
     assert report.ok and len(report.skipped) == 4
 
 
@@ -78,9 +79,12 @@ def test_num_classes_mismatch_is_explained(tmp_path, bn_net):
     assert 'num_classes' in msg and '--skip_layers' in msg
     report = net5.load(path, ignore_missing=True, verbose=False)
     assert {k for k, _, _ in report.mismatched} == {
-        f'{h}/{p}' for h in ('conv6_cls', 'sub4_out', 'sub24_out') for p in ('weights', 'biases')}
-    np.testing.assert_array_equal(net5.params['conv1_1_3x3_s2']['weights'].numpy(),
-                                  bn_net.params['conv1_1_3x3_s2']['weights'].numpy())
+        f'{h}/{p}' for h in ('conv6_cls', 'sub4_out', 'sub24_out') for p in ('weights', 'biases')
+    }
+    np.testing.assert_array_equal(
+        net5.params['conv1_1_3x3_s2']['weights'].numpy(),
+        bn_net.params['conv1_1_3x3_s2']['weights'].numpy(),
+    )
 
 
 def test_wrong_model_is_reported(tmp_path, bn_net):
@@ -99,8 +103,9 @@ def test_wrong_shape_is_reported(tmp_path, bn_net):
         bn_net.load(path)
 
 
-@pytest.mark.parametrize('make', ['missing', 'empty', 'garbage', 'truncated', 'plain_array',
-                                  'not_dict', 'malicious'])
+@pytest.mark.parametrize(
+    'make', ['missing', 'empty', 'garbage', 'truncated', 'plain_array', 'not_dict', 'malicious']
+)
 def test_bad_files_raise_one_clear_error(tmp_path, make):
     path = str(tmp_path / 'bad.npy')
     if make == 'empty':
@@ -110,15 +115,17 @@ def test_bad_files_raise_one_clear_error(tmp_path, make):
     elif make == 'truncated':
         np.save(path, {'a': {'weights': np.ones((50, 50), np.float32)}}, allow_pickle=True)
         data = open(path, 'rb').read()
-        open(path, 'wb').write(data[:len(data) // 2])
+        open(path, 'wb').write(data[: len(data) // 2])
     elif make == 'plain_array':
         np.save(path, np.ones(3))
     elif make == 'not_dict':
         np.save(path, np.array([1, 'a'], dtype=object), allow_pickle=True)
     elif make == 'malicious':
+
         class Evil:
             def __reduce__(self):
                 return (os.system, (f'touch {tmp_path}/pwned',))
+
         arr = np.empty((), dtype=object)
         arr[()] = {'conv': {'weights': Evil()}}
         with open(path, 'wb') as f:
@@ -137,8 +144,9 @@ def test_python2_latin1_pickle_is_read(tmp_path):
     payload = pickle.dumps(obj, protocol=2)
     path = str(tmp_path / 'py2.npy')
     with open(path, 'wb') as f:
-        np.lib.format.write_array_header_1_0(f, {'descr': '|O', 'fortran_order': False,
-                                                 'shape': ()})
+        np.lib.format.write_array_header_1_0(
+            f, {'descr': '|O', 'fortran_order': False, 'shape': ()}
+        )
         f.write(payload)
     got = caffe_npy.load(path)
     np.testing.assert_array_equal(got['conv\xe9']['weights'], arr)
@@ -146,16 +154,30 @@ def test_python2_latin1_pickle_is_read(tmp_path):
 
 def _cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-    return subprocess.run([sys.executable, '-m', 'converters.caffe_npy', *args], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, '-m', 'converters.caffe_npy', *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_cli_converts_and_reports(tmp_path, bn_net):
     path = str(tmp_path / 'w.npy')
     caffe_style_file(path, bn_net, drop=('sub4_out', 'sub24_out'), seed=9)
     out = tmp_path / 'ckpt'
-    r = _cli('--npy', path, '--model', 'ICNet_BN', '--out_dir', str(out),
-             '--skip_layers', 'sub4_out,sub24_out')
+    r = _cli(
+        '--npy',
+        path,
+        '--model',
+        'ICNet_BN',
+        '--out_dir',
+        str(out),
+        '--skip_layers',
+        'sub4_out,sub24_out',
+    )
     assert r.returncode == 0, r.stderr
     n_arrays = len(bn_net.variables_by_key()) - 4
     assert f'loaded {n_arrays} arrays' in r.stdout and 'skipped on request' in r.stdout

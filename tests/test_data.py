@@ -1,4 +1,5 @@
 """List parsing/validation and the augmentation pipeline (alignment, padding, determinism)."""
+
 import os
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_check_labels_reports_line_and_values(tmp_path):
 
 def _decoded_class(image):
     """Invert blocky()'s colour code on a mean-subtracted BGR image."""
-    rgb = (image[..., ::-1] + np.array(IMG_MEAN_BGR)[::-1])
+    rgb = image[..., ::-1] + np.array(IMG_MEAN_BGR)[::-1]
     return np.rint(rgb[..., 0] / 60).astype(int)
 
 
@@ -72,15 +73,21 @@ def test_augmentation_keeps_image_and_label_aligned(scale, mirror):
     rgb, label = blocky(2)
     image = tf.reverse(tf.cast(rgb, tf.float32), [-1]) - IMG_MEAN_BGR
     for s in range(6):
-        img, lab = augment(image, tf.constant(label[..., None], tf.uint8), tf.constant([s, 9]),
-                           crop_size=(40, 90), random_scale=scale, random_mirror=mirror,
-                           ignore_label=255)
+        img, lab = augment(
+            image,
+            tf.constant(label[..., None], tf.uint8),
+            tf.constant([s, 9]),
+            crop_size=(40, 90),
+            random_scale=scale,
+            random_mirror=mirror,
+            ignore_label=255,
+        )
         img, lab = img.numpy(), lab.numpy()[..., 0]
         assert img.shape == (40, 90, 3) and lab.shape == (40, 90)
         padded = lab == 255
         if not scale:
-            assert padded.all(axis=0)[64:].all()           # width 64 < crop 90: padded columns
-        np.testing.assert_array_equal(img[padded], 0.0)    # image padding = the mean colour
+            assert padded.all(axis=0)[64:].all()  # width 64 < crop 90: padded columns
+        np.testing.assert_array_equal(img[padded], 0.0)  # image padding = the mean colour
         inside = ~padded
         agree = (_decoded_class(img)[inside] == lab[inside]).mean()
         # bilinear image vs nearest label differ only on block borders when scaling
@@ -104,8 +111,14 @@ def test_dataset_is_deterministic_and_decodes_any_mode(tmp_path):
     pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
 
     def first_batches(seed):
-        ds = train_dataset(pairs, batch_size=2, crop_size=(48, 48), random_scale=True,
-                           random_mirror=True, seed=seed)
+        ds = train_dataset(
+            pairs,
+            batch_size=2,
+            crop_size=(48, 48),
+            random_scale=True,
+            random_mirror=True,
+            seed=seed,
+        )
         return [(x.numpy(), y.numpy()) for x, y in ds.take(3)]
 
     a, b, c = first_batches(1), first_batches(1), first_batches(2)

@@ -4,6 +4,7 @@ frozen feature network, gradients, scale field, key-frame lookup and the trainin
 ICNet_BN with 5 classes on 193x257 frames (the smallest Caffe-exact size its pyramid pooling
 accepts is 193) keeps this module fast; FlowNetS is built once per module.
 """
+
 import os
 
 import numpy as np
@@ -19,7 +20,7 @@ from icnet_tf import ICNet_BN, PSPNet101
 from icnet_tf.cli import UserError
 from icnet_tf.predict import to_network_input
 
-H, W = 193, 257          # frames; FlowNetS input 97x129, flow2 25x33, ICNet grid 49x65
+H, W = 193, 257  # frames; FlowNetS input 97x129, flow2 25x33, ICNet grid 49x65
 GRID = (49, 65)
 FLOW_IN = (97, 129)
 NUM_CLASSES = 5
@@ -55,8 +56,9 @@ def _tame_batch_norm(net):
 def _texture(rng, h, w):
     """A smooth-ish random RGB texture (uint8), so shifted crops have structure to match."""
     coarse = rng.uniform(0, 255, (h // 4 + 2, w // 4 + 2, 3))
-    img = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((w, h), Image.BILINEAR),
-                     np.float32)
+    img = np.asarray(
+        Image.fromarray(coarse.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32
+    )
     return np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
 
 
@@ -65,7 +67,7 @@ def frames():
     rng = np.random.default_rng(7)
     big = _texture(rng, H, W + 64)
     key = big[:, :W][None]
-    current = big[:, 8:8 + W][None]        # current(x) = key(x + 8): flow +8 frame px in x
+    current = big[:, 8 : 8 + W][None]  # current(x) = key(x + 8): flow +8 frame px in x
     other = _texture(rng, H, W)[None]
     return key, current, other
 
@@ -73,7 +75,7 @@ def frames():
 # ------------------------------------------------------------------------------ flow scaling
 def test_flow_input_size_and_raw_flow_shape(dff, frames):
     key, current, _ = frames
-    assert dff.flow_input_size(H, W) == FLOW_IN          # ceil(h / 2), like 'full' pooling
+    assert dff.flow_input_size(H, W) == FLOW_IN  # ceil(h / 2), like 'full' pooling
     assert dff.flow_input_size(192, 256) == (96, 128)
     flow2, concat2 = dff.raw_flow(key, current)
     assert flow2.shape == (1, 25, 33, 2) and concat2.shape == (1, 25, 33, 194)
@@ -117,14 +119,14 @@ def test_known_shift_warps_key_features_onto_current_features(flownet, frames):
     key_feat = model.key_features(key)
     cur_feat = model.key_features(current).numpy()
     assert key_feat.shape == (1, *GRID, 128)
-    shift_grid = 2.0   # 8 frame px on the 1/4 grid (align corners: (65 - 1) / (257 - 1))
+    shift_grid = 2.0  # 8 frame px on the 1/4 grid (align corners: (65 - 1) / (257 - 1))
     raw = np.zeros((1, 25, 33, 2), np.float32)
     raw[..., 0] = shift_grid * FLOW_IN[1] / (DIV_FLOW * GRID[1])  # the spec's scaling, inverted
     flow = model.grid_flow(raw, GRID, FLOW_IN).numpy()
     np.testing.assert_allclose(flow[..., 0], shift_grid, rtol=1e-6)
     assert np.all(flow[..., 1] == 0)
 
-    inner = np.s_[:, :, 3:59]   # receptive field (+-7 px) and interp inside both frames
+    inner = np.s_[:, :, 3:59]  # receptive field (+-7 px) and interp inside both frames
     warped = model.warp_features(key_feat, key, current, raw_flow=raw).numpy()
     scale = np.abs(cur_feat[inner]).max()
     assert scale > 0.1
@@ -134,8 +136,9 @@ def test_known_shift_warps_key_features_onto_current_features(flownet, frames):
         assert np.abs(bad[inner] - cur_feat[inner]).mean() > 0.05 * np.abs(cur_feat).mean()
     # logits too: N_task on warped features == N_task on the current frame's features
     logits = model.propagate(key_feat, key, current, raw_flow=raw).numpy()
-    np.testing.assert_allclose(logits[inner], model.task(cur_feat).numpy()[inner],
-                               atol=1e-4 * np.abs(logits).max())
+    np.testing.assert_allclose(
+        logits[inner], model.task(cur_feat).numpy()[inner], atol=1e-4 * np.abs(logits).max()
+    )
 
 
 # ------------------------------------------------------------------------- API consistency
@@ -144,8 +147,9 @@ def test_key_features_task_equal_the_feature_network(dff, frames):
     per_frame = dff.feature_net(to_network_input(key), training=False)
     np.testing.assert_array_equal(dff.task(dff.key_features(key)).numpy(), per_frame.numpy())
     # float frames in 0..255 are the same input as uint8 ones
-    np.testing.assert_array_equal(dff.key_features(key.astype(np.float32)).numpy(),
-                                  dff.key_features(key).numpy())
+    np.testing.assert_array_equal(
+        dff.key_features(key.astype(np.float32)).numpy(), dff.key_features(key).numpy()
+    )
 
 
 def test_distance_zero_gives_the_per_frame_logits(dff, frames):
@@ -153,9 +157,10 @@ def test_distance_zero_gives_the_per_frame_logits(dff, frames):
     per_frame = dff.feature_net(to_network_input(key), training=False).numpy()
     features = dff.key_features(key)
     zero = np.zeros((1, 25, 33, 2), np.float32)
-    np.testing.assert_array_equal(dff.propagate(features, key, key, raw_flow=zero).numpy(),
-                                  per_frame)
-    np.testing.assert_array_equal(dff(key, key).numpy(), per_frame)   # eq_flag: unwarped
+    np.testing.assert_array_equal(
+        dff.propagate(features, key, key, raw_flow=zero).numpy(), per_frame
+    )
+    np.testing.assert_array_equal(dff(key, key).numpy(), per_frame)  # eq_flag: unwarped
 
 
 def test_call_equals_key_features_then_propagate(dff, frames):
@@ -184,10 +189,11 @@ def test_video_runner_schedule(dff, frames):
     features = dff.key_features(key)
     expected = dff.labels(dff.propagate(features, key, current), (H, W)).numpy()[0]
     np.testing.assert_array_equal(out[1][1], expected)
-    np.testing.assert_array_equal(out[4][1], expected)   # frame 4 propagates from frame 3
+    np.testing.assert_array_equal(out[4][1], expected)  # frame 4 propagates from frame 3
     speed = runner.speed(key_interval=5)
     assert speed['overall_fps'] == pytest.approx(
-        5 / (speed['key_seconds'] + 4 * speed['propagate_seconds']))
+        5 / (speed['key_seconds'] + 4 * speed['propagate_seconds'])
+    )
 
 
 # ------------------------------------------------------------------------------ gradients
@@ -197,8 +203,9 @@ def _grads(model, frames, variables):
     with tf.GradientTape() as tape:
         logits = model(key, current, training=True)
         labels_small = tf.image.resize(labels, logits.shape[1:3], method='nearest')[..., 0]
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels_small, logits=logits))
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels_small, logits=logits)
+        )
     return tape.gradient(loss, variables)
 
 
@@ -209,12 +216,12 @@ def test_feature_net_frozen_flownet_and_task_trained(dff, frames):
     trained = dff.trained_variables()
     assert {id(v) for v in trained} == ({id(v) for v in dff.flownet.trainable_variables} | task)
     grads = _grads(dff, frames, feature_vars + trained)
-    assert all(g is None for g in grads[:len(feature_vars)])
-    trained_grads = grads[len(feature_vars):]
+    assert all(g is None for g in grads[: len(feature_vars)])
+    trained_grads = grads[len(feature_vars) :]
     missing = [v.name for v, g in zip(trained, trained_grads) if g is None]
     assert not missing, missing
     assert all(np.isfinite(g.numpy()).all() for g in trained_grads)
-    assert any(np.abs(g.numpy()).max() > 0 for g in trained_grads[:-2])   # FlowNetS moves
+    assert any(np.abs(g.numpy()).max() > 0 for g in trained_grads[:-2])  # FlowNetS moves
 
 
 def test_train_feature_net_lets_gradients_reach_it(flownet, frames):
@@ -239,8 +246,10 @@ def test_scale_field_starts_at_one(flownet, frames):
     _, concat2 = scaled.raw_flow(key, current)
     np.testing.assert_array_equal(scaled.scale_map(concat2, GRID).numpy(), 1.0)
     features = plain.key_features(key)
-    np.testing.assert_array_equal(scaled.warp_features(features, key, current).numpy(),
-                                  plain.warp_features(features, key, current).numpy())
+    np.testing.assert_array_equal(
+        scaled.warp_features(features, key, current).numpy(),
+        plain.warp_features(features, key, current).numpy(),
+    )
     # S is trained: its weights get a gradient
     assert _grads(scaled, frames, [w])[0] is not None
 
@@ -249,12 +258,14 @@ def test_pspnet_split_matches_the_network(flownet):
     net = PSPNet101(num_classes=3, blocks=(1, 1, 1, 1), width_multiplier=1 / 8, seed=4)
     model = DFF(net, flownet=flownet).build()
     assert (model.feature_layer, model.task_layer, model.feature_channels) == (
-        'conv5_4_bn', 'conv6', 64)
+        'conv5_4_bn',
+        'conv6',
+        64,
+    )
     frames = np.random.default_rng(1).integers(0, 256, (1, 65, 97, 3), dtype=np.uint8)
     features = model.key_features(frames)
     assert features.shape == (1, 9, 13, 64)
-    np.testing.assert_array_equal(model.task(features).numpy(),
-                                  net(net.preprocess(frames)).numpy())
+    np.testing.assert_array_equal(model.task(features).numpy(), net(net.preprocess(frames)).numpy())
     logits = model.propagate(features, frames, frames[:, :, ::-1])
     assert logits.shape == (1, 9, 13, 3)
 
@@ -266,7 +277,7 @@ def test_constructor_checks(flownet):
         DFF('icnet_bn', flow_scale=0, flownet=flownet)
     model = DFF('icnet_bn', num_classes=4, flownet=flownet, feature_net_kwargs={'filter_scale': 2})
     assert model.feature_channels == 256 and model.get_config()['feature_net'] == 'icnet_bn'
-    merged = DFF('icnet', num_classes=4, flownet=flownet)   # BN-merged ICNet: same split
+    merged = DFF('icnet', num_classes=4, flownet=flownet)  # BN-merged ICNet: same split
     assert (merged.feature_net_name, merged.feature_layer) == ('icnet', 'sub12_sum_interp')
     with pytest.raises(TypeError, match='feature_net must be one of'):
         DFF(flownet, flownet=flownet)
@@ -287,16 +298,21 @@ def cityscapes_like(tmp_path_factory):
     for f in range(10, 20):
         img = np.full((20, 30, 3), f * 10, np.uint8)
         img[:, :, 1] = rng.integers(0, 255, (20, 30))
-        _write_png(str(root / f'leftImg8bit_sequence/val/ulm/ulm_000000_{f:06d}_leftImg8bit.png'),
-                   img)
+        _write_png(
+            str(root / f'leftImg8bit_sequence/val/ulm/ulm_000000_{f:06d}_leftImg8bit.png'), img
+        )
     stem = 'ulm_000000_000019'
     img = np.full((20, 30, 3), 190, np.uint8)
     img[:, :, 1] = rng.integers(0, 255, (20, 30))
     _write_png(str(root / f'leftImg8bit/val/ulm/{stem}_leftImg8bit.png'), img)
-    _write_png(str(root / f'gtFine/val/ulm/{stem}_gtFine_labelTrainIds.png'),
-               rng.integers(0, 3, (20, 30)).astype(np.uint8))
-    (root / 'list.txt').write_text(f'leftImg8bit/val/ulm/{stem}_leftImg8bit.png '
-                                   f'gtFine/val/ulm/{stem}_gtFine_labelTrainIds.png\n')
+    _write_png(
+        str(root / f'gtFine/val/ulm/{stem}_gtFine_labelTrainIds.png'),
+        rng.integers(0, 3, (20, 30)).astype(np.uint8),
+    )
+    (root / 'list.txt').write_text(
+        f'leftImg8bit/val/ulm/{stem}_leftImg8bit.png '
+        f'gtFine/val/ulm/{stem}_gtFine_labelTrainIds.png\n'
+    )
     return root
 
 
@@ -308,8 +324,9 @@ def test_cityscapes_key_frames_come_from_the_sequence_folder(cityscapes_like):
     assert videos.key(sample, 0) == (sample.image, 0)
     path, d = videos.key(sample, 5)
     assert d == 5 and path.endswith(
-        os.path.join('leftImg8bit_sequence', 'val', 'ulm', 'ulm_000000_000014_leftImg8bit.png'))
-    path, d = videos.key(sample, 15)      # before the snippet: clamped to its first frame
+        os.path.join('leftImg8bit_sequence', 'val', 'ulm', 'ulm_000000_000014_leftImg8bit.png')
+    )
+    path, d = videos.key(sample, 15)  # before the snippet: clamped to its first frame
     assert d == 9 and path.endswith('ulm_000000_000010_leftImg8bit.png')
     assert videos.exact_key(sample, 9) is not None and videos.exact_key(sample, 15) is None
 
@@ -317,16 +334,21 @@ def test_cityscapes_key_frames_come_from_the_sequence_folder(cityscapes_like):
 def _locate(crop, full):
     """(y, x, mirrored) of every place `crop` occurs in `full` or its mirror image."""
     h, w = crop.shape[:2]
-    return [(y, x, m) for m in (False, True) for y in range(full.shape[0] - h + 1)
-            for x in range(full.shape[1] - w + 1)
-            if np.array_equal((full[:, ::-1] if m else full)[y:y + h, x:x + w], crop)]
+    return [
+        (y, x, m)
+        for m in (False, True)
+        for y in range(full.shape[0] - h + 1)
+        for x in range(full.shape[1] - w + 1)
+        if np.array_equal((full[:, ::-1] if m else full)[y : y + h, x : x + w], crop)
+    ]
 
 
 def test_training_pairs_share_crop_and_mirror(cityscapes_like):
     videos = read_video_list(str(cityscapes_like / 'list.txt'), str(cityscapes_like))
     sample = videos.samples[0]
-    ds = train_dataset(videos, batch_size=4, crop_size=(12, 16), key_distance=4,
-                       random_mirror=True, seed=5)
+    ds = train_dataset(
+        videos, batch_size=4, crop_size=(12, 16), key_distance=4, random_mirror=True, seed=5
+    )
     (key, current), label = next(iter(ds))
     assert key.shape == (4, 12, 16, 3) and current.shape == (4, 12, 16, 3)
     assert label.shape == (4, 12, 16, 1) and label.dtype == tf.int32
@@ -340,7 +362,7 @@ def test_training_pairs_share_crop_and_mirror(cityscapes_like):
         (where,) = _locate(key.numpy()[b].astype(np.uint8), key_full)
         assert _locate(current.numpy()[b].astype(np.uint8), cur_full) == [where]
         y, x, m = where
-        expected = (lab_full[:, ::-1] if m else lab_full)[y:y + 12, x:x + 16]
+        expected = (lab_full[:, ::-1] if m else lab_full)[y : y + 12, x : x + 16]
         np.testing.assert_array_equal(label.numpy()[b, ..., 0], expected)
         placements.add(where)
     assert len(placements) > 1
@@ -367,9 +389,19 @@ def test_videos_json_sequences_with_equal_names_stay_apart(tmp_path):
     """The toy city numbers train and val sequences from 0 each (both 'toycity_000000'): a
     training frame's key must come from its own sequence, not from the val one."""
     from data import toycity
+
     out = str(tmp_path)
-    toycity.generate(out, num_train=0, num_val=0, height=64, width=128, num_videos_train=1,
-                     num_videos_val=1, video_frames=3, seed=0)
+    toycity.generate(
+        out,
+        num_train=0,
+        num_val=0,
+        height=64,
+        width=128,
+        num_videos_train=1,
+        num_videos_val=1,
+        video_frames=3,
+        seed=0,
+    )
     for split in ('train', 'val'):
         videos = read_video_list(f'{out}/list/video_{split}.txt', out, f'{out}/videos.json')
         for sample in videos.samples[1:]:

@@ -3,6 +3,7 @@ inference (PNGs + GIF), export (SavedModel round trip), and one-line errors on b
 
 Each CLI runs in a subprocess (absl flags are process-global), ICNet_BN on 193x257 frames.
 """
+
 import glob
 import json
 import os
@@ -23,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 def run(module, *args, expect=0):
-    proc = subprocess.run([sys.executable, '-m', module, *map(str, args)], env=ENV, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, '-m', module, *map(str, args)],
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == expect, (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
@@ -40,19 +47,48 @@ def one_line_error(proc, *fragments):
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     from data import toycity
+
     out = str(tmp_path_factory.mktemp('toyvideo'))
-    toycity.generate(out, num_train=0, num_val=0, height=H, width=W, num_videos_train=1,
-                     num_videos_val=1, video_frames=12, seed=2)
+    toycity.generate(
+        out,
+        num_train=0,
+        num_val=0,
+        height=H,
+        width=W,
+        num_videos_train=1,
+        num_videos_val=1,
+        video_frames=12,
+        seed=2,
+    )
     return out
 
 
 @pytest.fixture(scope='module')
 def snapshot(toy, tmp_path_factory):
     snap = str(tmp_path_factory.mktemp('snap'))
-    proc = run('dff_tf.train', '--data_list', f'{toy}/list/video_train.txt', '--data_dir', toy,
-               '--videos_json', f'{toy}/videos.json', '--feature_net', 'icnet_bn',
-               '--num_classes', 19, '--batch_size', 1, '--num_steps', 3,
-               '--save_pred_every', 2, '--learning_rate', 1e-6, '--snapshot_dir', snap)
+    proc = run(
+        'dff_tf.train',
+        '--data_list',
+        f'{toy}/list/video_train.txt',
+        '--data_dir',
+        toy,
+        '--videos_json',
+        f'{toy}/videos.json',
+        '--feature_net',
+        'icnet_bn',
+        '--num_classes',
+        19,
+        '--batch_size',
+        1,
+        '--num_steps',
+        3,
+        '--save_pred_every',
+        2,
+        '--learning_rate',
+        1e-6,
+        '--snapshot_dir',
+        snap,
+    )
     assert 'done: step 3' in proc.stdout, proc.stdout
     return snap
 
@@ -66,15 +102,24 @@ def test_train_writes_checkpoints_and_config(snapshot):
 
 
 def test_evaluate_reports_distances_baseline_and_speed(toy, snapshot, tmp_path):
-    proc = run('dff_tf.evaluate', '--data_list', f'{toy}/list/video_val.txt', '--data_dir', toy,
-               '--restore_from', snapshot, '--save_dir', tmp_path)
+    proc = run(
+        'dff_tf.evaluate',
+        '--data_list',
+        f'{toy}/list/video_val.txt',
+        '--data_dir',
+        toy,
+        '--restore_from',
+        snapshot,
+        '--save_dir',
+        tmp_path,
+    )
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.strip().startswith('IoU (%)'))
     assert header.split()[2:] == ['per-frame', 'd=1', 'd=2', 'd=3', 'd=4', 'd=5', 'd=9', 'l=5']
     assert 'key frames' in out and 'propagated frames' in out and 'key interval 5' in out
     with open(tmp_path / 'dff_metrics.json') as f:
         metrics = json.load(f)
-    assert metrics['frames'] == 3       # frames 9, 10, 11 have keys at 1, 5 and 9
+    assert metrics['frames'] == 3  # frames 9, 10, 11 have keys at 1, 5 and 9
     for key in ('per-frame', 'distance_1', 'distance_5', 'distance_9', 'key_interval_5'):
         assert 0 <= metrics[key]['mIoU'] <= 1
     assert metrics['speed']['overall_fps'] > 0
@@ -84,10 +129,20 @@ def test_inference_writes_pngs_and_gif_and_reports_bad_frames(toy, snapshot, tmp
     frames = tmp_path / 'frames'
     shutil.copytree(os.path.join(toy, 'leftImg8bit_sequence', 'val', 'toycity'), frames)
     names = sorted(os.listdir(frames))
-    (frames / names[4]).write_bytes(b'not a png')              # corrupt frame
+    (frames / names[4]).write_bytes(b'not a png')  # corrupt frame
     out_dir = tmp_path / 'out'
-    proc = run('dff_tf.inference', '--frames', frames, '--restore_from', snapshot,
-               '--key_interval', 5, '--save_dir', out_dir, expect=1)
+    proc = run(
+        'dff_tf.inference',
+        '--frames',
+        frames,
+        '--restore_from',
+        snapshot,
+        '--key_interval',
+        5,
+        '--save_dir',
+        out_dir,
+        expect=1,
+    )
     one_line_error(proc, '1 of 12 frames skipped', names[4], 'not a readable image')
     assert 'key frames' in proc.stdout and 'propagated frames' in proc.stdout
     pngs = sorted(glob.glob(str(out_dir / '*_color.png')))
@@ -99,26 +154,36 @@ def test_inference_writes_pngs_and_gif_and_reports_bad_frames(toy, snapshot, tmp
 
 
 def test_inference_missing_frames_dir(snapshot, tmp_path):
-    proc = run('dff_tf.inference', '--frames', tmp_path / 'nope', '--restore_from', snapshot,
-               expect=1)
+    proc = run(
+        'dff_tf.inference', '--frames', tmp_path / 'nope', '--restore_from', snapshot, expect=1
+    )
     one_line_error(proc, 'nope', 'no such directory')
 
 
 def test_export_round_trip(toy, snapshot, tmp_path):
     from dff_tf.model import VideoRunner, load_weights
     from dff_tf.train import build_model
+
     export_dir = tmp_path / 'saved'
-    run('dff_tf.export', '--restore_from', snapshot, '--input_size', f'{H},{W}',
-        '--export_dir', export_dir)
+    run(
+        'dff_tf.export',
+        '--restore_from',
+        snapshot,
+        '--input_size',
+        f'{H},{W}',
+        '--export_dir',
+        export_dir,
+    )
     loaded = tf.saved_model.load(str(export_dir))
     assert set(loaded.signatures) == {'key_frame', 'propagate'}
-    seq = sorted(glob.glob(os.path.join(toy, 'leftImg8bit_sequence', 'val', 'toycity',
-                                        '*.png')))
+    seq = sorted(glob.glob(os.path.join(toy, 'leftImg8bit_sequence', 'val', 'toycity', '*.png')))
     key, current = (np.asarray(Image.open(seq[i]).convert('RGB')) for i in (0, 4))
     exported_key = loaded.signatures['key_frame'](image=tf.constant(key[None]))
-    exported = loaded.signatures['propagate'](features=exported_key['features'],
-                                              key_image=tf.constant(key[None]),
-                                              image=tf.constant(current[None]))['labels']
+    exported = loaded.signatures['propagate'](
+        features=exported_key['features'],
+        key_image=tf.constant(key[None]),
+        image=tf.constant(current[None]),
+    )['labels']
     with open(os.path.join(snapshot, 'dff_config.json')) as f:
         config = json.load(f)
     dff = build_model(dict(config, train_feature_net=False))
@@ -129,8 +194,11 @@ def test_export_round_trip(toy, snapshot, tmp_path):
     assert exported.dtype == tf.int32
     assert np.mean(exported_key['labels'].numpy()[0] == key_labels) >= 0.9999
     assert np.mean(exported.numpy()[0] == labels) >= 0.9999
-    np.testing.assert_allclose(exported_key['features'].numpy(), features.numpy(),
-                               atol=1e-4 * np.abs(features.numpy()).max())
+    np.testing.assert_allclose(
+        exported_key['features'].numpy(),
+        features.numpy(),
+        atol=1e-4 * np.abs(features.numpy()).max(),
+    )
 
 
 def test_bad_inputs_fail_with_one_line(toy, tmp_path):
@@ -138,12 +206,29 @@ def test_bad_inputs_fail_with_one_line(toy, tmp_path):
     bad_list.write_text('a b c\n')
     proc = run('dff_tf.train', '--data_list', bad_list, '--feature_net', 'icnet_bn', expect=1)
     one_line_error(proc, 'bad.txt:1', 'expected 2 fields')
-    proc = run('dff_tf.evaluate', '--data_list', f'{toy}/list/video_val.txt', '--data_dir', toy,
-               '--restore_from', tmp_path / 'missing.npy', '--feature_net', 'icnet_bn',
-               expect=1)
+    proc = run(
+        'dff_tf.evaluate',
+        '--data_list',
+        f'{toy}/list/video_val.txt',
+        '--data_dir',
+        toy,
+        '--restore_from',
+        tmp_path / 'missing.npy',
+        '--feature_net',
+        'icnet_bn',
+        expect=1,
+    )
     one_line_error(proc, 'missing.npy')
-    proc = run('dff_tf.export', '--restore_from', tmp_path / 'missing.npy', '--feature_net',
-               'icnet_bn', '--input_size', '100,100', expect=1)
+    proc = run(
+        'dff_tf.export',
+        '--restore_from',
+        tmp_path / 'missing.npy',
+        '--feature_net',
+        'icnet_bn',
+        '--input_size',
+        '100,100',
+        expect=1,
+    )
     one_line_error(proc, '--input_size 100x100', 'minimum')
 
 
@@ -152,6 +237,7 @@ def test_weights_from_parts_equal_the_whole_checkpoint(snapshot, tmp_path):
     same model as --restore_from <DFF checkpoint> (minus ICNet's training-only heads)."""
     from dff_tf.model import DFF, load_weights
     from icnet_tf.checkpoints import save_weights_checkpoint
+
     whole = DFF('icnet_bn', 19, seed=5)
     load_weights(whole, snapshot, log=lambda *a: None)
     prefix = save_weights_checkpoint(whole.feature_net, str(tmp_path / 'icnet'))

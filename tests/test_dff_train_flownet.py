@@ -1,6 +1,7 @@
 """FlowNetS pretraining on known flow (dff_tf.train_flownet, dff_tf.data.flow_pairs /
 known_flow / flow_dataset): the target's sign and mask against the toy city's pixel-exact
 panning, mirroring, the multiscale target and loss against NumPy, learning, and the CLI."""
+
 import os
 import subprocess
 import sys
@@ -20,9 +21,19 @@ H, W = 64, 128
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     from data import toycity
+
     out = str(tmp_path_factory.mktemp('toyflow'))
-    toycity.generate(out, num_train=0, num_val=0, height=H, width=W, num_videos_train=2,
-                     num_videos_val=1, video_frames=8, seed=5)
+    toycity.generate(
+        out,
+        num_train=0,
+        num_val=0,
+        height=H,
+        width=W,
+        num_videos_train=2,
+        num_videos_val=1,
+        video_frames=8,
+        seed=5,
+    )
     return out
 
 
@@ -36,10 +47,9 @@ def test_known_flow_on_a_hand_computed_grid():
     # 4x6 frame, dx = -2: columns 0, 1 sample outside the key; hood from row 3;
     # box [x0, y0, x1, y1) = [3, 0, 5, 2) unsupervised; an all-zero padding box is empty.
     flow, valid = known_flow((4, 6, 3), -2.0, 3, [[3, 0, 5, 2], [0, 0, 0, 0]])
-    expected = np.array([[0, 0, 1, 0, 0, 1],
-                         [0, 0, 1, 0, 0, 1],
-                         [0, 0, 1, 1, 1, 1],
-                         [0, 0, 0, 0, 0, 0]], np.float32)
+    expected = np.array(
+        [[0, 0, 1, 0, 0, 1], [0, 0, 1, 0, 0, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]], np.float32
+    )
     np.testing.assert_array_equal(valid.numpy()[..., 0], expected)
     np.testing.assert_array_equal(flow.numpy()[..., 0], np.full((4, 6), -2.0))
     np.testing.assert_array_equal(flow.numpy()[..., 1], np.zeros((4, 6)))
@@ -84,16 +94,18 @@ def test_mirrored_pairs_keep_the_correspondence(pairs):
     ds = flow_dataset(pairs, batch_size=4, random_mirror=True, seed=3)
     for (key, cur), (flow, valid) in ds.take(6):
         for i in range(4):
-            _check_static_pixels_match(key[i].numpy(), cur[i].numpy(), flow[i].numpy(),
-                                       valid[i].numpy())
+            _check_static_pixels_match(
+                key[i].numpy(), cur[i].numpy(), flow[i].numpy(), valid[i].numpy()
+            )
 
 
 def test_mirroring_happens_and_negates_the_flow(pairs):
     single = pairs.subset([next(i for i, dx in enumerate(pairs.dx) if dx != 0)])
     plain = next(iter(flow_dataset(single, batch_size=1)))
     signs = set()
-    for (key, cur), (flow, valid) in flow_dataset(single, batch_size=1, random_mirror=True,
-                                                  seed=1).take(12):
+    for (_key, cur), (flow, _valid) in flow_dataset(
+        single, batch_size=1, random_mirror=True, seed=1
+    ).take(12):
         same = np.array_equal(cur.numpy(), plain[0][1].numpy())
         flipped = np.array_equal(cur.numpy(), plain[0][1].numpy()[:, :, ::-1])
         assert same or flipped
@@ -111,11 +123,10 @@ def test_target_pyramid_averages_supervised_pixels_only():
     valid = np.zeros((1, 8, 8, 1), np.float32)
     valid[0, :4, :3] = 1
     flow[0, :4, :3, 0] = 40.0
-    valid[0, 4:, 4:] = 1          # cell (1, 1): fully supervised, 99 px
-    valid[0, 0, 4] = 1            # cell (0, 1): 1 of 16 -> not supervised
-    [(target, mask)] = target_pyramid(tf.constant(flow), tf.constant(valid), (8, 8), [(2, 2)],
-                                      0.5)
-    scale = 4 / 8 / DIV_FLOW      # flow-input pixels per frame pixel, over DIV_FLOW
+    valid[0, 4:, 4:] = 1  # cell (1, 1): fully supervised, 99 px
+    valid[0, 0, 4] = 1  # cell (0, 1): 1 of 16 -> not supervised
+    [(target, mask)] = target_pyramid(tf.constant(flow), tf.constant(valid), (8, 8), [(2, 2)], 0.5)
+    scale = 4 / 8 / DIV_FLOW  # flow-input pixels per frame pixel, over DIV_FLOW
     np.testing.assert_array_equal(mask.numpy()[0, ..., 0], [[1, 0], [0, 1]])
     np.testing.assert_allclose(target.numpy()[0, 0, 0], [40 * scale, 0], rtol=1e-6)
     np.testing.assert_allclose(target.numpy()[0, 1, 1], [99 * scale, 0], rtol=1e-6)
@@ -125,21 +136,31 @@ def test_multiscale_epe_against_numpy():
     rng = np.random.default_rng(0)
     sizes = [(8, 16), (4, 8), (2, 4), (1, 2), (1, 1)]
     outs = [rng.normal(size=(2, *s, 2)).astype(np.float32) for s in sizes]
-    targets = [(rng.normal(size=(2, *s, 2)).astype(np.float32),
-                (rng.random((2, *s, 1)) < 0.7).astype(np.float32)) for s in sizes]
-    total, first = multiscale_epe([tf.constant(o) for o in outs],
-                                  [(tf.constant(t), tf.constant(m)) for t, m in targets], 2.0)
-    sums = [np.sum(np.sqrt(np.sum((t - o) ** 2, -1, keepdims=True)) * m) / 2
-            for o, (t, m) in zip(outs, targets)]
-    np.testing.assert_allclose(float(total), sum(w * s for w, s in zip(SCALE_WEIGHTS, sums)),
-                               rtol=1e-5)
+    targets = [
+        (
+            rng.normal(size=(2, *s, 2)).astype(np.float32),
+            (rng.random((2, *s, 1)) < 0.7).astype(np.float32),
+        )
+        for s in sizes
+    ]
+    total, first = multiscale_epe(
+        [tf.constant(o) for o in outs], [(tf.constant(t), tf.constant(m)) for t, m in targets], 2.0
+    )
+    sums = [
+        np.sum(np.sqrt(np.sum((t - o) ** 2, -1, keepdims=True)) * m) / 2
+        for o, (t, m) in zip(outs, targets)
+    ]
+    np.testing.assert_allclose(
+        float(total), sum(w * s for w, s in zip(SCALE_WEIGHTS, sums)), rtol=1e-5
+    )
     np.testing.assert_allclose(float(first), sums[0], rtol=1e-5)
 
 
 def test_a_few_steps_lower_the_loss(pairs):
     flownet = FlowNetS(seed=0).build()
-    loss_fn = make_loss_fn(flownet, frame_size=(H, W), flow_scale=0.5, global_batch=4.0,
-                           weight_decay=0.0)
+    loss_fn = make_loss_fn(
+        flownet, frame_size=(H, W), flow_scale=0.5, global_batch=4.0, weight_decay=0.0
+    )
     batch = next(iter(flow_dataset(pairs, batch_size=4, seed=0)))
     opt = tf.keras.optimizers.Adam(1e-4)
 
@@ -162,29 +183,70 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
     snap = tmp_path / 'flow'
     proc = subprocess.run(
-        [sys.executable, '-m', 'dff_tf.train_flownet', '--data_list',
-         f'{toy}/list/video_train.txt', '--data_dir', toy, '--videos_json',
-         f'{toy}/videos.json', '--val_list', f'{toy}/list/video_val.txt', '--val_pairs', '4',
-         '--batch_size', '2', '--num_steps', '2', '--save_pred_every', '2', '--snapshot_dir',
-         str(snap)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            '-m',
+            'dff_tf.train_flownet',
+            '--data_list',
+            f'{toy}/list/video_train.txt',
+            '--data_dir',
+            toy,
+            '--videos_json',
+            f'{toy}/videos.json',
+            '--val_list',
+            f'{toy}/list/video_val.txt',
+            '--val_pairs',
+            '4',
+            '--batch_size',
+            '2',
+            '--num_steps',
+            '2',
+            '--save_pred_every',
+            '2',
+            '--snapshot_dir',
+            str(snap),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'validation EPE' in proc.stdout and 'done: step 2' in proc.stdout, proc.stdout
     report = FlowNetS().build().load(str(snap), verbose=False)  # strict: every layer
     assert not report.missing and not report.unexpected
     bad = subprocess.run(
-        [sys.executable, '-m', 'dff_tf.train_flownet', '--data_list',
-         f'{toy}/list/video_train.txt', '--data_dir', toy, '--videos_json',
-         str(tmp_path / 'missing.json'), '--snapshot_dir', str(tmp_path / 'x')],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            '-m',
+            'dff_tf.train_flownet',
+            '--data_list',
+            f'{toy}/list/video_train.txt',
+            '--data_dir',
+            toy,
+            '--videos_json',
+            str(tmp_path / 'missing.json'),
+            '--snapshot_dir',
+            str(tmp_path / 'x'),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode != 0 and len(lines) == 1 and 'missing.json' in lines[0], bad.stderr
 
 
 def test_crops_keep_the_correspondence_inside_the_crop(pairs):
-    for (key, cur), (flow, valid) in flow_dataset(pairs, batch_size=4, crop_size=(40, 64),
-                                                  random_mirror=True, seed=2).take(4):
+    for (key, cur), (flow, valid) in flow_dataset(
+        pairs, batch_size=4, crop_size=(40, 64), random_mirror=True, seed=2
+    ).take(4):
         assert key.shape == (4, 40, 64, 3) and valid.shape == (4, 40, 64, 1)
         for i in range(4):
-            x_key = _check_static_pixels_match(key[i].numpy(), cur[i].numpy(), flow[i].numpy(),
-                                               valid[i].numpy())
+            x_key = _check_static_pixels_match(
+                key[i].numpy(), cur[i].numpy(), flow[i].numpy(), valid[i].numpy()
+            )
             assert x_key.min() >= 0 and x_key.max() < 64

@@ -1,4 +1,5 @@
 """Evaluation metrics and the evaluate CLI, checked against an independent NumPy count."""
+
 import json
 import os
 import subprocess
@@ -15,9 +16,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
 
 
 def test_scores_hand_computed():
-    cm = np.array([[3, 1, 0],
-                   [0, 2, 0],
-                   [0, 0, 0]])     # class 2 absent from labels and predictions
+    cm = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # class 2 absent from labels and predictions
     iou, miou, acc = scores(cm)
     np.testing.assert_allclose(iou[:2], [3 / 4, 2 / 3])
     assert np.isnan(iou[2])
@@ -30,7 +29,7 @@ def test_confusion_matrix_ignores_and_counts():
     pred = np.array([[0, 2, 1], [2, 0, 1]])
     cm = confusion_matrix(pred, label, 3, 255)
     want = np.zeros((3, 3), int)
-    for lab, p in [(0, 0), (1, 2), (2, 2), (2, 0)]:   # 255 and the out-of-range 7 are skipped
+    for lab, p in [(0, 0), (1, 2), (2, 2), (2, 0)]:  # 255 and the out-of-range 7 are skipped
         want[lab, p] += 1
     np.testing.assert_array_equal(cm, want)
 
@@ -40,15 +39,40 @@ def test_evaluate_cli_matches_numpy_on_saved_predictions(tmp_path):
     from data import toycity
     from icnet_tf import ICNet_BN
     from icnet_tf.checkpoints import save_weights_checkpoint
+
     toy = tmp_path / 'toy'
-    toycity.generate(str(toy), num_train=1, num_val=3, height=200, width=300,
-                     num_videos_train=0, num_videos_val=0, seed=5)
+    toycity.generate(
+        str(toy),
+        num_train=1,
+        num_val=3,
+        height=200,
+        width=300,
+        num_videos_train=0,
+        num_videos_val=0,
+        seed=5,
+    )
     save_weights_checkpoint(ICNet_BN(num_classes=19, seed=4).build(), str(tmp_path / 'w'))
     preds = tmp_path / 'preds'
-    r = subprocess.run([sys.executable, '-m', 'icnet_tf.evaluate', '--data_list',
-                        str(toy / 'list' / 'val.txt'), '--data_dir', str(toy),
-                        '--restore_from', str(tmp_path / 'w'), '--save_dir', str(preds)],
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'icnet_tf.evaluate',
+            '--data_list',
+            str(toy / 'list' / 'val.txt'),
+            '--data_dir',
+            str(toy),
+            '--restore_from',
+            str(tmp_path / 'w'),
+            '--save_dir',
+            str(preds),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     metrics = json.load(open(preds / 'metrics.json'))
     # independent count: joint histogram of (label, prediction) over non-ignored pixels

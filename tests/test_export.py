@@ -1,5 +1,6 @@
 """BN folding, the serving-graph rewrites, dynamic pyramid pooling, the exported SavedModel
 (`python -m icnet_tf.export`), saved_model_cli, TFLite, and the inference CLI on an export."""
+
 import os
 import subprocess
 import sys
@@ -10,8 +11,15 @@ import tensorflow as tf
 from PIL import Image
 
 from icnet_tf import ICNet, ICNet_BN
-from icnet_tf.export import (SegmentationModule, ServingICNet, load_signature, run_tflite,
-                             serving_network, sample_image, zoom_dilated_conv)
+from icnet_tf.export import (
+    SegmentationModule,
+    ServingICNet,
+    load_signature,
+    run_tflite,
+    sample_image,
+    serving_network,
+    zoom_dilated_conv,
+)
 from icnet_tf.fold import fold_batch_norm, fold_weights
 from icnet_tf.icnet import psp_pool_dynamic, psp_pool_geometry
 from icnet_tf.network import resize_bilinear_align_corners
@@ -28,7 +36,7 @@ def harsh_bn_weights(net, seed=0):
     """Seeded weights with BN statistics far from the identity (what folding must get right)."""
     weights = seeded_weights(net.param_shapes(), seed=seed)
     rng = np.random.default_rng(seed + 100)
-    for layer, params in weights.items():
+    for _layer, params in weights.items():
         if 'variance' in params:
             c = params['variance'].shape
             params['variance'] = rng.uniform(0.05, 3.0, c).astype(np.float32)
@@ -71,16 +79,22 @@ def test_folded_network_equals_the_bn_network_in_inference_mode(bn_net):
 def test_fold_weights_formula_and_errors():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
-    bn = {'scale': rng.uniform(0.5, 2, 4), 'offset': rng.normal(size=4),
-          'mean': rng.normal(size=4), 'variance': rng.uniform(0.1, 2, 4)}
+    bn = {
+        'scale': rng.uniform(0.5, 2, 4),
+        'offset': rng.normal(size=4),
+        'mean': rng.normal(size=4),
+        'variance': rng.uniform(0.1, 2, 4),
+    }
     head = {'weights': np.ones((1, 1, 4, 2), np.float32), 'biases': np.zeros(2, np.float32)}
-    out = fold_weights({'c': {'weights': w}, 'c_bn': bn, 'conv6_cls': head,
-                        'sub4_out': head, 'sub24_out': head})
+    out = fold_weights(
+        {'c': {'weights': w}, 'c_bn': bn, 'conv6_cls': head, 'sub4_out': head, 'sub24_out': head}
+    )
     assert sorted(out) == ['c', 'conv6_cls']
     f = bn['scale'] / np.sqrt(bn['variance'] + 1e-5)
     np.testing.assert_allclose(out['c']['weights'], w * f, rtol=1e-6)
-    np.testing.assert_allclose(out['c']['biases'], bn['offset'] - bn['mean'] * f, rtol=1e-6,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        out['c']['biases'], bn['offset'] - bn['mean'] * f, rtol=1e-6, atol=1e-7
+    )
     np.testing.assert_array_equal(out['conv6_cls']['weights'], head['weights'])
     with pytest.raises(ValueError, match='x_bn: batch norm without a convolution'):
         fold_weights({'x_bn': bn})
@@ -92,8 +106,9 @@ def test_fold_weights_formula_and_errors():
 def zoom_pad_dilated_conv(x, kernel):
     """The original op sequence: Caffe zoom x2, zero padding 2, 3x3 conv with dilation 2."""
     h, w = x.shape[1:3]
-    z = tf.pad(resize_bilinear_align_corners(x, (2 * h - 1, 2 * w - 1)),
-               [[0, 0], [2, 2], [2, 2], [0, 0]])
+    z = tf.pad(
+        resize_bilinear_align_corners(x, (2 * h - 1, 2 * w - 1)), [[0, 0], [2, 2], [2, 2], [0, 0]]
+    )
     return tf.nn.atrous_conv2d(z, kernel, 2, 'VALID')
 
 
@@ -103,9 +118,10 @@ def test_zoom_dilated_conv_equals_zoom_pad_conv(h, w):
     x = tf.constant(rng.normal(size=(2, h, w, 3)).astype(np.float32))
     kernel = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
     ref = zoom_pad_dilated_conv(x, kernel).numpy()
-    dynamic = tf.function(zoom_dilated_conv,
-                          input_signature=[tf.TensorSpec([None, None, None, 3])] +
-                          [tf.TensorSpec([3, 3, 3, 4])])
+    dynamic = tf.function(
+        zoom_dilated_conv,
+        input_signature=[tf.TensorSpec([None, None, None, 3])] + [tf.TensorSpec([3, 3, 3, 4])],
+    )
     for got in (zoom_dilated_conv(x, kernel), dynamic(x, kernel)):
         assert got.shape == ref.shape
         np.testing.assert_allclose(got.numpy(), ref, atol=1e-5 * np.abs(ref).max())
@@ -117,9 +133,9 @@ def test_serving_network_equals_the_folded_network(bn_net):
     assert isinstance(fast, ServingICNet) and fast.input_order == 'RGB'
     x = images(193, 257, seed=3)
     ref = plain(x).numpy()
-    got = fast(tf.reverse(x, axis=[-1])).numpy()   # the fast net takes RGB (minus the mean)
+    got = fast(tf.reverse(x, axis=[-1])).numpy()  # the fast net takes RGB (minus the mean)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
-    rgb = tf.constant(uint8_image(160, 300, seed=1))   # padded to 193x320 inside
+    rgb = tf.constant(uint8_image(160, 300, seed=1))  # padded to 193x320 inside
     a = SegmentationModule(plain).serve(rgb)
     b = SegmentationModule(fast).serve(rgb)
     assert np.mean(a['labels'].numpy() == b['labels'].numpy()) >= 0.9999
@@ -136,16 +152,20 @@ def test_dynamic_pyramid_pooling_equals_the_static_path(h, w, pooling):
             continue
         (k_h, k_w), (s_h, s_w) = psp_pool_geometry(h, w, n_bin, pooling)
         ref = tf.nn.avg_pool2d(x, [k_h, k_w], [s_h, s_w], 'VALID').numpy()
-        pool = tf.function(lambda t, n=n_bin: psp_pool_dynamic(t, n, pooling),
-                           input_signature=[tf.TensorSpec([None, None, None, 4])])
+        pool = tf.function(
+            lambda t, n=n_bin: psp_pool_dynamic(t, n, pooling),
+            input_signature=[tf.TensorSpec([None, None, None, 4])],
+        )
         got = pool(x).numpy()
         assert got.shape == ref.shape, (n_bin, got.shape, ref.shape)
         np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_network_with_runtime_shapes_equals_static_shapes(bn_net):
-    dynamic = tf.function(lambda t: bn_net(t, outputs=['conv5_3_sum', 'conv6_cls']),
-                          input_signature=[tf.TensorSpec([None, None, None, 3])])
+    dynamic = tf.function(
+        lambda t: bn_net(t, outputs=['conv5_3_sum', 'conv6_cls']),
+        input_signature=[tf.TensorSpec([None, None, None, 3])],
+    )
     for hw in ((224, 300),):
         x = images(*hw, seed=5)
         ref = bn_net(x, outputs=['conv5_3_sum', 'conv6_cls'])
@@ -162,13 +182,16 @@ def test_runtime_shapes_use_the_prototxt_pooling_at_the_cityscapes_size():
     x = images(1025, 2049, seed=2)
     ref = net(x, outputs=['conv5_3/relu', 'conv5_3_sum'])
     assert tuple(ref['conv5_3/relu'].shape[1:3]) == (33, 65)
-    got = tf.function(lambda t: net(t, outputs=['conv5_3_sum']),
-                      input_signature=[tf.TensorSpec([None, None, None, 3])])(x)
+    got = tf.function(
+        lambda t: net(t, outputs=['conv5_3_sum']),
+        input_signature=[tf.TensorSpec([None, None, None, 3])],
+    )(x)
     r = ref['conv5_3_sum'].numpy()
     assert np.abs(got['conv5_3_sum'].numpy() - r).max() <= 1e-4 * np.abs(r).max()
     adaptive = ICNet(num_classes=3, psp_pooling='adaptive')
-    adaptive.load({k: {p: v.numpy() for p, v in ps.items()} for k, ps in net.params.items()},
-                  verbose=False)
+    adaptive.load(
+        {k: {p: v.numpy() for p, v in ps.items()} for k, ps in net.params.items()}, verbose=False
+    )
     other = adaptive(x, outputs=['conv5_3_sum'])['conv5_3_sum'].numpy()
     assert np.abs(other - r).max() > 1e-3 * np.abs(r).max()  # the table really matters here
 
@@ -176,20 +199,40 @@ def test_runtime_shapes_use_the_prototxt_pooling_at_the_cityscapes_size():
 # ------------------------------------------------------------ the exported SavedModel (CLI)
 def run_module(module, *args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, '-m', module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory, bn_net):
     tmp = tmp_path_factory.mktemp('export')
     weights = str(tmp / 'bn.npy')
-    np.save(weights, {k: {p: v.numpy() for p, v in ps.items()}
-                      for k, ps in bn_net.params.items()}, allow_pickle=True)
+    np.save(
+        weights,
+        {k: {p: v.numpy() for p, v in ps.items()} for k, ps in bn_net.params.items()},
+        allow_pickle=True,
+    )
     export_dir = str(tmp / 'saved_model')
-    done = run_module('icnet_tf.export', '--restore_from', weights, '--model', 'ICNet_BN',
-                      '--num_classes', str(NUM_CLASSES), '--export_dir', export_dir,
-                      '--tflite', '--input_size', ','.join(map(str, TFLITE_SIZE)))
+    done = run_module(
+        'icnet_tf.export',
+        '--restore_from',
+        weights,
+        '--model',
+        'ICNet_BN',
+        '--num_classes',
+        str(NUM_CLASSES),
+        '--export_dir',
+        export_dir,
+        '--tflite',
+        '--input_size',
+        ','.join(map(str, TFLITE_SIZE)),
+    )
     assert done.returncode == 0, done.stderr
     assert 'folded into ServingICNet' in done.stdout and 'model.tflite' in done.stdout
     return export_dir
@@ -204,18 +247,22 @@ def test_saved_model_round_trip_on_any_size(exported, bn_net, hw):
     assert labels.dtype == np.int32 and labels.shape == (1, *hw)
     assert probs.dtype == np.float32 and probs.shape == (1, *hw, NUM_CLASSES)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
-    expected = Segmenter(bn_net, compiled=False)(rgb)   # in memory, unfolded, eager
+    expected = Segmenter(bn_net, compiled=False)(rgb)  # in memory, unfolded, eager
     assert np.mean(labels == expected) >= 0.9999
 
 
 def test_saved_model_cli_lists_the_serving_signature(exported):
-    done = subprocess.run([os.path.join(BIN, 'saved_model_cli'), 'show', '--dir', exported,
-                           '--all'], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    done = subprocess.run(
+        [os.path.join(BIN, 'saved_model_cli'), 'show', '--dir', exported, '--all'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+    )
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    section = text[text.index("signature_def['serving_default']"):]
-    section = section[:section.index('Method name is')]
+    section = text[text.index("signature_def['serving_default']") :]
+    section = section[: section.index('Method name is')]
     assert "inputs['images']" in section and 'DT_UINT8' in section
     assert '(-1, -1, -1, 3)' in section
     assert "outputs['labels']" in section and 'DT_INT32' in section
@@ -238,8 +285,15 @@ def test_tflite_model_runs_and_agrees_with_the_saved_model(exported):
 def test_inference_cli_runs_an_exported_saved_model(exported, tmp_path):
     rgb = uint8_image(150, 210, seed=9)[0]
     Image.fromarray(rgb).save(tmp_path / 'frame.png')
-    done = run_module('icnet_tf.inference', '--img_path', str(tmp_path / 'frame.png'),
-                      '--restore_from', exported, '--save_dir', str(tmp_path / 'out'))
+    done = run_module(
+        'icnet_tf.inference',
+        '--img_path',
+        str(tmp_path / 'frame.png'),
+        '--restore_from',
+        exported,
+        '--save_dir',
+        str(tmp_path / 'out'),
+    )
     assert done.returncode == 0, done.stderr
     assert 'exported SavedModel' in done.stdout
     got = np.asarray(Image.open(tmp_path / 'out' / 'frame_labelTrainIds.png'))
@@ -248,9 +302,17 @@ def test_inference_cli_runs_an_exported_saved_model(exported, tmp_path):
 
 
 def test_export_cli_errors_are_one_line(tmp_path):
-    done = run_module('icnet_tf.export', '--restore_from', str(tmp_path / 'missing.npy'),
-                      '--num_classes', '3', '--export_dir', str(tmp_path / 'x'))
+    done = run_module(
+        'icnet_tf.export',
+        '--restore_from',
+        str(tmp_path / 'missing.npy'),
+        '--num_classes',
+        '3',
+        '--export_dir',
+        str(tmp_path / 'x'),
+    )
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('error:') and 'missing.npy' in lines[0], \
+    assert len(lines) == 1 and lines[0].startswith('error:') and 'missing.npy' in lines[0], (
         done.stderr
+    )

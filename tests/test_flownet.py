@@ -4,6 +4,7 @@ Parity is checked twice: against a FlowNetPytorch-layout FlowNetS written here i
 real `.pth` files and `net.load`), and against golden tensors of the real FlowNetPytorch code
 (tests/golden/make_flownet_golden.py; that check needs no torch).
 """
+
 import json
 import math
 import os
@@ -57,12 +58,12 @@ def test_parameter_inventory(nets):
     assert plain.count_params() == PLAIN_PARAMS
     assert len(plain.trainable_variables) == 10 * 2 + 4 + 5 + 4
     assert len(bn.trainable_variables) == 10 + 10 * 2 + 4 + 5 + 4
-    assert {k for k, p in plain.params.items() if 'biases' in p} == set(
-        flownet_keys.ENCODER_CONVS)
+    assert {k for k, p in plain.params.items() if 'biases' in p} == set(flownet_keys.ENCODER_CONVS)
     assert not any('biases' in p for p in bn.params.values())
     # BN adds gamma, beta, mean, variance per conv and removes the conv biases
     assert bn.count_params() == PLAIN_PARAMS + 3 * sum(
-        bn.params[c]['weights'].shape[-1] for c in flownet_keys.ENCODER_CONVS)
+        bn.params[c]['weights'].shape[-1] for c in flownet_keys.ENCODER_CONVS
+    )
     assert plain.params['deconv4']['weights'].shape == (4, 4, 256, 1026)
     assert plain.params['upsampled_flow3_to_2']['weights'].shape == (4, 4, 2, 2)
     assert plain.params['predict_flow2']['weights'].shape == (3, 3, 194, 2)
@@ -84,8 +85,9 @@ def test_every_trainable_variable_gets_a_gradient(nets, bn):
         flows = net(x, training=True, outputs=net.heads)
         loss = sum(tf.reduce_mean(tf.square(f)) for f in flows.values())
     grads = tape.gradient(loss, net.trainable_variables)
-    dead = [v.name for v, g in zip(net.trainable_variables, grads)
-            if g is None or not np.any(g.numpy())]
+    dead = [
+        v.name for v, g in zip(net.trainable_variables, grads) if g is None or not np.any(g.numpy())
+    ]
     assert not dead, dead
 
 
@@ -98,7 +100,7 @@ def _np_conv_oihw(x, w, stride, pad):
     y = np.zeros((o, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            patch = x[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            patch = x[:, i * stride : i * stride + kh, j * stride : j * stride + kw]
             y[:, i, j] = np.tensordot(w, patch, axes=([1, 2, 3], [0, 1, 2]))
     return y
 
@@ -110,13 +112,15 @@ def _np_conv_transpose_iohw(x, w, stride, pad):
     full = np.zeros((o, (h - 1) * stride + kh, (wd - 1) * stride + kw))
     for i in range(h):
         for j in range(wd):
-            full[:, i * stride:i * stride + kh, j * stride:j * stride + kw] += np.tensordot(
-                x[:, i, j], w, axes=([0], [0]))
-    return full[:, pad:full.shape[1] - pad, pad:full.shape[2] - pad]
+            full[:, i * stride : i * stride + kh, j * stride : j * stride + kw] += np.tensordot(
+                x[:, i, j], w, axes=([0], [0])
+            )
+    return full[:, pad : full.shape[1] - pad, pad : full.shape[2] - pad]
 
 
 class _TinyConvs(Network):
     """A padded stride-2 conv and a ConvTranspose2d(k4, s2, p1) on the builder."""
+
     input_channels = 3
     output_name = 'up'
 
@@ -124,26 +128,38 @@ class _TinyConvs(Network):
         return (1, 5, 6, 3)
 
     def setup(self, n):
-        (n.feed('data').zero_padding(1, name='pad')
-          .conv(3, 3, 2, 2, 2, relu=False, biased=True, name='conv'))
+        (
+            n.feed('data')
+            .zero_padding(1, name='pad')
+            .conv(3, 3, 2, 2, 2, relu=False, biased=True, name='conv')
+        )
         n.feed('data').conv_transpose(4, 4, 2, 2, 2, crop=1, name='up')
 
 
 def test_conv_and_transposed_conv_transforms_match_pytorch_layout_numpy_reference():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 5, 6)).astype(np.float32)            # C, H, W
-    w_conv = rng.normal(size=(2, 3, 3, 3)).astype(np.float32)    # O, I, kh, kw
+    x = rng.normal(size=(3, 5, 6)).astype(np.float32)  # C, H, W
+    w_conv = rng.normal(size=(2, 3, 3, 3)).astype(np.float32)  # O, I, kh, kw
     b_conv = rng.normal(size=(2,)).astype(np.float32)
-    w_up = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)      # I, O, kh, kw (asymmetric)
-    sd = {'predict_flow6.weight': w_conv, 'conv1.0.bias': b_conv,
-          'upsampled_flow6_to_5.weight': w_up}
+    w_up = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)  # I, O, kh, kw (asymmetric)
+    sd = {
+        'predict_flow6.weight': w_conv,
+        'conv1.0.bias': b_conv,
+        'upsampled_flow6_to_5.weight': w_up,
+    }
     conv = flownet_keys.convert(sd, batch_norm=False)
     assert conv['predict_flow6']['weights'].shape == (3, 3, 3, 2)
     assert conv['upsampled_flow6_to_5']['weights'].shape == (4, 4, 2, 3)
     net = _TinyConvs()
-    net.load({'conv': {'weights': conv['predict_flow6']['weights'],
-                       'biases': conv['conv1']['biases']},
-              'up': {'weights': conv['upsampled_flow6_to_5']['weights']}})
+    net.load(
+        {
+            'conv': {
+                'weights': conv['predict_flow6']['weights'],
+                'biases': conv['conv1']['biases'],
+            },
+            'up': {'weights': conv['upsampled_flow6_to_5']['weights']},
+        }
+    )
     out = net(x.transpose(1, 2, 0)[None], outputs=['conv', 'up'])
     ref_conv = _np_conv_oihw(x, w_conv, 2, 1) + b_conv[:, None, None]
     ref_up = _np_conv_transpose_iohw(x, w_up, 2, 1)
@@ -156,8 +172,10 @@ def test_conv_and_transposed_conv_transforms_match_pytorch_layout_numpy_referenc
 
 def _bn_state_dict(net):
     shapes = net.torch_state_dict_shapes()
-    return {k: np.zeros(s, np.int64 if k.endswith('num_batches_tracked') else np.float32)
-            for k, s in shapes.items()}
+    return {
+        k: np.zeros(s, np.int64 if k.endswith('num_batches_tracked') else np.float32)
+        for k, s in shapes.items()
+    }
 
 
 def test_key_table_names_and_bn_vectors():
@@ -166,9 +184,13 @@ def test_key_table_names_and_bn_vectors():
     assert table['conv3_1.1.weight'] == ('conv3_1_bn', 'scale', 'identity')
     assert table['deconv2.0.weight'] == ('deconv2', 'weights', 'deconv_iohw_to_hwoi')
     assert flownet_keys.key_table(False)['conv6_1.0.bias'] == ('conv6_1', 'biases', 'identity')
-    sd = {'conv1.1.weight': np.arange(64.0), 'conv1.1.bias': -np.arange(64.0),
-          'conv1.1.running_mean': np.ones(64), 'conv1.1.running_var': np.full(64, 2.0),
-          'conv1.1.num_batches_tracked': np.array(12345, np.int64)}
+    sd = {
+        'conv1.1.weight': np.arange(64.0),
+        'conv1.1.bias': -np.arange(64.0),
+        'conv1.1.running_mean': np.ones(64),
+        'conv1.1.running_var': np.full(64, 2.0),
+        'conv1.1.num_batches_tracked': np.array(12345, np.int64),
+    }
     out = flownet_keys.convert(sd, batch_norm=True)
     assert list(out) == ['conv1_bn']  # num_batches_tracked: ignored, not even "unmapped"
     bn = out['conv1_bn']
@@ -190,14 +212,19 @@ def test_unknown_keys_are_reported_not_dropped(nets, tmp_path):
 
 def test_variant_mismatch_is_named(nets):
     bn_sd = _bn_state_dict(nets[True])
-    with pytest.raises(WeightsMismatchError,
-                       match=r"batch-norm FlowNetS \(FlowNetPytorch 'flownets_bn'\).*"
-                             r"conv1\.1\.weight.*build FlowNetS\(batch_norm=True\)"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"batch-norm FlowNetS \(FlowNetPytorch 'flownets_bn'\).*"
+        r'conv1\.1\.weight.*build FlowNetS\(batch_norm=True\)',
+    ):
         flownet_keys.convert(bn_sd, batch_norm=False)
-    plain_sd = {'conv1.0.weight': np.zeros((64, 6, 7, 7), np.float32),
-                'conv1.0.bias': np.zeros(64, np.float32)}
-    with pytest.raises(WeightsMismatchError,
-                       match=r"plain FlowNetS.*conv1\.0\.bias.*batch_norm=False"):
+    plain_sd = {
+        'conv1.0.weight': np.zeros((64, 6, 7, 7), np.float32),
+        'conv1.0.bias': np.zeros(64, np.float32),
+    }
+    with pytest.raises(
+        WeightsMismatchError, match=r'plain FlowNetS.*conv1\.0\.bias.*batch_norm=False'
+    ):
         flownet_keys.convert(plain_sd, batch_norm=True)
 
 
@@ -205,8 +232,8 @@ def test_wrong_rank_and_torch_shapes_inverse(nets):
     with pytest.raises(WeightsMismatchError, match='conv2.0.weight: conv_oihw_to_hwio'):
         flownet_keys.convert({'conv2.0.weight': np.zeros((128, 64))}, batch_norm=False)
     shapes = flownet_keys.torch_shapes(nets[False].param_shapes(), False)
-    assert shapes['deconv5.0.weight'] == (1024, 512, 4, 4)      # (in, out, kh, kw)
-    assert shapes['predict_flow5.weight'] == (2, 1026, 3, 3)    # (out, in, kh, kw)
+    assert shapes['deconv5.0.weight'] == (1024, 512, 4, 4)  # (in, out, kh, kw)
+    assert shapes['predict_flow5.weight'] == (2, 1026, 3, 3)  # (out, in, kh, kw)
     assert len(shapes) == 33
     with pytest.raises(WeightsMismatchError, match='disagree'):
         flownet_keys.torch_shapes({'conv1/weights': (7, 7, 6, 64)}, False)
@@ -223,8 +250,7 @@ def test_golden_parity_with_flownetpytorch(nets, variant):
     assert {k: list(s) for k, s in ours.items()} == meta['state_dict_shapes']
     sd = seeded_torch_state_dict(ours, meta['weight_seed'])
     net.load(net.torch_key_map(sd), verbose=False)
-    x = _nchw_to_nhwc(seeded_uniform(meta['input_shape'], meta['input_seed'],
-                                     *meta['input_range']))
+    x = _nchw_to_nhwc(seeded_uniform(meta['input_shape'], meta['input_seed'], *meta['input_range']))
     modes = ['eval'] + (['train'] if variant == 'bn' else [])
     for mode in modes:
         flows = net(x, training=mode == 'train', outputs=net.heads)
@@ -252,14 +278,25 @@ def _torch_flownets(batch_norm):
         return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
 
     class TorchFlowNetS(nn.Module):
-        encoder = (('conv1', 6, 64, 7, 2), ('conv2', 64, 128, 5, 2), ('conv3', 128, 256, 5, 2),
-                   ('conv3_1', 256, 256, 3, 1), ('conv4', 256, 512, 3, 2),
-                   ('conv4_1', 512, 512, 3, 1), ('conv5', 512, 512, 3, 2),
-                   ('conv5_1', 512, 512, 3, 1), ('conv6', 512, 1024, 3, 2),
-                   ('conv6_1', 1024, 1024, 3, 1))
+        encoder = (
+            ('conv1', 6, 64, 7, 2),
+            ('conv2', 64, 128, 5, 2),
+            ('conv3', 128, 256, 5, 2),
+            ('conv3_1', 256, 256, 3, 1),
+            ('conv4', 256, 512, 3, 2),
+            ('conv4_1', 512, 512, 3, 1),
+            ('conv5', 512, 512, 3, 2),
+            ('conv5_1', 512, 512, 3, 1),
+            ('conv6', 512, 1024, 3, 2),
+            ('conv6_1', 1024, 1024, 3, 1),
+        )
         # level, skip module, skip channels, deconv output channels; input channels follow
-        decoder = ((5, 'conv5_1', 512, 512), (4, 'conv4_1', 512, 256),
-                   (3, 'conv3_1', 256, 128), (2, 'conv2', 128, 64))
+        decoder = (
+            (5, 'conv5_1', 512, 512),
+            (4, 'conv4_1', 512, 256),
+            (3, 'conv3_1', 256, 128),
+            (2, 'conv2', 128, 64),
+        )
 
         def __init__(self):
             super().__init__()
@@ -267,8 +304,9 @@ def _torch_flownets(batch_norm):
                 setattr(self, name, unit(c_in, c_out, k, s))
             features = 1024
             for level, _, skip_c, deconv_c in self.decoder:
-                setattr(self, f'deconv{level}', nn.Sequential(up(features, deconv_c),
-                                                              nn.LeakyReLU(0.1)))
+                setattr(
+                    self, f'deconv{level}', nn.Sequential(up(features, deconv_c), nn.LeakyReLU(0.1))
+                )
                 features = skip_c + deconv_c + 2
             widths = [1024] + [skip_c + deconv_c + 2 for _, _, skip_c, deconv_c in self.decoder]
             for level, c_in in zip((6, 5, 4, 3, 2), widths):
@@ -316,19 +354,34 @@ def test_parity_with_torch_checkpoint(nets, torch_models, tmp_path, bn, fmt):
         assert n_torch == PLAIN_PARAMS == net.count_params()
     else:  # ours also counts the moving statistics (buffers in torch)
         assert net.count_params() == n_torch + 2 * sum(
-            v.numel() for k, v in model.state_dict().items() if k.endswith('running_mean'))
+            v.numel() for k, v in model.state_dict().items() if k.endswith('running_mean')
+        )
     # a different seed per case, so that a load that silently did nothing could not pass
     sd = seeded_torch_state_dict(shapes, seed={'zip': 3, 'legacy_module': 4}[fmt] + bn)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
     if fmt == 'legacy_module':
         path = tmp_path / 'model_best.pth.tar'
-        torch.save({'epoch': 1, 'arch': 'flownets_bn', 'div_flow': 20,
-                    'state_dict': {'module.' + k: v for k, v in model.state_dict().items()}},
-                   path, _use_new_zipfile_serialization=False)
+        torch.save(
+            {
+                'epoch': 1,
+                'arch': 'flownets_bn',
+                'div_flow': 20,
+                'state_dict': {'module.' + k: v for k, v in model.state_dict().items()},
+            },
+            path,
+            _use_new_zipfile_serialization=False,
+        )
     else:
         path = tmp_path / 'flownets.pth'
-        torch.save({'epoch': 1, 'arch': 'flownets_bn' if bn else 'flownets', 'div_flow': 20,
-                    'state_dict': model.state_dict()}, path)
+        torch.save(
+            {
+                'epoch': 1,
+                'arch': 'flownets_bn' if bn else 'flownets',
+                'div_flow': 20,
+                'state_dict': model.state_dict(),
+            },
+            path,
+        )
     x = seeded_uniform((1, 6, 97, 131), 4, -0.5, 0.5)
     with torch.no_grad():
         ref = [f.numpy() for f in model(torch.from_numpy(x))]
@@ -338,6 +391,5 @@ def test_parity_with_torch_checkpoint(nets, torch_models, tmp_path, bn, fmt):
         r = _nchw_to_nhwc(r)
         assert flows[name].shape == r.shape, name
         err = _rel_err(flows[name].numpy(), r)
-        print(f'torch {"bn" if bn else "plain"} {fmt} flow{level}: '
-              f'max|diff|/max|ref| = {err:.2e}')
+        print(f'torch {"bn" if bn else "plain"} {fmt} flow{level}: max|diff|/max|ref| = {err:.2e}')
         assert err <= 1e-4, (name, err)

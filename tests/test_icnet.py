@@ -1,4 +1,5 @@
 """Whole-network checks of ICNet_BN and ICNet: structure, gradients, output sizes, modes."""
+
 import json
 import os
 
@@ -31,7 +32,10 @@ def test_layer_inventory():
     convs = [k for k, p in bn.params.items() if 'weights' in p]
     assert len(convs) == 66 and len([k for k in bn.params if k.endswith('_bn')]) == 63
     assert {k for k, p in bn.params.items() if 'biases' in p} == {
-        'conv6_cls', 'sub4_out', 'sub24_out'}
+        'conv6_cls',
+        'sub4_out',
+        'sub24_out',
+    }
     merged = ICNet().build()
     assert len(merged.params) == 64 and all('biases' in p for p in merged.params.values())
     assert set(merged.params) == set(convs) - {'sub4_out', 'sub24_out'}
@@ -50,18 +54,23 @@ def test_every_trainable_variable_gets_a_gradient(cls):
         out = net(x, training=True, outputs=net.heads)
         loss = sum(tf.reduce_mean(tf.square(v)) for v in out.values())
     grads = tape.gradient(loss, net.trainable_variables)
-    dead = [v.name for v, g in zip(net.trainable_variables, grads)
-            if g is None or not np.any(g.numpy())]
+    dead = [
+        v.name for v, g in zip(net.trainable_variables, grads) if g is None or not np.any(g.numpy())
+    ]
     assert not dead, dead
     assert len(net.trainable_variables) == (66 + 2 * 63 + 3 if cls is ICNet_BN else 2 * 64)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('hw,heads', [
-    ((1025, 2049), {'sub4_out': (65, 129), 'sub24_out': (129, 257), 'conv6_cls': (257, 513)}),
-    # Even sizes: Caffe's size rules give branches one pixel apart; `add` resizes (see BUILD.md).
-    ((1024, 2048), {'sub4_out': (63, 127), 'sub24_out': (127, 255), 'conv6_cls': (255, 511)}),
-])
+@pytest.mark.parametrize(
+    'hw,heads',
+    [
+        ((1025, 2049), {'sub4_out': (65, 129), 'sub24_out': (129, 257), 'conv6_cls': (257, 513)}),
+        # Even sizes: Caffe's size rules give branches one pixel apart; `add` resizes (see
+        # BUILD.md).
+        ((1024, 2048), {'sub4_out': (63, 127), 'sub24_out': (127, 255), 'conv6_cls': (255, 511)}),
+    ],
+)
 def test_output_sizes_at_cityscapes_resolution(hw, heads):
     net = ICNet_BN(num_classes=19)
     out = net(tf.zeros((1, *hw, 3)), outputs=list(heads))
@@ -81,7 +90,7 @@ def test_pyramid_geometry():
     assert psp_pool_geometry(33, 65, 2) == ((17, 33), (16, 32))
     assert psp_pool_geometry(33, 65, 6) == ((8, 15), (5, 10))
     assert psp_pool_geometry(33, 65, 6, 'adaptive') == ((5, 10), (5, 10))
-    assert psp_pool_geometry(33, 65, 4) == ((8, 16), (8, 16))      # no prototxt entry for bin 4
+    assert psp_pool_geometry(33, 65, 4) == ((8, 16), (8, 16))  # no prototxt entry for bin 4
     assert psp_pool_geometry(7, 13, 3) == ((2, 4), (2, 4))
     for n_bin, (k, s) in PROTOTXT_PSP_POOLS[(33, 65)].items():
         assert ((33 - k[0]) // s[0] + 1, (65 - k[1]) // s[1] + 1) == (n_bin, n_bin)
@@ -102,4 +111,8 @@ def test_constructor_validation_and_registry():
     with pytest.raises(ValueError, match='unknown model'):
         build_model('ICNet_XL')
     assert build_model('ICNet', num_classes=3).get_config() == {
-        'num_classes': 3, 'filter_scale': 1, 'psp_bins': [1, 2, 3, 6], 'psp_pooling': 'caffe'}
+        'num_classes': 3,
+        'filter_scale': 1,
+        'psp_bins': [1, 2, 3, 6],
+        'psp_pooling': 'caffe',
+    }

@@ -5,18 +5,18 @@ Weights and inputs are regenerated here from tests/golden/seeded.py, exactly as 
 fed them to the TF1 graph through its own `load_npy`. Tolerance (SPEC section 3): max abs
 difference <= 1e-4 * max |reference| and identical argmax on >= 99.99% of pixels.
 """
+
 import json
 import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from icnet_tf import ICNet, ICNet_BN
 from tests.golden.seeded import seeded_images, seeded_weights
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
-RTOL = 1e-4          # of max |reference|
+RTOL = 1e-4  # of max |reference|
 ARGMAX_AGREEMENT = 0.9999
 
 # case file -> how the TF1 graph was configured, in this port's terms
@@ -24,8 +24,7 @@ CASES = {
     # TF1 ICNet_BN: adaptive pyramid with h/1, h/2, h/3, h/4 (psp_bins=(1, 2, 3, 4)).
     'bn_eval_193x385': (ICNet_BN, dict(num_classes=19, psp_bins=(1, 2, 3, 4))),
     'bn_eval_192x384': (ICNet_BN, dict(num_classes=19, psp_bins=(1, 2, 3, 4))),
-    'bn_fs2_nc5_129x257': (ICNet_BN, dict(num_classes=5, filter_scale=2,
-                                          psp_bins=(1, 2, 3, 4))),
+    'bn_fs2_nc5_129x257': (ICNet_BN, dict(num_classes=5, filter_scale=2, psp_bins=(1, 2, 3, 4))),
     # TF1 ICNet (merged BN) outside Cityscapes evaluation: adaptive h/n with bins 1, 2, 3, 6.
     'icnet_train_193x385': (ICNet, dict(num_classes=19, psp_pooling='adaptive')),
 }
@@ -76,8 +75,7 @@ def test_cityscapes_eval_graph_with_prototxt_pooling_matches_tf1():
     """ICNet (merged BN) at 1025x2049 with the prototxt pyramid kernels (TF1 'eval' mode)."""
     golden, meta, shapes = load_case('icnet_eval_cityscapes_1025x2049')
     net = build(ICNet, dict(num_classes=19), shapes)
-    out = net(seeded_images(meta['input_shape'], seed=1),
-              outputs=['conv6_cls', 'conv5_3_sum'])
+    out = net(seeded_images(meta['input_shape'], seed=1), outputs=['conv6_cls', 'conv5_3_sum'])
     for name in ('conv6_cls', 'conv5_3_sum'):
         got = out[name].numpy()[0]
         idx = golden[f'{name}_sample_idx']
@@ -98,13 +96,17 @@ def test_training_mode_batch_statistics_and_moving_average_update_match_tf1():
     # ~8e-5 of max|ref| in the TF1 graph itself), hence a looser bound than inference.
     assert_close('conv6_cls (training mode)', got, golden['conv6_cls'], rtol=1e-3)
     layers = sorted({k.split('/')[1] for k in golden if k.startswith('after_update/')})
-    for layer in layers:   # training mode alone must not move the statistics
+    for layer in layers:  # training mode alone must not move the statistics
         for stat in ('mean', 'variance'):
-            np.testing.assert_array_equal(net.params[layer][stat].numpy(),
-                                          golden[f'before_update/{layer}/{stat}'])
+            np.testing.assert_array_equal(
+                net.params[layer][stat].numpy(), golden[f'before_update/{layer}/{stat}']
+            )
     net(images, training=True, update_stats=True)
     for layer in layers:
         for stat in ('mean', 'variance'):
-            np.testing.assert_allclose(net.params[layer][stat].numpy(),
-                                       golden[f'after_update/{layer}/{stat}'], rtol=1e-4,
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                net.params[layer][stat].numpy(),
+                golden[f'after_update/{layer}/{stat}'],
+                rtol=1e-4,
+                atol=1e-5,
+            )

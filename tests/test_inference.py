@@ -1,5 +1,6 @@
 """`python -m icnet_tf.inference`: files written, image modes, bad inputs, palettes, and results
 equal to `predict.Segmenter` in-process."""
+
 import os
 import subprocess
 import sys
@@ -20,19 +21,38 @@ NUM_CLASSES = 5
 
 # cityscapesScripts helpers/labels.py, trainIds 0..18, (name, colour) verbatim.
 CITYSCAPES_SCRIPTS = [
-    ('road', (128, 64, 128)), ('sidewalk', (244, 35, 232)), ('building', (70, 70, 70)),
-    ('wall', (102, 102, 156)), ('fence', (190, 153, 153)), ('pole', (153, 153, 153)),
-    ('traffic light', (250, 170, 30)), ('traffic sign', (220, 220, 0)),
-    ('vegetation', (107, 142, 35)), ('terrain', (152, 251, 152)), ('sky', (70, 130, 180)),
-    ('person', (220, 20, 60)), ('rider', (255, 0, 0)), ('car', (0, 0, 142)),
-    ('truck', (0, 0, 70)), ('bus', (0, 60, 100)), ('train', (0, 80, 100)),
-    ('motorcycle', (0, 0, 230)), ('bicycle', (119, 11, 32))]
+    ('road', (128, 64, 128)),
+    ('sidewalk', (244, 35, 232)),
+    ('building', (70, 70, 70)),
+    ('wall', (102, 102, 156)),
+    ('fence', (190, 153, 153)),
+    ('pole', (153, 153, 153)),
+    ('traffic light', (250, 170, 30)),
+    ('traffic sign', (220, 220, 0)),
+    ('vegetation', (107, 142, 35)),
+    ('terrain', (152, 251, 152)),
+    ('sky', (70, 130, 180)),
+    ('person', (220, 20, 60)),
+    ('rider', (255, 0, 0)),
+    ('car', (0, 0, 142)),
+    ('truck', (0, 0, 70)),
+    ('bus', (0, 60, 100)),
+    ('train', (0, 80, 100)),
+    ('motorcycle', (0, 0, 230)),
+    ('bicycle', (119, 11, 32)),
+]
 
 
 def run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, '-m', 'icnet_tf.inference', *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, '-m', 'icnet_tf.inference', *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def error_lines(stderr):
@@ -55,9 +75,13 @@ def seeded_net(weights_npy):
 
 
 # name -> (PIL mode, H, W); sizes differ, one needs more than the 193x193 minimum
-IMAGES = {'gray.png': ('L', 70, 90), 'rgba.png': ('RGBA', 64, 64),
-          'deep16.png': ('I;16', 50, 120), 'photo.jpg': ('RGB', 200, 230),
-          'pal.png': ('P', 40, 33)}
+IMAGES = {
+    'gray.png': ('L', 70, 90),
+    'rgba.png': ('RGBA', 64, 64),
+    'deep16.png': ('I;16', 50, 120),
+    'photo.jpg': ('RGB', 200, 230),
+    'pal.png': ('P', 40, 33),
+}
 
 
 @pytest.fixture(scope='module')
@@ -87,15 +111,24 @@ def image_folder(tmp_path_factory):
 @pytest.fixture(scope='module')
 def folder_run(image_folder, weights_npy, tmp_path_factory):
     out = tmp_path_factory.mktemp('out')
-    done = run_cli('--img_path', str(image_folder), '--restore_from', weights_npy,
-                   '--num_classes', str(NUM_CLASSES), '--save_dir', str(out), '--overlay')
+    done = run_cli(
+        '--img_path',
+        str(image_folder),
+        '--restore_from',
+        weights_npy,
+        '--num_classes',
+        str(NUM_CLASSES),
+        '--save_dir',
+        str(out),
+        '--overlay',
+    )
     return done, out
 
 
 def test_folder_of_mixed_images_writes_every_output_at_the_input_size(folder_run):
     done, out = folder_run
     assert done.returncode == 1, done.stderr  # the corrupt file fails the run...
-    for name, (_, h, w) in IMAGES.items():   # ...but every good image is written
+    for name, (_, h, w) in IMAGES.items():  # ...but every good image is written
         stem = os.path.splitext(name)[0]
         colour = np.asarray(Image.open(out / f'{stem}_color.png'))
         with Image.open(out / f'{stem}_labelTrainIds.png') as img:
@@ -135,33 +168,45 @@ def test_results_equal_the_segmenter_in_process(folder_run, image_folder, seeded
 
 def test_missing_path_and_missing_flag_are_one_line_each(tmp_path):
     missing = tmp_path / 'nope.png'
-    for args, needle in ((['--img_path', str(missing)], 'nope.png: no such file or directory'),
-                         ([], '--img_path is required')):
+    for args, needle in (
+        (['--img_path', str(missing)], 'nope.png: no such file or directory'),
+        ([], '--img_path is required'),
+    ):
         done = run_cli(*args, '--save_dir', str(tmp_path / 'out'))
         assert done.returncode == 1
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith('error:') and needle in lines[0], \
-            done.stderr
+        assert len(lines) == 1 and lines[0].startswith('error:') and needle in lines[0], done.stderr
 
 
 def test_find_images(image_folder, tmp_path):
     found = find_images(str(image_folder))
     assert [os.path.basename(p) for p in found] == sorted(list(IMAGES) + ['corrupt.png'])
-    assert find_images(str(image_folder / '*.png')) == [
-        p for p in found if p.endswith('.png')]
+    assert find_images(str(image_folder / '*.png')) == [p for p in found if p.endswith('.png')]
     with pytest.raises(UserError, match='matches no files'):
         find_images(str(tmp_path / '*.jpg'))
     with pytest.raises(UserError, match='holds no images'):
         find_images(str(tmp_path))
     assert output_stems(['a/x.png', 'a/x.jpg', 'a/y.png', 'b/y.png']) == {
-        'a/x.png': 'x.png', 'a/x.jpg': 'x.jpg', 'a/y.png': 'y.png', 'b/y.png': 'y.png_2'}
+        'a/x.png': 'x.png',
+        'a/x.jpg': 'x.jpg',
+        'a/y.png': 'y.png',
+        'b/y.png': 'y.png_2',
+    }
 
 
 def test_original_palette_and_random_weights(tmp_path, image_folder):
-    done = run_cli('--img_path', str(image_folder / 'pal.png'), '--num_classes', '19',
-                   '--save_dir', str(tmp_path), '--palette', 'original')
+    done = run_cli(
+        '--img_path',
+        str(image_folder / 'pal.png'),
+        '--num_classes',
+        '19',
+        '--save_dir',
+        str(tmp_path),
+        '--palette',
+        'original',
+    )
     assert done.returncode == 0, done.stderr
-    assert 'RANDOM weights' in done.stderr   # no --restore_from: said clearly
+    assert 'RANDOM weights' in done.stderr  # no --restore_from: said clearly
     labels = np.asarray(Image.open(tmp_path / 'pal_labelTrainIds.png'))
     colour = np.asarray(Image.open(tmp_path / 'pal_color.png'))
     assert labels.shape == IMAGES['pal.png'][1:]
@@ -170,18 +215,20 @@ def test_original_palette_and_random_weights(tmp_path, image_folder):
 
 def test_cityscapes_palette_is_the_official_table():
     assert [tuple(int(v) for v in c) for c in CITYSCAPES] == [c for _, c in CITYSCAPES_SCRIPTS]
-    assert tuple(CITYSCAPES[0]) == (128, 64, 128)    # road
-    assert tuple(CITYSCAPES[10]) == (70, 130, 180)   # sky
-    assert tuple(CITYSCAPES[11]) == (220, 20, 60)    # person
+    assert tuple(CITYSCAPES[0]) == (128, 64, 128)  # road
+    assert tuple(CITYSCAPES[10]) == (70, 130, 180)  # sky
+    assert tuple(CITYSCAPES[11]) == (220, 20, 60)  # person
 
 
 def test_original_palette_is_the_off_by_one_table():
-    assert tuple(ORIGINAL[2]) == (69, 69, 69)        # building (official 70, 70, 70)
-    assert tuple(ORIGINAL[10]) == (69, 129, 180)     # sky (official 70, 130, 180)
-    assert tuple(ORIGINAL[0]) == (128, 64, 128)      # road is the same
+    assert tuple(ORIGINAL[2]) == (69, 69, 69)  # building (official 70, 70, 70)
+    assert tuple(ORIGINAL[10]) == (69, 129, 180)  # sky (official 70, 130, 180)
+    assert tuple(ORIGINAL[0]) == (128, 64, 128)  # road is the same
     differ = [i for i in range(19) if tuple(ORIGINAL[i]) != tuple(CITYSCAPES[i])]
-    assert differ and all(np.abs(ORIGINAL[i].astype(int) - CITYSCAPES[i]).max() == 1
-                          for i in differ)
+    assert differ and all(
+        np.abs(ORIGINAL[i].astype(int) - CITYSCAPES[i]).max() == 1 for i in differ
+    )
     labels = np.array([[2, 10], [255, 0]])
-    np.testing.assert_array_equal(colorize(labels, 'original'),
-                                  [[(69, 69, 69), (69, 129, 180)], [(0, 0, 0), (128, 64, 128)]])
+    np.testing.assert_array_equal(
+        colorize(labels, 'original'), [[(69, 69, 69), (69, 129, 180)], [(0, 0, 0), (128, 64, 128)]]
+    )

@@ -1,4 +1,5 @@
 """The training loss, schedule and optimizer against independent NumPy computations."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -25,30 +26,39 @@ def np_masked_xent(logits, labels, num_classes, ignore):
 def make_case(seed=0, num_classes=5):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, (2, 33, 47, 1))
-    labels[rng.random(labels.shape) < 0.2] = 255            # ignore
+    labels[rng.random(labels.shape) < 0.2] = 255  # ignore
     labels[rng.random(labels.shape) < 0.05] = num_classes + 2  # >= num_classes: also masked
-    outputs = {'sub4_out': rng.normal(size=(2, 3, 4, num_classes)),
-               'sub24_out': rng.normal(size=(2, 5, 7, num_classes)),
-               'conv6_cls': rng.normal(size=(2, 9, 12, num_classes))}
+    outputs = {
+        'sub4_out': rng.normal(size=(2, 3, 4, num_classes)),
+        'sub24_out': rng.normal(size=(2, 5, 7, num_classes)),
+        'conv6_cls': rng.normal(size=(2, 9, 12, num_classes)),
+    }
     return outputs, labels
 
 
 def test_masked_xent_matches_numpy_per_head():
     outputs, labels = make_case()
-    for head, logits in outputs.items():
-        total, count = masked_xent_sum(tf.constant(logits, tf.float32), tf.constant(labels),
-                                       5, 255)
-        np.testing.assert_allclose(float(total / count), np_masked_xent(logits, labels, 5, 255),
-                                   rtol=1e-5)
+    for _head, logits in outputs.items():
+        total, count = masked_xent_sum(tf.constant(logits, tf.float32), tf.constant(labels), 5, 255)
+        np.testing.assert_allclose(
+            float(total / count), np_masked_xent(logits, labels, 5, 255), rtol=1e-5
+        )
 
 
 def test_total_loss_weights_heads_and_decays_conv_kernels_only():
     outputs, labels = make_case(1)
-    kernels = [tf.constant(np.random.default_rng(2).normal(size=(3, 3, 4, 2)), tf.float32),
-               tf.constant(np.ones((1, 1, 2, 5)), tf.float32)]
-    total, parts = icnet_loss({k: tf.constant(v, tf.float32) for k, v in outputs.items()},
-                              tf.constant(labels), num_classes=5, ignore_label=255,
-                              weight_decay=1e-3, conv_weights=kernels)
+    kernels = [
+        tf.constant(np.random.default_rng(2).normal(size=(3, 3, 4, 2)), tf.float32),
+        tf.constant(np.ones((1, 1, 2, 5)), tf.float32),
+    ]
+    total, parts = icnet_loss(
+        {k: tf.constant(v, tf.float32) for k, v in outputs.items()},
+        tf.constant(labels),
+        num_classes=5,
+        ignore_label=255,
+        weight_decay=1e-3,
+        conv_weights=kernels,
+    )
     want = sum(w * np_masked_xent(outputs[h], labels, 5, 255) for h, w in HEAD_WEIGHTS.items())
     want += 1e-3 * sum((k.numpy().astype(np.float64) ** 2).sum() / 2 for k in kernels)
     np.testing.assert_allclose(float(total), want, rtol=1e-5)
@@ -58,12 +68,18 @@ def test_total_loss_weights_heads_and_decays_conv_kernels_only():
 
 def test_all_ignored_gives_zero_not_nan():
     outputs, labels = make_case(3)
-    total, count = masked_xent_sum(tf.constant(outputs['conv6_cls'], tf.float32),
-                                   tf.fill(labels.shape, 255), 5, 255)
+    total, count = masked_xent_sum(
+        tf.constant(outputs['conv6_cls'], tf.float32), tf.fill(labels.shape, 255), 5, 255
+    )
     assert float(total) == 0.0 and float(count) == 0.0
-    loss, _ = icnet_loss({'conv6_cls': tf.constant(outputs['conv6_cls'], tf.float32)},
-                         tf.fill(labels.shape, 255), num_classes=5, ignore_label=255,
-                         weight_decay=0.0, conv_weights=[tf.zeros((1, 1, 1, 1))])
+    loss, _ = icnet_loss(
+        {'conv6_cls': tf.constant(outputs['conv6_cls'], tf.float32)},
+        tf.fill(labels.shape, 255),
+        num_classes=5,
+        ignore_label=255,
+        weight_decay=0.0,
+        conv_weights=[tf.zeros((1, 1, 1, 1))],
+    )
     assert float(loss) == 0.0
 
 

@@ -1,10 +1,17 @@
 """The chained builder's ops against hand-computed values and independent NumPy computations."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from icnet_tf.network import (BN_EPSILON, BN_MOMENTUM, Network, caffe_interp_size,
-                              resize_bilinear_align_corners, resize_bilinear_legacy)
+from icnet_tf.network import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    Network,
+    caffe_interp_size,
+    resize_bilinear_align_corners,
+    resize_bilinear_legacy,
+)
 
 
 # ------------------------------------------------------------------ NumPy reference helpers
@@ -20,10 +27,14 @@ def np_resize_bilinear(x, out_h, out_w, align_corners):
     out = np.zeros((b, out_h, out_w, c), np.float64)
     for i in range(out_h):
         y = src(i, h, out_h)
-        y0 = int(np.floor(y)); y1 = min(y0 + 1, h - 1); fy = y - y0
+        y0 = int(np.floor(y))
+        y1 = min(y0 + 1, h - 1)
+        fy = y - y0
         for j in range(out_w):
             xx = src(j, w, out_w)
-            x0 = int(np.floor(xx)); x1 = min(x0 + 1, w - 1); fx = xx - x0
+            x0 = int(np.floor(xx))
+            x1 = min(x0 + 1, w - 1)
+            fx = xx - x0
             top = x[:, y0, x0] * (1 - fx) + x[:, y0, x1] * fx
             bottom = x[:, y1, x0] * (1 - fx) + x[:, y1, x1] * fx
             out[:, i, j] = top * (1 - fy) + bottom * fy
@@ -39,13 +50,16 @@ def np_conv2d(x, w, stride=1, dilation=1):
     out = np.zeros((b, oh, ow, co))
     for i in range(oh):
         for j in range(ow):
-            patch = x[:, i * stride:i * stride + eh:dilation, j * stride:j * stride + ew:dilation]
+            patch = x[
+                :, i * stride : i * stride + eh : dilation, j * stride : j * stride + ew : dilation
+            ]
             out[:, i, j] = np.einsum('bhwc,hwco->bo', patch, w)
     return out
 
 
 class Tiny(Network):
     """A network whose setup is given as a function, for testing single ops."""
+
     output_name = 'out'
 
     def __init__(self, setup_fn, channels=3, **kw):
@@ -66,27 +80,37 @@ def run(setup_fn, x, **call_kw):
 
 
 # ------------------------------------------------------------------------------- interp
-@pytest.mark.parametrize('size,s,z,expected', [
-    (1025, 0.5, 1, 513), (1024, 0.5, 1, 512), (2049, 0.5, 1, 1025), (2048, 0.5, 1, 1024),
-    (33, 1, 2, 65), (32, 1, 2, 63), (65, 1, 2, 129), (64, 1, 2, 127), (129, 0.5, 1, 65),
-    (7, 1, 1, 7),
-])
+@pytest.mark.parametrize(
+    'size,s,z,expected',
+    [
+        (1025, 0.5, 1, 513),
+        (1024, 0.5, 1, 512),
+        (2049, 0.5, 1, 1025),
+        (2048, 0.5, 1, 1024),
+        (33, 1, 2, 65),
+        (32, 1, 2, 63),
+        (65, 1, 2, 129),
+        (64, 1, 2, 127),
+        (129, 0.5, 1, 65),
+        (7, 1, 1, 7),
+    ],
+)
 def test_caffe_interp_size(size, s, z, expected):
     assert caffe_interp_size(size, s, z) == expected
     assert int(caffe_interp_size(tf.constant(size), s, z)) == expected
 
 
 def test_align_corners_resize_hand_computed():
-    x = np.array([[0., 1.], [2., 3.]]).reshape(1, 2, 2, 1)
+    x = np.array([[0.0, 1.0], [2.0, 3.0]]).reshape(1, 2, 2, 1)
     got = resize_bilinear_align_corners(tf.constant(x, tf.float32), (3, 3)).numpy()[0, ..., 0]
-    np.testing.assert_allclose(got, [[0, .5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
+    np.testing.assert_allclose(got, [[0, 0.5, 1], [1, 1.5, 2], [2, 2.5, 3]], atol=1e-6)
 
 
 def test_legacy_resize_hand_computed():
     # TF1 default mapping: source = i * in / out; the last sample clamps to the last pixel.
-    x = np.array([0., 3.]).reshape(1, 1, 2, 1)
+    x = np.array([0.0, 3.0]).reshape(1, 1, 2, 1)
     got = resize_bilinear_legacy(tf.constant(x, tf.float32), (1, 3)).numpy().ravel()
-    np.testing.assert_allclose(got, [0., 2., 3.], atol=1e-6)
+    np.testing.assert_allclose(got, [0.0, 2.0, 3.0], atol=1e-6)
 
 
 @pytest.mark.parametrize('in_hw,out_hw', [((5, 7), (9, 13)), ((9, 13), (5, 7)), ((4, 4), (7, 3))])
@@ -97,8 +121,9 @@ def test_resizes_match_numpy(in_hw, out_hw):
         np.testing.assert_allclose(got, np_resize_bilinear(x, *out_hw, ac), atol=1e-5)
 
 
-@pytest.mark.parametrize('hw,s,z', [((33, 65), 1, 2), ((32, 64), 1, 2), ((65, 129), 0.5, 1),
-                                    ((64, 128), 0.5, 1)])
+@pytest.mark.parametrize(
+    'hw,s,z', [((33, 65), 1, 2), ((32, 64), 1, 2), ((65, 129), 0.5, 1), ((64, 128), 0.5, 1)]
+)
 def test_interp_layer_sizes_and_values(hw, s, z):
     x = np.random.default_rng(1).normal(size=(1, *hw, 2))
     _, got = run(lambda n: n.feed('data').interp(s_factor=s, z_factor=z, name='out'), x)
@@ -112,8 +137,9 @@ def test_interp_with_unknown_spatial_shape():
     net = Tiny(lambda n: n.feed('data').interp(s_factor=0.5, name='out'), channels=1)
     f = tf.function(net).get_concrete_function(tf.TensorSpec([1, None, None, 1], tf.float32))
     x = np.random.default_rng(2).normal(size=(1, 33, 65, 1)).astype(np.float32)
-    np.testing.assert_allclose(f(tf.constant(x)).numpy(), np_resize_bilinear(x, 17, 33, True),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        f(tf.constant(x)).numpy(), np_resize_bilinear(x, 17, 33, True), atol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------ convolutions
@@ -122,8 +148,11 @@ def test_conv_and_atrous_conv_match_numpy():
     x = rng.normal(size=(1, 11, 12, 3))
 
     def setup(n):
-        (n.feed('data').zero_padding(2, name='pad')
-          .atrous_conv(3, 3, 4, 2, relu=False, name='atrous'))
+        (
+            n.feed('data')
+            .zero_padding(2, name='pad')
+            .atrous_conv(3, 3, 4, 2, relu=False, name='atrous')
+        )
         n.feed('data').conv(3, 3, 5, 2, 2, relu=True, name='strided')
         n.feed('data').conv(1, 1, 2, 1, 1, relu=False, biased=False, name='out')
 
@@ -146,10 +175,15 @@ def test_conv_and_atrous_conv_match_numpy():
 def test_conv_same_padding_stride2_follows_tf():
     # TF 'SAME' with stride 2 on an even size pads 0 top/left and 1 bottom/right.
     x = np.arange(16, dtype=np.float64).reshape(1, 4, 4, 1)
-    net = Tiny(lambda n: n.feed('data').conv(3, 3, 1, 2, 2, padding='SAME', relu=False,
-                                             biased=False, name='out'), channels=1)
+    net = Tiny(
+        lambda n: n.feed('data').conv(
+            3, 3, 1, 2, 2, padding='SAME', relu=False, biased=False, name='out'
+        ),
+        channels=1,
+    )
     net(tf.constant(x, tf.float32))
-    w = np.ones((3, 3, 1, 1)); net.params['out']['weights'].assign(w)
+    w = np.ones((3, 3, 1, 1))
+    net.params['out']['weights'].assign(w)
     got = net(tf.constant(x, tf.float32)).numpy()
     want = np_conv2d(np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0))), w, stride=2)
     np.testing.assert_allclose(got, want)
@@ -159,26 +193,29 @@ def test_conv_transpose_matches_pytorch_geometry():
     # out = (h - 1) * s + k - 2 * crop; defined as the adjoint of a strided VALID conv.
     rng = np.random.default_rng(4)
     x = rng.normal(size=(1, 3, 4, 2))
-    net = Tiny(lambda n: n.feed('data').conv_transpose(4, 4, 3, 2, 2, crop=1, name='out'),
-               channels=2)
+    net = Tiny(
+        lambda n: n.feed('data').conv_transpose(4, 4, 3, 2, 2, crop=1, name='out'), channels=2
+    )
     got = net(tf.constant(x, tf.float32)).numpy()
-    w = net.params['out']['weights'].numpy()          # [kh, kw, c_out, c_in]
+    w = net.params['out']['weights'].numpy()  # [kh, kw, c_out, c_in]
     full = np.zeros((1, (3 - 1) * 2 + 4, (4 - 1) * 2 + 4, 3))
     for i in range(3):
         for j in range(4):
-            full[0, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += np.einsum('c,hwoc->hwo', x[0, i, j], w)
+            full[0, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum('c,hwoc->hwo', x[0, i, j], w)
     np.testing.assert_allclose(got, full[:, 1:-1, 1:-1], atol=1e-5)
     assert got.shape == (1, 6, 8, 3)
 
 
 # --------------------------------------------------------------------- padding and pools
 def test_zero_padding_then_valid_max_pool_hand_computed():
-    x = np.array([[1., 2., 3.], [4., 5., 6.], [7., 8., 9.]]).reshape(1, 3, 3, 1)
-    _, got = run(lambda n: n.feed('data').zero_padding(1, name='p')
-                 .max_pool(3, 3, 2, 2, name='out'), x)
-    np.testing.assert_array_equal(got[0, ..., 0], [[5., 6.], [8., 9.]])
-    _, got = run(lambda n: n.feed('data').zero_padding(1, name='p')
-                 .avg_pool(3, 3, 2, 2, name='out'), x)
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]).reshape(1, 3, 3, 1)
+    _, got = run(
+        lambda n: n.feed('data').zero_padding(1, name='p').max_pool(3, 3, 2, 2, name='out'), x
+    )
+    np.testing.assert_array_equal(got[0, ..., 0], [[5.0, 6.0], [8.0, 9.0]])
+    _, got = run(
+        lambda n: n.feed('data').zero_padding(1, name='p').avg_pool(3, 3, 2, 2, name='out'), x
+    )
     np.testing.assert_allclose(got[0, ..., 0], [[12 / 9, 16 / 9], [24 / 9, 28 / 9]], atol=1e-6)
 
 
@@ -223,8 +260,12 @@ def _bn_net(update):
     rng = np.random.default_rng(7)
     x = rng.normal(2.0, 3.0, size=(2, 5, 4, 3))
     net(tf.constant(x, tf.float32))
-    values = {'scale': rng.uniform(.5, 1.5, 3), 'offset': rng.normal(size=3),
-              'mean': rng.normal(size=3), 'variance': rng.uniform(.5, 2, 3)}
+    values = {
+        'scale': rng.uniform(0.5, 1.5, 3),
+        'offset': rng.normal(size=3),
+        'mean': rng.normal(size=3),
+        'variance': rng.uniform(0.5, 2, 3),
+    }
     for k, v in values.items():
         net.params['out'][k].assign(v)
     return net, x, values
@@ -249,10 +290,14 @@ def test_batch_norm_training_uses_batch_statistics_and_updates_only_on_request()
     net(tf.constant(x, tf.float32), training=True, update_stats=True)
     n = x.shape[0] * x.shape[1] * x.shape[2]
     m = BN_MOMENTUM
-    np.testing.assert_allclose(net.params['out']['mean'].numpy(),
-                               m * v['mean'] + (1 - m) * mean, atol=1e-5)
-    np.testing.assert_allclose(net.params['out']['variance'].numpy(),
-                               m * v['variance'] + (1 - m) * var * n / (n - 1), atol=1e-5)
+    np.testing.assert_allclose(
+        net.params['out']['mean'].numpy(), m * v['mean'] + (1 - m) * mean, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        net.params['out']['variance'].numpy(),
+        m * v['variance'] + (1 - m) * var * n / (n - 1),
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match='update_stats'):
         net(tf.constant(x, tf.float32), training=False, update_stats=True)
 
@@ -280,18 +325,33 @@ def test_duplicate_and_missing_names_are_errors():
 
 
 def test_variables_created_once_keyed_by_layer_and_checked():
-    net = Tiny(lambda n: n.feed('data').conv(3, 3, 4, 1, 1, name='c1')
-               .batch_normalization(name='c1_bn').relu(name='out'))
+    net = Tiny(
+        lambda n: (
+            n.feed('data')
+            .conv(3, 3, 4, 1, 1, name='c1')
+            .batch_normalization(name='c1_bn')
+            .relu(name='out')
+        )
+    )
     net(tf.zeros((1, 8, 8, 3)))
-    assert net.param_shapes() == {'c1/weights': (3, 3, 3, 4), 'c1/biases': (4,),
-                                  'c1_bn/scale': (4,), 'c1_bn/offset': (4,),
-                                  'c1_bn/mean': (4,), 'c1_bn/variance': (4,)}
+    assert net.param_shapes() == {
+        'c1/weights': (3, 3, 3, 4),
+        'c1/biases': (4,),
+        'c1_bn/scale': (4,),
+        'c1_bn/offset': (4,),
+        'c1_bn/mean': (4,),
+        'c1_bn/variance': (4,),
+    }
     assert {v.name for v in net.trainable_variables} == {
-        'c1/weights:0', 'c1/biases:0', 'c1_bn/scale:0', 'c1_bn/offset:0'}
+        'c1/weights:0',
+        'c1/biases:0',
+        'c1_bn/scale:0',
+        'c1_bn/offset:0',
+    }
     before = list(net.variables)
-    net(tf.zeros((2, 16, 12, 3)))                      # other sizes reuse the same variables
+    net(tf.zeros((2, 16, 12, 3)))  # other sizes reuse the same variables
     assert list(net.variables) == before
-    net.input_channels = 5                              # same layers, other channel count
+    net.input_channels = 5  # same layers, other channel count
     with pytest.raises(ValueError, match='c1/weights'):
         net(tf.zeros((1, 8, 8, 5)))
     assert net.conv_weights() == [net.params['c1']['weights']]
@@ -304,23 +364,29 @@ def test_layers_record_latest_eager_call_only():
     net(tf.ones((1, 2, 2, 3)))
     assert set(net.layers) == {'data', 'r', 'out'}
     tf.function(net)(tf.zeros((1, 3, 3, 3)))
-    assert net.layers['out'].shape == (1, 2, 2, 3)       # the traced call did not overwrite it
+    assert net.layers['out'].shape == (1, 2, 2, 3)  # the traced call did not overwrite it
     out = net(tf.ones((1, 2, 2, 3)), outputs=['r', 'out'])
     assert set(out) == {'r', 'out'}
 
 
 def test_checkpoint_round_trip(tmp_path):
     from icnet_tf.checkpoints import read_weights_checkpoint, save_weights_checkpoint
-    net = Tiny(lambda n: n.feed('data').conv(1, 1, 2, 1, 1, name='c').batch_normalization(
-        name='out'), seed=3)
+
+    net = Tiny(
+        lambda n: n.feed('data').conv(1, 1, 2, 1, 1, name='c').batch_normalization(name='out'),
+        seed=3,
+    )
     net(tf.zeros((1, 2, 2, 3)))
     prefix = save_weights_checkpoint(net, str(tmp_path))
     back = read_weights_checkpoint(str(tmp_path))
     assert back.keys() == {'c', 'out'} and prefix.startswith(str(tmp_path))
     np.testing.assert_array_equal(back['c']['weights'], net.params['c']['weights'].numpy())
-    other = Tiny(lambda n: n.feed('data').conv(1, 1, 2, 1, 1, name='c').batch_normalization(
-        name='out'), seed=4)
+    other = Tiny(
+        lambda n: n.feed('data').conv(1, 1, 2, 1, 1, name='c').batch_normalization(name='out'),
+        seed=4,
+    )
     other(tf.zeros((1, 2, 2, 3)))
     other.load(str(tmp_path))
-    np.testing.assert_array_equal(other.params['c']['weights'].numpy(),
-                                  net.params['c']['weights'].numpy())
+    np.testing.assert_array_equal(
+        other.params['c']['weights'].numpy(), net.params['c']['weights'].numpy()
+    )

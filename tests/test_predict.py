@@ -1,4 +1,5 @@
 """The original's pre/postprocessing: check_input padding, mean/BGR, flip averaging."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,12 +8,15 @@ from icnet_tf import ICNet
 from icnet_tf.predict import IMG_MEAN_BGR, Segmenter, padded_size, to_network_input
 
 
-@pytest.mark.parametrize('hw,want', [
-    ((1024, 2048), (1024, 2048)),      # both multiples: unchanged
-    ((1025, 2049), (1056, 2080)),
-    ((1024, 2050), (1056, 2080)),      # the original grows BOTH sides if either is off
-    ((100, 64), (128, 96)),
-])
+@pytest.mark.parametrize(
+    'hw,want',
+    [
+        ((1024, 2048), (1024, 2048)),  # both multiples: unchanged
+        ((1025, 2049), (1056, 2080)),
+        ((1024, 2050), (1056, 2080)),  # the original grows BOTH sides if either is off
+        ((100, 64), (128, 96)),
+    ],
+)
 def test_padded_size_follows_check_input(hw, want):
     assert padded_size(*hw) == want
     got = padded_size(tf.constant(hw[0]), tf.constant(hw[1]))
@@ -22,8 +26,9 @@ def test_padded_size_follows_check_input(hw, want):
 def test_network_input_is_bgr_minus_mean():
     rgb = np.array([[[10, 20, 30]]], np.uint8)
     got = to_network_input(rgb).numpy()[0, 0]
-    np.testing.assert_allclose(got, [30 - IMG_MEAN_BGR[0], 20 - IMG_MEAN_BGR[1],
-                                     10 - IMG_MEAN_BGR[2]], atol=1e-4)
+    np.testing.assert_allclose(
+        got, [30 - IMG_MEAN_BGR[0], 20 - IMG_MEAN_BGR[1], 10 - IMG_MEAN_BGR[2]], atol=1e-4
+    )
 
 
 def test_flip_averages_the_mirrored_prediction():

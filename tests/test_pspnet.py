@@ -1,4 +1,5 @@
 """PSPNet101 in the Caffe and the mmsegmentation layouts: structure, PyTorch parity, key map."""
+
 import dataclasses
 import math
 
@@ -9,18 +10,30 @@ import tensorflow as tf
 from converters import mmseg_keys
 from converters.errors import WeightsFileError, WeightsMismatchError
 from icnet_tf import MODELS, PSPNet101, build_model
-from icnet_tf.pspnet import (CAFFE, CAFFE_BGR_MEAN, MMSEG_RGB_MEAN, MMSEG_RGB_STD,
-                             adaptive_avg_pool2d, adaptive_windows, caffe_pool_padding,
-                             preprocess)
-from tests.golden.seeded import (seeded_images, seeded_torch_state_dict, seeded_uniform,
-                                 seeded_weights)
+from icnet_tf.pspnet import (
+    CAFFE,
+    CAFFE_BGR_MEAN,
+    MMSEG_RGB_MEAN,
+    MMSEG_RGB_STD,
+    adaptive_avg_pool2d,
+    adaptive_windows,
+    caffe_pool_padding,
+    preprocess,
+)
+from tests.golden.seeded import (
+    seeded_images,
+    seeded_torch_state_dict,
+    seeded_uniform,
+    seeded_weights,
+)
 
-SMALL = dict(blocks=(1, 1, 2, 1), width_multiplier=1 / 8)   # test-only depth and width
+SMALL = dict(blocks=(1, 1, 2, 1), width_multiplier=1 / 8)  # test-only depth and width
 
 
 # ------------------------------------------------------------------------ independent counts
 def expected_param_count(num_classes, stem, blocks=(3, 4, 23, 3), bins=4, m=1):
     """Parameters of the PSPNet-101 graph counted from its layer table (not from the code)."""
+
     def conv(k, c_in, c_out, bias=False):
         return k * k * c_in * c_out + (c_out if bias else 0)
 
@@ -90,8 +103,9 @@ def mmseg_pspnet(blocks=(3, 4, 23, 3), m=1, num_classes=19, bins=(1, 2, 3, 6)):
             super().__init__()
             self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
-                                   dilation=dilation, bias=False)
+            self.conv2 = nn.Conv2d(
+                planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+            )
             self.bn2 = nn.BatchNorm2d(planes)
             self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
             self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -109,11 +123,11 @@ def mmseg_pspnet(blocks=(3, 4, 23, 3), m=1, num_classes=19, bins=(1, 2, 3, 6)):
         if stride != 1 or inplanes != planes * 4:
             downsample = nn.Sequential(
                 nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * 4))
-        first = dilation // 2 if dilation > 1 else dilation   # contract_dilation=True
+                nn.BatchNorm2d(planes * 4),
+            )
+        first = dilation // 2 if dilation > 1 else dilation  # contract_dilation=True
         layers = [Bottleneck(inplanes, planes, stride, first, downsample)]
-        layers += [Bottleneck(planes * 4, planes, 1, dilation, None)
-                   for _ in range(1, n_blocks)]
+        layers += [Bottleneck(planes * 4, planes, 1, dilation, None) for _ in range(1, n_blocks)]
         return nn.Sequential(*layers)
 
     class ResNetV1c(nn.Module):
@@ -121,19 +135,25 @@ def mmseg_pspnet(blocks=(3, 4, 23, 3), m=1, num_classes=19, bins=(1, 2, 3, 6)):
             super().__init__()
             half, full = w(32), w(64)
             self.stem = nn.Sequential(
-                nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(half),
+                nn.Conv2d(3, half, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(half),
                 nn.ReLU(),
-                nn.Conv2d(half, half, 3, padding=1, bias=False), nn.BatchNorm2d(half),
+                nn.Conv2d(half, half, 3, padding=1, bias=False),
+                nn.BatchNorm2d(half),
                 nn.ReLU(),
-                nn.Conv2d(half, full, 3, padding=1, bias=False), nn.BatchNorm2d(full),
-                nn.ReLU())
+                nn.Conv2d(half, full, 3, padding=1, bias=False),
+                nn.BatchNorm2d(full),
+                nn.ReLU(),
+            )
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
             inplanes = full
-            for i, (n_blocks, stride, dilation) in enumerate(zip(blocks, (1, 2, 1, 1),
-                                                                 (1, 1, 2, 4))):
-                planes = w(64 * 2 ** i)
-                setattr(self, f'layer{i + 1}', res_layer(inplanes, planes, n_blocks, stride,
-                                                         dilation))
+            for i, (n_blocks, stride, dilation) in enumerate(
+                zip(blocks, (1, 2, 1, 1), (1, 1, 2, 4))
+            ):
+                planes = w(64 * 2**i)
+                setattr(
+                    self, f'layer{i + 1}', res_layer(inplanes, planes, n_blocks, stride, dilation)
+                )
                 inplanes = planes * 4
 
         def forward(self, x):
@@ -149,14 +169,17 @@ def mmseg_pspnet(blocks=(3, 4, 23, 3), m=1, num_classes=19, bins=(1, 2, 3, 6)):
             super().__init__()
             c_in, ch = w(2048), w(512)
             self.psp_modules = nn.ModuleList(
-                nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvModule(c_in, ch, 1)) for b in bins)
+                nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvModule(c_in, ch, 1)) for b in bins
+            )
             self.bottleneck = ConvModule(c_in + len(bins) * ch, ch, 3, padding=1)
             self.dropout = nn.Dropout2d(0.1)
             self.conv_seg = nn.Conv2d(ch, num_classes, 1)
 
         def forward(self, x):
-            outs = [x] + [F.interpolate(p(x), size=x.shape[2:], mode='bilinear',
-                                        align_corners=False) for p in self.psp_modules]
+            outs = [x] + [
+                F.interpolate(p(x), size=x.shape[2:], mode='bilinear', align_corners=False)
+                for p in self.psp_modules
+            ]
             return self.conv_seg(self.dropout(self.bottleneck(torch.cat(outs, dim=1))))
 
     class FCNHead(nn.Module):
@@ -177,15 +200,18 @@ def mmseg_pspnet(blocks=(3, 4, 23, 3), m=1, num_classes=19, bins=(1, 2, 3, 6)):
             self.auxiliary_head = FCNHead()
 
         def forward(self, img):
-            return self.decode_head(self.backbone(img)[3])   # logits at 1/8, not resized
+            return self.decode_head(self.backbone(img)[3])  # logits at 1/8, not resized
 
     return EncoderDecoder()
 
 
 def torch_inference_count(module):
     sd = module.state_dict()
-    return sum(int(np.prod(v.shape)) for k, v in sd.items()
-               if not k.startswith('auxiliary_head.') and not k.endswith('num_batches_tracked'))
+    return sum(
+        int(np.prod(v.shape))
+        for k, v in sd.items()
+        if not k.startswith('auxiliary_head.') and not k.endswith('num_batches_tracked')
+    )
 
 
 # ---------------------------------------------------------------------------- 1. structure
@@ -197,26 +223,36 @@ def test_full_size_parameter_counts_layers_and_output_stride(layout):
     total, trainable = expected_param_count(19, stem)
     assert net.count_params() == total
     assert net.count_params(trainable_only=True) == trainable
-    assert (total, trainable) == ({'caffe': (65818323, 65707475),
-                                   'mmseg': (65713523, 65602931)}[layout])
+    assert (total, trainable) == (
+        {'caffe': (65818323, 65707475), 'mmseg': (65713523, 65602931)}[layout]
+    )
     if layout == 'mmseg':  # the PyTorch model has exactly the same inference tensors
         import torch
+
         with torch.device('meta'):
             assert torch_inference_count(mmseg_pspnet()) == total
     convs = [k for k, p in net.params.items() if 'weights' in p]
     bns = [k for k in net.params if k.endswith('_bn')]
     assert (len(convs), len(bns)) == (3 + 33 * 3 + 4 + 4 + 2, 3 + 33 * 3 + 4 + 4 + 1)
     assert {k for k, p in net.params.items() if 'biases' in p} == {'conv6'}
-    for name in ('conv1_1_3x3_s2_bn', 'conv2_1_1x1_proj', 'conv3_4_1x1_increase_bn',
-                 'conv4_23_3x3', 'conv5_3_1x1_increase_bn', 'conv5_3_pool6_conv_bn',
-                 'conv5_4', 'conv5_4_bn', 'conv6'):
+    for name in (
+        'conv1_1_3x3_s2_bn',
+        'conv2_1_1x1_proj',
+        'conv3_4_1x1_increase_bn',
+        'conv4_23_3x3',
+        'conv5_3_1x1_increase_bn',
+        'conv5_3_pool6_conv_bn',
+        'conv5_4',
+        'conv5_4_bn',
+        'conv6',
+    ):
         assert name in net.params
     assert 'conv4_24_3x3' not in net.params and 'conv2_4_3x3' not in net.params
     assert net.params['conv5_4']['weights'].shape == (3, 3, 4096, 512)
     assert net.params['conv6']['weights'].shape == (1, 1, 512, 19)
     assert net.params['conv1_3_3x3']['weights'].shape[-1] == stem[-1]
     out = net(tf.zeros((1, 97, 129, 3)))
-    assert out.shape == (1, 13, 17, 19)                       # output stride 8
+    assert out.shape == (1, 13, 17, 19)  # output stride 8
     assert net.backbone_output == 'conv5_3/relu'
     assert net.layers['conv5_3/relu'].shape == (1, 13, 17, 2048)
     assert net.layers['conv3_1/relu'].shape == (1, 13, 17, 512)
@@ -230,8 +266,9 @@ def test_every_trainable_variable_gets_a_gradient(layout):
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(net(x, training=True)))
     grads = tape.gradient(loss, net.trainable_variables)
-    dead = [v.name for v, g in zip(net.trainable_variables, grads)
-            if g is None or not np.any(g.numpy())]
+    dead = [
+        v.name for v, g in zip(net.trainable_variables, grads) if g is None or not np.any(g.numpy())
+    ]
     assert not dead, dead
     n_conv = 3 + 5 * 3 + 4 + 4 + 2
     assert len(net.trainable_variables) == n_conv + 1 + 2 * (n_conv - 1)
@@ -243,7 +280,7 @@ def expected_logits_side(h, stem_padding):
     """Stem conv /2 (pad 1 or SAME: ceil), 3x3/2 max pool, conv3_1 /2 (ceil)."""
     conv1 = math.ceil(h / 2)
     pool = math.ceil(conv1 / 2)
-    if stem_padding == 'caffe' and conv1 % 2 == 0:   # Caffe's ceil mode: one more window
+    if stem_padding == 'caffe' and conv1 % 2 == 0:  # Caffe's ceil mode: one more window
         pool += 1
     return math.ceil(pool / 2)
 
@@ -270,9 +307,13 @@ def test_mmseg_parity_with_a_pytorch_checkpoint(tmp_path, capsys):
     sd = seeded_torch_state_dict(shapes, seed=7)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
     path = tmp_path / 'pspnet_r101-d8_small.pth'
-    torch.save({'meta': {'CLASSES': [f'c{i}' for i in range(num_classes)],
-                         'mmseg_version': '1.2.2'},
-                'state_dict': module.state_dict()}, path)
+    torch.save(
+        {
+            'meta': {'CLASSES': [f'c{i}' for i in range(num_classes)], 'mmseg_version': '1.2.2'},
+            'state_dict': module.state_dict(),
+        },
+        path,
+    )
 
     net = PSPNet101(num_classes=num_classes, layout='mmseg', psp_bins=bins, **SMALL)
     report = net.load(str(path))
@@ -294,8 +335,9 @@ def test_mmseg_parity_with_a_pytorch_checkpoint(tmp_path, capsys):
     assert err <= 1e-4 * scale
     assert np.mean(out.argmax(-1) == ref.argmax(-1)) >= 0.9999
     # N_task alone reproduces the logits from the N_feat features
-    np.testing.assert_allclose(net.classify(net.layers[net.feature_layer]).numpy(), out,
-                               rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        net.classify(net.layers[net.feature_layer]).numpy(), out, rtol=0, atol=1e-6 * scale
+    )
 
 
 # ------------------------------------------------------------------ 3. adaptive pooling op
@@ -312,15 +354,16 @@ def np_adaptive_avg_pool(x, bins):
 
 
 def test_adaptive_windows_by_hand():
-    assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)]   # overlapping
+    assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)]  # overlapping
     assert adaptive_windows(6, 3) == [(0, 2), (2, 4), (4, 6)]
     assert adaptive_windows(13, 6) == [(0, 3), (2, 5), (4, 7), (6, 9), (8, 11), (10, 13)]
-    assert adaptive_windows(2, 3) == [(0, 1), (0, 2), (1, 2)]   # fewer rows than bins
+    assert adaptive_windows(2, 3) == [(0, 1), (0, 2), (1, 2)]  # fewer rows than bins
     assert adaptive_windows(7, 1) == [(0, 7)]
 
 
-@pytest.mark.parametrize('hw,bins', [((5, 5), 3), ((5, 7), 3), ((13, 18), 6), ((2, 4), 3),
-                                     ((9, 9), 1)])
+@pytest.mark.parametrize(
+    'hw,bins', [((5, 5), 3), ((5, 7), 3), ((13, 18), 6), ((2, 4), 3), ((9, 9), 1)]
+)
 def test_adaptive_avg_pool_matches_the_loop(hw, bins):
     x = seeded_images((2, *hw, 3), 5).astype(np.float64)
     got = adaptive_avg_pool2d(tf.constant(x, tf.float32), bins).numpy()
@@ -338,14 +381,19 @@ def small_mmseg_state_dict(blocks=(1, 1, 2, 1), with_aux=True):
     torch_shapes = {}
     for key, (layer, param, transform) in table.items():
         shape = shapes[f'{layer}/{param}']
-        torch_shapes[key] = (shape[3], shape[2], shape[0], shape[1]) if transform == 'conv' \
-            else shape
+        torch_shapes[key] = (
+            (shape[3], shape[2], shape[0], shape[1]) if transform == 'conv' else shape
+        )
     torch_shapes['backbone.stem.1.num_batches_tracked'] = ()
     if with_aux:
-        torch_shapes.update({'auxiliary_head.convs.0.conv.weight': (32, 128, 3, 3),
-                             'auxiliary_head.convs.0.bn.weight': (32,),
-                             'auxiliary_head.conv_seg.weight': (3, 32, 1, 1),
-                             'auxiliary_head.conv_seg.bias': (3,)})
+        torch_shapes.update(
+            {
+                'auxiliary_head.convs.0.conv.weight': (32, 128, 3, 3),
+                'auxiliary_head.convs.0.bn.weight': (32,),
+                'auxiliary_head.conv_seg.weight': (3, 32, 1, 1),
+                'auxiliary_head.conv_seg.bias': (3,),
+            }
+        )
     return net, seeded_torch_state_dict(torch_shapes, 11)
 
 
@@ -353,29 +401,40 @@ def test_key_table_covers_exactly_the_network():
     for blocks in [(1, 1, 2, 1), (3, 4, 23, 3)]:
         table = mmseg_keys.key_table(blocks)
         targets = {f'{layer}/{param}' for layer, param, _ in table.values()}
-        assert len(targets) == len(table)          # one-to-one
+        assert len(targets) == len(table)  # one-to-one
         if blocks == (1, 1, 2, 1):
             net = PSPNet101(layout='mmseg', blocks=blocks, width_multiplier=1 / 8).build()
             assert targets == set(net.variables_by_key())
         else:
-            assert len(table) == 112 + 1 + 4 * 111   # convs, conv6 bias, BN vectors
+            assert len(table) == 112 + 1 + 4 * 111  # convs, conv6 bias, BN vectors
     assert mmseg_keys.key_table()['backbone.layer3.22.conv2.weight'] == (
-        'conv4_23_3x3', 'weights', 'conv')
+        'conv4_23_3x3',
+        'weights',
+        'conv',
+    )
     assert mmseg_keys.key_table()['backbone.layer2.0.downsample.1.running_var'] == (
-        'conv3_1_1x1_proj_bn', 'variance', 'vector')
+        'conv3_1_1x1_proj_bn',
+        'variance',
+        'vector',
+    )
     assert mmseg_keys.key_table(psp_bins=(1, 2, 3, 6))[
-        'decode_head.psp_modules.3.1.conv.weight'] == ('conv5_3_pool6_conv', 'weights', 'conv')
+        'decode_head.psp_modules.3.1.conv.weight'
+    ] == ('conv5_3_pool6_conv', 'weights', 'conv')
 
 
 def test_bn_mapping_and_ignored_counter():
     _, sd = small_mmseg_state_dict()
     weights = mmseg_keys.convert(sd, blocks=(1, 1, 2, 1))
     bn = weights['conv1_1_3x3_s2_bn']
-    for torch_param, param in [('weight', 'scale'), ('bias', 'offset'),
-                               ('running_mean', 'mean'), ('running_var', 'variance')]:
+    for torch_param, param in [
+        ('weight', 'scale'),
+        ('bias', 'offset'),
+        ('running_mean', 'mean'),
+        ('running_var', 'variance'),
+    ]:
         np.testing.assert_array_equal(bn[param], sd[f'backbone.stem.1.{torch_param}'])
         assert bn[param].dtype == np.float32
-    assert set(bn) == {'scale', 'offset', 'mean', 'variance'}   # num_batches_tracked dropped
+    assert set(bn) == {'scale', 'offset', 'mean', 'variance'}  # num_batches_tracked dropped
     assert mmseg_keys.UNMAPPED not in weights
     np.testing.assert_array_equal(weights['conv6']['biases'], sd['decode_head.conv_seg.bias'])
 
@@ -391,31 +450,44 @@ def test_auxiliary_head_is_skipped_and_listed():
 
 def test_unknown_keys_are_reported_not_dropped():
     net, sd = small_mmseg_state_dict()
-    sd = dict(sd, **{'backbone.layer5.0.conv1.weight': np.zeros((1, 1, 1, 1), np.float32),
-                     'decode_head.conv_seg.extra': np.zeros(3, np.float32),
-                     'neck.bn.num_batches_tracked': np.array(0)})
+    sd = dict(
+        sd,
+        **{
+            'backbone.layer5.0.conv1.weight': np.zeros((1, 1, 1, 1), np.float32),
+            'decode_head.conv_seg.extra': np.zeros(3, np.float32),
+            'neck.bn.num_batches_tracked': np.array(0),
+        },
+    )
     weights = mmseg_keys.convert(sd, blocks=(1, 1, 2, 1))
-    assert set(weights[mmseg_keys.UNMAPPED]) == {'backbone.layer5.0.conv1.weight',
-                                                 'decode_head.conv_seg.extra',
-                                                 'neck.bn.num_batches_tracked'}
+    assert set(weights[mmseg_keys.UNMAPPED]) == {
+        'backbone.layer5.0.conv1.weight',
+        'decode_head.conv_seg.extra',
+        'neck.bn.num_batches_tracked',
+    }
     with pytest.raises(WeightsMismatchError, match=r'<unmapped>/backbone\.layer5\.0\.conv1'):
         net.load(weights, verbose=False)
     # a deeper checkpoint (real blocks) into a reduced network: its extra blocks are unmapped
     with pytest.raises(WeightsMismatchError, match='unexpected'):
-        net.load(mmseg_keys.convert(dict(sd, **{
-            'backbone.layer3.2.conv1.weight': np.zeros((32, 128, 1, 1), np.float32)}),
-            blocks=(1, 1, 2, 1)), verbose=False)
+        net.load(
+            mmseg_keys.convert(
+                dict(
+                    sd, **{'backbone.layer3.2.conv1.weight': np.zeros((32, 128, 1, 1), np.float32)}
+                ),
+                blocks=(1, 1, 2, 1),
+            ),
+            verbose=False,
+        )
 
 
 def test_conv_transform_numerically():
     rng = np.random.default_rng(0)
-    w_oihw = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)       # O=4, I=3, kh=3, kw=2
+    w_oihw = rng.normal(size=(4, 3, 3, 2)).astype(np.float32)  # O=4, I=3, kh=3, kw=2
     x_nchw = rng.normal(size=(1, 3, 6, 5)).astype(np.float32)
-    ref = np.zeros((1, 4, 4, 4))                                   # PyTorch conv2d, VALID
+    ref = np.zeros((1, 4, 4, 4))  # PyTorch conv2d, VALID
     for o in range(4):
         for y in range(4):
             for xx in range(4):
-                ref[0, o, y, xx] = np.sum(w_oihw[o] * x_nchw[0, :, y:y + 3, xx:xx + 2])
+                ref[0, o, y, xx] = np.sum(w_oihw[o] * x_nchw[0, :, y : y + 3, xx : xx + 2])
     sd = {'decode_head.conv_seg.weight': w_oihw, 'decode_head.conv_seg.bias': np.zeros(4)}
     hwio = mmseg_keys.convert(sd, blocks=(1, 1, 1, 1))['conv6']['weights']
     assert hwio.shape == (3, 2, 3, 4) and hwio.flags['C_CONTIGUOUS']
@@ -449,8 +521,9 @@ def test_caffe_npy_round_trip_and_classify(tmp_path):
     assert out.shape == (1, 13, 17, 6)
     features = net.layers[net.feature_layer]
     assert features.shape == (1, 13, 17, 64)
-    np.testing.assert_allclose(net.classify(features).numpy(), out, rtol=0,
-                               atol=1e-6 * np.abs(out).max())
+    np.testing.assert_allclose(
+        net.classify(features).numpy(), out, rtol=0, atol=1e-6 * np.abs(out).max()
+    )
     # the classifier is the conv6 1x1 conv on those features
     w6 = weights['conv6']
     manual = np.einsum('bhwc,ck->bhwk', features.numpy(), w6['weights'][0, 0]) + w6['biases']
@@ -464,7 +537,7 @@ def test_caffe_canonical_pyramid_at_713():
     out = net(tf.zeros((1, 713, 713, 3)))
     assert out.shape == (1, 90, 90, 2)
     sizes = {b: tuple(net.layers[f'conv5_3_pool{b}'].shape[1:3]) for b in (1, 2, 3, 6)}
-    assert sizes == {1: (1, 1), 2: (2, 2), 3: (3, 3), 6: (6, 6)}   # kernels 90/45/30/15
+    assert sizes == {1: (1, 1), 2: (2, 2), 3: (3, 3), 6: (6, 6)}  # kernels 90/45/30/15
     assert net.layers['conv5_3_pool6_interp'].shape[1:3] == (90, 90)
     concat = net.layers['conv5_3_concat']
     assert concat.shape[-1] == 256 + 4 * 64
@@ -476,8 +549,9 @@ def test_caffe_concat_order_and_mmseg_order():
         net = PSPNet101(num_classes=2, layout=layout, **SMALL)
         net(x)
         concat = net.layers['conv5_3_concat'].numpy()
-        parts = [net.layers[net.backbone_output]] + [net.layers[f'conv5_3_pool{b}_interp']
-                                                for b in order]
+        parts = [net.layers[net.backbone_output]] + [
+            net.layers[f'conv5_3_pool{b}_interp'] for b in order
+        ]
         np.testing.assert_array_equal(concat, np.concatenate([p.numpy() for p in parts], -1))
 
 
@@ -485,14 +559,14 @@ def test_stem_padding_modes():
     assert caffe_pool_padding(357) == (1, 1) and caffe_pool_padding(360) == (1, 2)
     shapes = {}
     for mode in ('caffe', 'same', 'pytorch'):
-        net = PSPNet101(num_classes=2, layout=dataclasses.replace(CAFFE, stem_padding=mode),
-                        **SMALL)
+        net = PSPNet101(
+            num_classes=2, layout=dataclasses.replace(CAFFE, stem_padding=mode), **SMALL
+        )
         net(tf.zeros((1, 100, 100, 3)))
         shapes[mode] = net.layers['pool1_3x3_s2'].shape[1]
-    assert shapes == {'caffe': 26, 'same': 25, 'pytorch': 25}   # Caffe's ceil-mode pool
+    assert shapes == {'caffe': 26, 'same': 25, 'pytorch': 25}  # Caffe's ceil-mode pool
     # At 4k+1 sizes Caffe's pads and the TF1 code's SAME are the same computation.
-    same = PSPNet101(num_classes=3, layout=dataclasses.replace(CAFFE, stem_padding='same'),
-                     **SMALL)
+    same = PSPNet101(num_classes=3, layout=dataclasses.replace(CAFFE, stem_padding='same'), **SMALL)
     caffe = PSPNet101(num_classes=3, layout='caffe', **SMALL).build()
     same.load(seeded_weights(caffe.param_shapes(), 2), verbose=False)
     caffe.load(seeded_weights(caffe.param_shapes(), 2), verbose=False)
@@ -504,13 +578,12 @@ def test_stride_position_is_a_layout_field():
     x = tf.zeros((1, 97, 129, 3))
     one = PSPNet101(num_classes=2, layout='caffe', **SMALL)
     one(x)
-    assert one.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (13, 17)   # spec / TF1 code
-    three = PSPNet101(num_classes=2, layout=dataclasses.replace(CAFFE, stride_on='3x3'),
-                      **SMALL)
+    assert one.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (13, 17)  # spec / TF1 code
+    three = PSPNet101(num_classes=2, layout=dataclasses.replace(CAFFE, stride_on='3x3'), **SMALL)
     three(x)
     assert three.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (25, 33)  # Caffe prototxt
     assert three.layers['conv3_1_3x3_bn'].shape[1:3] == (13, 17)
-    assert one.param_shapes() == three.param_shapes()                  # same weights fit
+    assert one.param_shapes() == three.param_shapes()  # same weights fit
 
 
 def test_dilations_per_layout():
@@ -523,23 +596,30 @@ def test_dilations_per_layout():
     pads = {}
     for net in (net_c, net_m):
         h = net.layers['conv4_1_1x1_reduce_bn'].shape[1]
-        pads[net.layout.name] = [
-            (net.layers[f'padding{i}'].shape[1] - h) // 2 for i in (3, 4, 5)]
-    assert pads == {'caffe': [2, 2, 4], 'mmseg': [1, 2, 2]}   # conv4_1, conv4_2, conv5_1
+        pads[net.layout.name] = [(net.layers[f'padding{i}'].shape[1] - h) // 2 for i in (3, 4, 5)]
+    assert pads == {'caffe': [2, 2, 4], 'mmseg': [1, 2, 2]}  # conv4_1, conv4_2, conv5_1
 
 
 def test_preprocess_and_registry():
     rgb = np.array([[[[10, 20, 30]]]], np.uint8)
-    np.testing.assert_allclose(preprocess(rgb, 'caffe').numpy()[0, 0, 0],
-                               np.array([30, 20, 10]) - np.array(CAFFE_BGR_MEAN), rtol=1e-6)
+    np.testing.assert_allclose(
+        preprocess(rgb, 'caffe').numpy()[0, 0, 0],
+        np.array([30, 20, 10]) - np.array(CAFFE_BGR_MEAN),
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(
         preprocess(rgb[0], 'mmseg').numpy()[0, 0],
         (np.array([10, 20, 30]) - np.array(MMSEG_RGB_MEAN)) / np.array(MMSEG_RGB_STD),
-        rtol=1e-6)
+        rtol=1e-6,
+    )
     assert MODELS['PSPNet101'] is PSPNet101
     assert build_model('PSPNet101', num_classes=3, layout='mmseg').get_config() == {
-        'num_classes': 3, 'layout': 'mmseg', 'psp_bins': [1, 2, 3, 6],
-        'blocks': [3, 4, 23, 3], 'width_multiplier': 1}
+        'num_classes': 3,
+        'layout': 'mmseg',
+        'psp_bins': [1, 2, 3, 6],
+        'blocks': [3, 4, 23, 3],
+        'width_multiplier': 1,
+    }
     with pytest.raises(ValueError, match='layout'):
         PSPNet101(layout='torchvision')
     with pytest.raises(ValueError, match='width_multiplier'):

@@ -1,4 +1,5 @@
 """Training: learning, BN switches, resume, NaN stop, kill -9 safety, 2-replica equivalence."""
+
 import os
 import signal
 import subprocess
@@ -24,21 +25,38 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     from data import toycity
+
     out = tmp_path_factory.mktemp('toy')
-    toycity.generate(str(out), num_train=6, num_val=2, height=224, width=320,
-                     num_videos_train=0, num_videos_val=0, seed=3)
+    toycity.generate(
+        str(out),
+        num_train=6,
+        num_val=2,
+        height=224,
+        width=320,
+        num_videos_train=0,
+        num_videos_val=0,
+        seed=3,
+    )
     return str(out)
 
 
-def icnet_trainer(toy, tmp_path, *, update_mean_var=False, train_beta_gamma=False, lr=1e-2,
-                  num_classes=19):
+def icnet_trainer(
+    toy, tmp_path, *, update_mean_var=False, train_beta_gamma=False, lr=1e-2, num_classes=19
+):
     net = ICNet_BN(num_classes=num_classes, seed=1).build()
     opt = TF1Momentum(PolyLR(lr, 100, 0.9), momentum=0.9)
-    loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4,
-                           update_mean_var=update_mean_var)
-    trainer = Trainer(strategy=tf.distribute.get_strategy(), model=net, optimizer=opt,
-                      variables=trained_variables(net, train_beta_gamma), loss_fn=loss_fn,
-                      snapshot_dir=str(tmp_path), save_every=1000)
+    loss_fn = make_loss_fn(
+        net, ignore_label=255, weight_decay=1e-4, update_mean_var=update_mean_var
+    )
+    trainer = Trainer(
+        strategy=tf.distribute.get_strategy(),
+        model=net,
+        optimizer=opt,
+        variables=trained_variables(net, train_beta_gamma),
+        loss_fn=loss_fn,
+        snapshot_dir=str(tmp_path),
+        save_every=1000,
+    )
     pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
     ds = train_dataset(pairs, batch_size=2, crop_size=(193, 193), random_mirror=True, seed=0)
     return net, trainer, iter(ds)
@@ -46,42 +64,57 @@ def icnet_trainer(toy, tmp_path, *, update_mean_var=False, train_beta_gamma=Fals
 
 @pytest.mark.slow
 def test_thirty_steps_lower_the_loss(toy, tmp_path):
-    net, trainer, batches = icnet_trainer(toy, tmp_path, update_mean_var=True,
-                                          train_beta_gamma=True)
+    net, trainer, batches = icnet_trainer(
+        toy, tmp_path, update_mean_var=True, train_beta_gamma=True
+    )
     losses = [trainer.train_step(next(batches))['conv6_cls'] for _ in range(30)]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
 
 
 @pytest.mark.parametrize('update_mean_var,train_beta_gamma', [(False, False), (True, True)])
 def test_bn_switches(toy, tmp_path, update_mean_var, train_beta_gamma):
-    net, trainer, batches = icnet_trainer(toy, tmp_path, update_mean_var=update_mean_var,
-                                          train_beta_gamma=train_beta_gamma)
+    net, trainer, batches = icnet_trainer(
+        toy, tmp_path, update_mean_var=update_mean_var, train_beta_gamma=train_beta_gamma
+    )
     layer = net.params['conv3_1_1x1_reduce_bn']
     before = {k: v.numpy().copy() for k, v in layer.items()}
     conv_before = net.params['conv3_1_1x1_reduce']['weights'].numpy().copy()
     for _ in range(2):
         trainer.train_step(next(batches))
     changed = {k: not np.array_equal(before[k], v.numpy()) for k, v in layer.items()}
-    assert changed == {'mean': update_mean_var, 'variance': update_mean_var,
-                       'scale': train_beta_gamma, 'offset': train_beta_gamma}
+    assert changed == {
+        'mean': update_mean_var,
+        'variance': update_mean_var,
+        'scale': train_beta_gamma,
+        'offset': train_beta_gamma,
+    }
     assert not np.array_equal(conv_before, net.params['conv3_1_1x1_reduce']['weights'].numpy())
 
 
 def tiny_trainer(snapshot_dir, loss_scale=None, save_every=2):
-    net = Tiny(lambda n: n.feed('data').conv(3, 3, 4, 1, 1, name='c')
-               .batch_normalization(name='out'), seed=2)
+    net = Tiny(
+        lambda n: n.feed('data').conv(3, 3, 4, 1, 1, name='c').batch_normalization(name='out'),
+        seed=2,
+    )
     net.build()
     opt = TF1Momentum(0.1)
     step_source = opt.iterations
 
     def loss_fn(batch):
         loss = tf.reduce_mean(tf.square(net(batch, training=True) - 1.0))
-        if loss_scale is not None:   # NaN from the given step on
+        if loss_scale is not None:  # NaN from the given step on
             loss = tf.where(step_source >= loss_scale, tf.constant(np.nan), loss)
         return loss, {}
-    trainer = Trainer(strategy=tf.distribute.get_strategy(), model=net, optimizer=opt,
-                      variables=net.trainable_variables, loss_fn=loss_fn,
-                      snapshot_dir=str(snapshot_dir), save_every=save_every)
+
+    trainer = Trainer(
+        strategy=tf.distribute.get_strategy(),
+        model=net,
+        optimizer=opt,
+        variables=net.trainable_variables,
+        loss_fn=loss_fn,
+        snapshot_dir=str(snapshot_dir),
+        save_every=save_every,
+    )
     data = tf.data.Dataset.from_tensors(tf.random.stateless_normal((2, 8, 8, 3), [1, 1])).repeat()
     return net, opt, trainer, data
 
@@ -111,21 +144,39 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def _train_cli(toy, snapshot, *extra):
-    return [sys.executable, '-m', 'icnet_tf.train', '--data_list',
-            os.path.join(toy, 'list', 'train.txt'), '--data_dir', toy, '--batch_size', '1',
-            '--input_size', '193,193', '--snapshot_dir', snapshot, *extra]
+    return [
+        sys.executable,
+        '-m',
+        'icnet_tf.train',
+        '--data_list',
+        os.path.join(toy, 'list', 'train.txt'),
+        '--data_dir',
+        toy,
+        '--batch_size',
+        '1',
+        '--input_size',
+        '193,193',
+        '--snapshot_dir',
+        snapshot,
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_path):
     snapshot = str(tmp_path / 'snap')
-    proc = subprocess.Popen(_train_cli(toy, snapshot, '--num_steps', '400',
-                                       '--save_pred_every', '2'), cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cli(toy, snapshot, '--num_steps', '400', '--save_pred_every', '2'),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
-        if os.path.exists(snapshot) and any(f.startswith('ckpt-6.index')
-                                            for f in os.listdir(snapshot)):
+        if os.path.exists(snapshot) and any(
+            f.startswith('ckpt-6.index') for f in os.listdir(snapshot)
+        ):
             break
         time.sleep(0.2)
     time.sleep(0.7)  # land somewhere inside a later step or save
@@ -135,16 +186,28 @@ def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_pat
     assert latest is not None
     tf.train.load_checkpoint(latest).get_variable_to_shape_map()  # readable, not broken
     saved = int(latest.rsplit('-', 1)[1])
-    r = subprocess.run(_train_cli(toy, snapshot, '--num_steps', str(saved + 1)), cwd=ROOT,
-                       env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _train_cli(toy, snapshot, '--num_steps', str(saved + 1)),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert f'resumed from {latest} at step {saved}' in r.stdout
-    tags = set()   # TensorBoard: losses, learning rate, and the image panels
+    tags = set()  # TensorBoard: losses, learning rate, and the image panels
     for events in os.listdir(os.path.join(snapshot, 'logs')):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(snapshot, 'logs', events)):
             tags |= {v.tag for v in event.summary.value}
-    assert {'loss/loss', 'loss/conv6_cls', 'learning_rate', 'input', 'label',
-            'prediction'} <= tags, tags
+    assert {
+        'loss/loss',
+        'loss/conv6_cls',
+        'learning_rate',
+        'input',
+        'label',
+        'prediction',
+    } <= tags, tags
 
 
 def test_bad_list_is_one_line_and_nonzero(toy, tmp_path):
@@ -155,10 +218,11 @@ def test_bad_list_is_one_line_and_nonzero(toy, tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f'error: {bad}:2: expected 2 fields "<image> <label>", found 1: \'one_field\'']
+        f'error: {bad}:2: expected 2 fields "<image> <label>", found 1: \'one_field\''
+    ]
 
 
-TWO_REPLICAS = textwrap.dedent('''
+TWO_REPLICAS = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tensorflow as tf
@@ -191,21 +255,29 @@ TWO_REPLICAS = textwrap.dedent('''
                                     net.variables_by_key().items() if 'conv6_cls' in k or
                                     'conv1_1_3x3_s2' in k}}
     print(json.dumps(result))
-''')
+""")
 
 
 @pytest.mark.slow
 def test_two_replicas_equal_one_device_with_the_same_global_batch(tmp_path):
-    r = subprocess.run([sys.executable, '-c', TWO_REPLICAS, str(tmp_path)], cwd=ROOT, env=ENV,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, '-c', TWO_REPLICAS, str(tmp_path)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     import json
+
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert (res['one']['replicas'], res['two']['replicas']) == (1, 2)
     np.testing.assert_allclose(res['two']['losses'], res['one']['losses'], rtol=1e-5)
     for key, one in res['one']['weights'].items():
-        np.testing.assert_allclose(res['two']['weights'][key], one, rtol=1e-4, atol=1e-6,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            res['two']['weights'][key], one, rtol=1e-4, atol=1e-6, err_msg=key
+        )
 
 
 def test_pspnet101_trains_on_its_single_output(toy):
@@ -213,6 +285,7 @@ def test_pspnet101_trains_on_its_single_output(toy):
     plus the L2 term; a few steps lower it. Narrow, shallow PSPNet keeps this fast."""
     from icnet_tf import PSPNet101
     from icnet_tf.losses import masked_xent_sum
+
     net = PSPNet101(num_classes=19, width_multiplier=1 / 8, blocks=(1, 1, 1, 1), seed=2).build()
     loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4, update_mean_var=True)
     pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
@@ -222,8 +295,9 @@ def test_pspnet101_trains_on_its_single_output(toy):
     logits = net.layers['conv6']  # of that very call (training mode has dropout)
     xent, count = masked_xent_sum(logits, labels, 19, 255)
     np.testing.assert_allclose(float(parts['conv6']), float(xent / count), rtol=1e-5)
-    np.testing.assert_allclose(float(total), float(parts['conv6'] + parts['weight_decay']),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(total), float(parts['conv6'] + parts['weight_decay']), rtol=1e-6
+    )
     opt = TF1Momentum(0.01, momentum=0.9)
     variables = trained_variables(net, True)
 
@@ -240,6 +314,7 @@ def test_pspnet101_trains_on_its_single_output(toy):
 
 def test_filter_scale_is_refused_for_pspnet101():
     from icnet_tf import build_model
+
     with pytest.raises(ValueError, match='ICNet models only'):
         build_model('PSPNet101', filter_scale=2)
     assert build_model('PSPNet101', filter_scale=1, num_classes=3).num_classes == 3

@@ -30,6 +30,7 @@ Output: ``<out_dir>/flownet_golden_{plain,bn}.npz`` with float32 arrays ``eval_f
 reference returns them, and ``meta``: a JSON string with the reference commit and blob ids,
 versions, seeds, the input's shape/range and the ordered state-dict keys with their shapes.
 """
+
 import argparse
 import contextlib
 import hashlib
@@ -92,7 +93,8 @@ def reference_models(reference_dir):
             warnings.simplefilter('ignore', ImportWarning)  # no spatial_correlation_sampler
             models = importlib.import_module('models')
         assert os.path.dirname(os.path.abspath(models.__file__)) == os.path.join(
-            os.path.abspath(reference_dir), 'models'), models.__file__
+            os.path.abspath(reference_dir), 'models'
+        ), models.__file__
         yield models
     finally:
         sys.path[:] = saved_path
@@ -113,9 +115,12 @@ def run_variant(models, variant):
 
     x = torch.from_numpy(seeded_uniform(INPUT_SHAPE, INPUT_SEED, *INPUT_RANGE))
     captured = {}
-    hooks = [getattr(model, f'predict_flow{lv}').register_forward_hook(
-        lambda m, i, o, lv=lv: captured.__setitem__(lv, o.detach().clone()))
-        for lv in LEVELS[1:]]
+    hooks = [
+        getattr(model, f'predict_flow{lv}').register_forward_hook(
+            lambda m, i, o, lv=lv: captured.__setitem__(lv, o.detach().clone())
+        )
+        for lv in LEVELS[1:]
+    ]
     arrays = {}
     model.eval()
     with torch.no_grad():
@@ -133,25 +138,36 @@ def run_variant(models, variant):
             arrays[f'train_flow{lv}'] = out.numpy()
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
     meta = dict(
-        reference_repo=REFERENCE_REPO, reference_commit=REFERENCE_COMMIT,
-        reference_blobs=REFERENCE_BLOBS, constructor=f'models.{VARIANTS[variant]}()',
-        variant=variant, torch_version=torch.__version__, numpy_version=np.__version__,
-        python_version=platform.python_version(), weight_seed=WEIGHT_SEED,
+        reference_repo=REFERENCE_REPO,
+        reference_commit=REFERENCE_COMMIT,
+        reference_blobs=REFERENCE_BLOBS,
+        constructor=f'models.{VARIANTS[variant]}()',
+        variant=variant,
+        torch_version=torch.__version__,
+        numpy_version=np.__version__,
+        python_version=platform.python_version(),
+        weight_seed=WEIGHT_SEED,
         weights='tests/golden/seeded.py seeded_torch_state_dict(state_dict shapes, weight_seed)',
-        input='seeded_uniform(input_shape, input_seed, *input_range)', input_seed=INPUT_SEED,
-        input_shape=list(INPUT_SHAPE), input_layout='NCHW', input_range=list(INPUT_RANGE),
-        output_layout='NCHW', state_dict_keys=list(shapes),
+        input='seeded_uniform(input_shape, input_seed, *input_range)',
+        input_seed=INPUT_SEED,
+        input_shape=list(INPUT_SHAPE),
+        input_layout='NCHW',
+        input_range=list(INPUT_RANGE),
+        output_layout='NCHW',
+        state_dict_keys=list(shapes),
         state_dict_shapes={k: list(s) for k, s in shapes.items()},
         param_count=int(sum(p.numel() for p in model.parameters())),
         outputs={k: list(v.shape) for k, v in arrays.items()},
-        max_abs={k: float(np.abs(v).max()) for k, v in arrays.items()})
+        max_abs={k: float(np.abs(v).max()) for k, v in arrays.items()},
+    )
     return arrays, meta
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--reference_dir', required=True,
-                   help='directory holding the reference models/ package')
+    p.add_argument(
+        '--reference_dir', required=True, help='directory holding the reference models/ package'
+    )
     p.add_argument('--out_dir', required=True)
     args = p.parse_args(argv)
     check_reference(args.reference_dir)
@@ -161,8 +177,10 @@ def main(argv=None):
             arrays, meta = run_variant(models, variant)
             path = os.path.join(args.out_dir, f'flownet_golden_{variant}.npz')
             np.savez_compressed(path, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-            print(f'wrote {path} ({os.path.getsize(path)} bytes): ' + ', '.join(
-                f'{k} {tuple(v.shape)}' for k, v in arrays.items()))
+            print(
+                f'wrote {path} ({os.path.getsize(path)} bytes): '
+                + ', '.join(f'{k} {tuple(v.shape)}' for k, v in arrays.items())
+            )
 
 
 if __name__ == '__main__':
