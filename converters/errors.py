@@ -1,7 +1,16 @@
-"""Errors raised by weight readers and loaders; CLIs print them as one line and exit non-zero."""
+"""The one error root of the project: what a user can fix, printed by every CLI as one line.
+
+`UserError` is the root; the weights errors refine it. Library code raises these with a message
+that starts with the file (or flag) at fault; `icnet_tf.cli.run` prints `error: <message>` and
+exits with status 1. Anything else is a bug and keeps its traceback.
+"""
 
 
-class WeightsFileError(ValueError):
+class UserError(ValueError):
+    """A problem with the user's input (a file, a flag, a list line), reported as one line."""
+
+
+class WeightsFileError(UserError):
     """A weights file is missing, unreadable, corrupt, truncated or of an unexpected format.
 
     The message always starts with the file path, so it can be printed as the one line a CLI
@@ -9,5 +18,5 @@ class WeightsFileError(ValueError):
     """
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(UserError):
     """Weights do not fit the network: missing, unexpected or wrong-shape keys (strict load)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from icnet_tf.cli import UserError
+from converters.errors import UserError
 from icnet_tf.data import augment, decode_image, decode_label, read_list
 from icnet_tf.predict import IMG_MEAN_BGR
 

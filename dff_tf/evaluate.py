@@ -34,11 +34,11 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from converters.errors import UserError
 from dff_tf.data import read_video_list
 from dff_tf.model import VideoRunner, load_weights
 from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels
 from icnet_tf.evaluate import confusion_matrix, scores
 from icnet_tf.palette import CLASS_NAMES

@@ -28,10 +28,10 @@ import os
 import tensorflow as tf
 from absl import flags, logging
 
+from converters.errors import UserError
 from dff_tf.model import load_weights
 from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.train import parse_size
 
 FLAGS = flags.FLAGS

@@ -25,10 +25,10 @@ import os
 import tensorflow as tf
 from absl import flags
 
+from converters.errors import UserError
 from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
 from dff_tf.model import DFF, FEATURE_NETS, dff_checkpoint_prefix, load_weights
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels
 from icnet_tf.losses import PolyLR, TF1Momentum, _global_sum, _num_replicas, masked_xent_sum
 from icnet_tf.train import parse_size

@@ -27,6 +27,7 @@ validation pairs is printed and logged (`val/epe_px`) every --save_pred_every st
 import tensorflow as tf
 from absl import flags
 
+from converters.errors import UserError
 from dff_tf.data import (
     MAX_KEY_DISTANCE,
     first_frame_size,
@@ -38,7 +39,6 @@ from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import flow_input_size, flownet_pair
 from dff_tf.train import quiet_tf
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.losses import PolyLR, _num_replicas
 from icnet_tf.train import parse_size
 from icnet_tf.training import Trainer, make_strategy

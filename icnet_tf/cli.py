@@ -10,14 +10,7 @@ import sys
 
 from absl import app, flags
 
-from converters.errors import WeightsFileError, WeightsMismatchError
-
-
-class UserError(Exception):
-    """A problem with the user's input, reported as one line."""
-
-
-USER_ERRORS = (UserError, WeightsFileError, WeightsMismatchError)
+from converters.errors import UserError
 
 
 def run(main):
@@ -26,7 +19,7 @@ def run(main):
     def guarded(argv):
         try:
             return main(argv)
-        except USER_ERRORS as e:
+        except UserError as e:
             print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:

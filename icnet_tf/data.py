@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from icnet_tf.cli import UserError
+from converters.errors import UserError
 from icnet_tf.predict import IMG_MEAN_BGR
 
 SCALE_RANGE = (0.5, 2.0)  # the original's --random-scale range

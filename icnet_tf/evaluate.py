@@ -22,8 +22,8 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from converters.errors import UserError
 from icnet_tf import build_model, cli
-from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels, read_list
 from icnet_tf.palette import CLASS_NAMES
 from icnet_tf.predict import Segmenter, read_image

@@ -34,8 +34,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from converters.errors import UserError
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.fold import fold_batch_norm
 from icnet_tf.icnet import ICNet, ICNetChain
 from icnet_tf.network import (

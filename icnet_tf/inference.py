@@ -34,8 +34,8 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
+from converters.errors import UserError
 from icnet_tf import cli
-from icnet_tf.cli import UserError
 from icnet_tf.palette import colorize, overlay
 from icnet_tf.predict import Segmenter, read_image
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from icnet_tf.cli import UserError
+from converters.errors import UserError
 from icnet_tf.network import resize_bilinear_align_corners
 
 IMG_MEAN_BGR = (103.939, 116.779, 123.68)

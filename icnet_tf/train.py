@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
+from converters.errors import UserError
 from icnet_tf import build_model, cli
-from icnet_tf.cli import UserError
 from icnet_tf.data import check_labels, read_list, train_dataset
 from icnet_tf.losses import HEAD_WEIGHTS, PolyLR, TF1Momentum, icnet_loss
 from icnet_tf.palette import colorize

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from icnet_tf.cli import UserError
+from converters.errors import UserError
 
 
 def make_strategy(name):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from icnet_tf.cli import UserError
+from converters.errors import UserError
 from icnet_tf.data import augment, check_labels, read_list, train_dataset
 from icnet_tf.predict import IMG_MEAN_BGR
 

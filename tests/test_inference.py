@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from converters.errors import UserError
 from icnet_tf import ICNet_BN
-from icnet_tf.cli import UserError
 from icnet_tf.inference import find_images, output_stems
 from icnet_tf.palette import CITYSCAPES, ORIGINAL, colorize, overlay
 from icnet_tf.predict import Segmenter, read_image
