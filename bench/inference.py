@@ -77,7 +77,8 @@ def labels_pipeline(net):
     import tensorflow as tf
 
     from icnet_tf.network import resize_bilinear_align_corners
-    from icnet_tf.predict import padded_size, to_network_input
+    from icnet_tf.network import caffe_bgr_input as to_network_input
+    from icnet_tf.predict import padded_size
 
     def run(rgb):
         h, w = rgb.shape[1:3]

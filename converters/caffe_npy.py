@@ -10,10 +10,8 @@ have no `sub4_out`/`sub24_out`, so those heads are absent from the files.
 
 `load(path)` reads such a file WITHOUT executing arbitrary pickled code (a restricted unpickler
 that only rebuilds NumPy arrays, dicts and scalars); `convert(npy)` is the pure key map onto
-icnet_tf parameter keys. CLI:
-
-    python -m converters.caffe_npy --npy icnet_cityscapes_train_30k_bnnomerge.npy \
-        --model ICNet_BN --num_classes 19 --out_dir ckpt/
+icnet_tf parameter keys. The command-line tool is `python -m icnet_tf.convert` (this module
+still runs as `python -m converters.caffe_npy --npy F.npy ...`, the same tool).
 """
 
 import io
@@ -115,37 +113,24 @@ def convert(npy):
     return out
 
 
-def main(argv):
-    from absl import flags
-
-    from icnet_tf import build_model, cli
-    from icnet_tf.checkpoints import save_weights_checkpoint
-
-    f = flags.FLAGS
-    net = build_model(f.model, num_classes=f.num_classes, filter_scale=f.filter_scale)
-    report = net.load(
-        f.npy, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers), verbose=False
-    )
-    path = save_weights_checkpoint(net, f.out_dir)
-    print(report)
-    print(f'wrote {path}')
+def detect(path):
+    """True for a file named `.npy` or starting with NumPy's magic string."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return False
+    if path.endswith('.npy'):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(6) == b'\x93NUMPY'
 
 
-def _define_flags():
-    from absl import flags
-
-    from icnet_tf import cli
-
-    flags.DEFINE_string('npy', None, 'caffe-tensorflow .npy weights file')
-    cli.define_model_flags()
-    flags.DEFINE_string('out_dir', None, 'directory for the TF checkpoint')
-    flags.DEFINE_bool('ignore_missing', False, 'skip keys that do not fit instead of failing')
-    flags.DEFINE_string('skip_layers', '', 'comma-separated layers not to load (e.g. heads)')
-    flags.mark_flags_as_required(['npy', 'out_dir'])
+def read(path, key_map=None):
+    """`(convert(load(path)), [])`: the weights-format row of `converters.formats`."""
+    del key_map
+    return convert(load(os.fspath(path))), []
 
 
-if __name__ == '__main__':
-    from icnet_tf import cli
+if __name__ == '__main__':  # entry point kept for old commands; the tool is icnet_tf.convert
+    from icnet_tf.convert import entry_point
 
-    _define_flags()
-    cli.run(main)
+    entry_point()

@@ -19,9 +19,9 @@ import numpy as np
 
 from converters import flownet_keys, mmseg_keys
 from converters.errors import WeightsMismatchError
+from converters.keys import UNMAPPED
 
 PREFIXES = {'net_feat.': 'feature_net', 'flownet.': 'flownet', 'net_task.': 'task'}
-UNMAPPED = '<unmapped>'
 TASK_LAYER = 'conv6'
 FEATURE_CHANNELS = 512
 

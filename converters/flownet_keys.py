@@ -45,8 +45,8 @@ Shapes are checked by the loader against the network's variables.
 import numpy as np
 
 from converters.errors import WeightsMismatchError
+from converters.keys import UNMAPPED
 
-UNMAPPED = '<unmapped>'
 IGNORED = 'ignored'
 
 # Module names of FlowNetPytorch's FlowNetS, in the order of its state dict.

@@ -28,8 +28,8 @@ be stripped of a `module.` prefix (`converters.torch_pth.state_dict_of` does tha
 import numpy as np
 
 from converters.errors import WeightsMismatchError
+from converters.keys import UNMAPPED
 
-UNMAPPED = '<unmapped>'
 SKIPPED_PREFIXES = ('auxiliary_head.',)
 BN_PARAMS = {'weight': 'scale', 'bias': 'offset', 'running_mean': 'mean', 'running_var': 'variance'}
 TRANSFORMS = {

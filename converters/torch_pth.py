@@ -82,6 +82,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
 import struct
 import sys
@@ -569,105 +570,21 @@ def split_metadata(obj, path: str = 'checkpoint') -> tuple[dict[str, np.ndarray]
     return state_dict_of(obj, path), meta
 
 
-# ----------------------------------------------------------------------------------- CLI
-# python -m converters.torch_pth --pth X --target flownets|flownets_bn|pspnet101_mmseg|dff
-#     --out_dir DIR [--num_classes 19] [--ignore_missing] [--skip_layers a,b]
-# Builds the target network, loads the checkpoint through its key map (strict by default),
-# writes a TF checkpoint and prints the load report. Only this part imports TensorFlow.
+SUFFIXES = ('.pth', '.pth.tar', '.pt', '.tar', '.safetensors')
 
 
-def _target_network(target: str, num_classes: int):
-    if target in ('flownets', 'flownets_bn'):
-        from dff_tf.flownet import FlowNetS
-
-        return FlowNetS(batch_norm=target == 'flownets_bn')
-    if target == 'pspnet101_mmseg':
-        from icnet_tf.pspnet import PSPNet101
-
-        return PSPNet101(num_classes=num_classes, layout='mmseg')
-    raise ValueError(f'unknown target {target!r}')
-
-
-def _convert_dff(path: str, num_classes: int, out_dir: str, ignore_missing: bool, skip):
-    """A whole PyTorch DFF (net_feat./flownet./net_task.) -> a dff_tf checkpoint + config."""
-    import json
-    import os
-
-    import tensorflow as tf
-
-    from converters import dff_keys
-    from dff_tf import DFF
-    from dff_tf.train import CONFIG_NAME
-
-    state_dict = state_dict_of(load(path), path)
-    batch_norm = dff_keys.is_batch_norm_flownet(dff_keys.split(state_dict)['flownet'])
-    dff = DFF(
-        'pspnet101',
-        num_classes,
-        flownet='bn' if batch_norm else 'plain',
-        feature_net_kwargs={'layout': 'mmseg'},
-    ).build()
-    try:
-        reports, notes = dff_keys.load_into_dff(
-            dff, state_dict, ignore_missing=ignore_missing, skip=skip
-        )
-    except WeightsFileError:
-        raise
-    except ValueError as e:  # WeightsMismatchError from a key map or the strict loader
-        text = str(e)
-        raise WeightsFileError(
-            text.replace('<dict>', path, 1) if text.startswith('<dict>') else f'{path}: {text}'
-        ) from None
-    for report in reports:
-        report.source = path
-        print(report)
-    for note in notes:
-        print(f'note: {note}')
-    os.makedirs(out_dir, exist_ok=True)
-    prefix = tf.train.CheckpointManager(tf.train.Checkpoint(net=dff), out_dir, 1).save()
-    with open(os.path.join(out_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
-        json.dump(dff.get_config(), f, indent=1)
-    return prefix
+def detect(path) -> bool:
+    """True for a file with a PyTorch suffix, or a zip archive (what `torch.save` writes)."""
+    path = str(path)
+    if not os.path.isfile(path):
+        return False
+    if path.endswith(SUFFIXES):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(4) in (b'PK\x03\x04', b'PK\x05\x06')
 
 
-def main(argv):
-    from absl import flags
+if __name__ == '__main__':  # entry point kept for old commands; the tool is icnet_tf.convert
+    from icnet_tf.convert import entry_point
 
-    from icnet_tf import cli
-    from icnet_tf.checkpoints import save_weights_checkpoint
-
-    f = flags.FLAGS
-    if f.target == 'dff':
-        skip = cli.csv(f.skip_layers)
-        print(f'wrote {_convert_dff(f.pth, f.num_classes, f.out_dir, f.ignore_missing, skip)}')
-        return
-    net = _target_network(f.target, f.num_classes)
-    report = net.load(
-        f.pth, ignore_missing=f.ignore_missing, skip=cli.csv(f.skip_layers), verbose=False
-    )
-    print(report)
-    print(f'wrote {save_weights_checkpoint(net, f.out_dir)}')
-
-
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string('pth', None, 'PyTorch checkpoint (.pth, .pth.tar, .pt, .safetensors)')
-    flags.DEFINE_enum(
-        'target',
-        None,
-        ['flownets', 'flownets_bn', 'pspnet101_mmseg', 'dff'],
-        'what the checkpoint holds',
-    )
-    flags.DEFINE_integer('num_classes', 19, 'classes of the segmentation head', lower_bound=1)
-    flags.DEFINE_string('out_dir', None, 'directory for the TF checkpoint')
-    flags.DEFINE_bool('ignore_missing', False, 'skip keys that do not fit instead of failing')
-    flags.DEFINE_string('skip_layers', '', 'comma-separated layers not to load')
-    flags.mark_flags_as_required(['pth', 'target', 'out_dir'])
-
-
-if __name__ == '__main__':
-    from icnet_tf import cli
-
-    _define_flags()
-    cli.run(main)
+    entry_point()

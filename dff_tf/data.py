@@ -26,12 +26,12 @@ import tensorflow as tf
 
 from converters.errors import UserError
 from icnet_tf.data import augment, decode_image, decode_label, read_list
-from icnet_tf.predict import IMG_MEAN_BGR
+from icnet_tf.network import CAFFE_BGR_MEAN
 
 MAX_KEY_DISTANCE = 9  # training distances are uniform in [0, 9] (the original's MIN_OFFSET -9)
 FRAME_NAME = re.compile(r'^(?P<stem>.+)_(?P<frame>\d+)_leftImg8bit(?P<ext>\.\w+)$')
 # Padding value of frames (RGB): the feature networks' mean, i.e. 0 after mean subtraction.
-PAD_RGB = tuple(reversed(IMG_MEAN_BGR))
+PAD_RGB = tuple(reversed(CAFFE_BGR_MEAN))
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ He-normal, not PyTorch's `kaiming_normal_(a=0.1)`. Load trained weights for real
 
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 from converters import flownet_keys
 from icnet_tf.network import Chain, Network
 
@@ -138,12 +140,32 @@ class FlowNetChain(Chain):
 
 
 class FlowNetS(Network):
-    """FlowNetS; `batch_norm=True` is FlowNetPytorch's `flownets_bn`, False its `flownets`."""
+    """FlowNetS; `batch_norm=True` is FlowNetPytorch's `flownets_bn`, False its `flownets`.
+
+    Its part of the network contract: `preprocess` normalises a frame pair the FlowNetPytorch
+    way; the main output `predict_flow2` is at 1/4 of the input; `aux_heads` are flow3..flow6
+    with the multiscale loss weights (flow2's own weight is 0.005, see `loss_weights`); there
+    are no class heads and no feature/classifier split.
+    """
 
     chain_class = FlowNetChain
     output_name = 'predict_flow2'
+    output_stride = 4
     input_channels = 6
     heads = FLOW_OUTPUTS
+    aux_heads = dict(zip(FLOW_OUTPUTS[1:], MULTISCALE_WEIGHTS[1:]))
+    class_heads = ()
+
+    @property
+    def loss_weights(self):
+        return dict(zip(FLOW_OUTPUTS, MULTISCALE_WEIGHTS))
+
+    def preprocess(self, rgb):
+        """RGB 0..255 frames, `[..., 3]` or a pair `[..., 6]` -> `RGB / 255 - FLOWNET_MEAN_RGB`
+        (per frame)."""
+        x = tf.cast(rgb, tf.float32) / 255.0
+        frames = int(x.shape[-1]) // 3
+        return x - tf.constant(FLOWNET_MEAN_RGB * frames, tf.float32)
 
     def __init__(self, batch_norm=False, *, seed=0, name=None):
         super().__init__(seed=seed, name=name or ('FlowNetS_BN' if batch_norm else 'FlowNetS'))

@@ -30,7 +30,7 @@ from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, tra
 from dff_tf.model import DFF, FEATURE_NETS, dff_checkpoint_prefix, load_weights
 from icnet_tf import cli
 from icnet_tf.data import check_labels
-from icnet_tf.losses import PolyLR, TF1Momentum, _global_sum, _num_replicas, masked_xent_sum
+from icnet_tf.losses import PolyLR, TF1Momentum, global_sum, num_replicas, masked_xent_sum
 from icnet_tf.train import parse_size
 from icnet_tf.training import Trainer, make_strategy
 
@@ -210,12 +210,12 @@ def make_loss_fn(dff, *, ignore_label, weight_decay):
         (key, current), labels = batch
         logits = dff(key, current, training=True)
         xent_sum, count = masked_xent_sum(logits, labels, dff.num_classes, ignore_label)
-        xent = xent_sum / tf.maximum(_global_sum(count), 1.0)
+        xent = xent_sum / tf.maximum(global_sum(count), 1.0)
         parts = {'xent': xent}
         total = xent
         if weight_decay:
             decay = weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in dff.conv_weights()])
-            parts['weight_decay'] = decay / _num_replicas()
+            parts['weight_decay'] = decay / num_replicas()
             total = total + parts['weight_decay']
         return total, parts
 

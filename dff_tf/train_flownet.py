@@ -39,7 +39,7 @@ from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import flow_input_size, flownet_pair
 from dff_tf.train import quiet_tf
 from icnet_tf import cli
-from icnet_tf.losses import PolyLR, _num_replicas
+from icnet_tf.losses import PolyLR, num_replicas
 from icnet_tf.train import parse_size
 from icnet_tf.training import Trainer, make_strategy
 
@@ -121,7 +121,7 @@ def make_loss_fn(flownet, *, frame_size, flow_scale, global_batch, weight_decay)
             parts['weight_decay'] = (
                 weight_decay
                 * tf.add_n([tf.nn.l2_loss(k) for k in flownet.conv_weights()])
-                / _num_replicas()
+                / num_replicas()
             )
             total += parts['weight_decay']
         return total, parts

@@ -47,3 +47,14 @@ def define_model_flags(default_model='ICNet_BN'):
         lower_bound=1,
         upper_bound=2,
     )
+
+
+def parse_size(text, name):
+    """`--name H,W` -> (h, w), positive ints, or a one-line UserError."""
+    try:
+        h, w = (int(v) for v in csv(text))
+    except ValueError:
+        raise UserError(f'--{name} must be "height,width", got {text!r}') from None
+    if h < 1 or w < 1:
+        raise UserError(f'--{name} must be positive, got {text!r}')
+    return h, w

@@ -5,7 +5,8 @@ List file (Cityscapes / ICNet-tensorflow format): one sample per line,
 trainId PNGs (`*_labelTrainIds.png`): values in [0, num_classes) or `ignore_label` (255).
 
 Training sample, as the original (`--random_scale`, `--random_mirror` optional):
-decode (any PNG/JPEG, any mode -> 3 channels) -> RGB->BGR, float32, minus the BGR mean ->
+decode (any PNG/JPEG, any mode -> 3 channels) -> the network's `preprocess` (ICNet: RGB->BGR,
+float32, minus the BGR mean) ->
 random scale in [0.5, 2.0] (image bilinear, label nearest; the TF1 resize defaults) ->
 random left-right mirror (one bit for both) -> pad bottom/right up to the crop (image with 0,
 label with ignore_label) -> random crop of `input_size` at the same offset for both.
@@ -20,7 +21,6 @@ import tensorflow as tf
 from PIL import Image
 
 from converters.errors import UserError
-from icnet_tf.predict import IMG_MEAN_BGR
 
 SCALE_RANGE = (0.5, 2.0)  # the original's --random-scale range
 
@@ -96,11 +96,6 @@ def decode_label(data):
     return label
 
 
-def preprocess(rgb_uint8):
-    """uint8 RGB -> float32 BGR minus the mean (the network input convention)."""
-    return tf.reverse(tf.cast(rgb_uint8, tf.float32), axis=[-1]) - IMG_MEAN_BGR
-
-
 def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignore_label):
     """One training sample: see the module docstring. `seed` is a [2] int tensor."""
     seeds = tf.random.experimental.stateless_split(seed, 4)
@@ -121,7 +116,7 @@ def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignor
     crop_h, crop_w = crop_size
     shape = tf.shape(image)
     pad_h, pad_w = tf.maximum(crop_h - shape[0], 0), tf.maximum(crop_w - shape[1], 0)
-    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])  # 0 = the mean
+    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])  # 0 after preprocessing: the mean
     label = tf.pad(
         tf.cast(label, tf.int32), [[0, pad_h], [0, pad_w], [0, 0]], constant_values=ignore_label
     )
@@ -138,6 +133,7 @@ def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignor
 def train_dataset(
     pairs,
     *,
+    preprocess,
     batch_size,
     crop_size,
     random_scale=False,
@@ -146,7 +142,12 @@ def train_dataset(
     seed=0,
     shuffle_buffer=500,
 ):
-    """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1])."""
+    """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1]).
+
+    `preprocess`: the network's input convention (`net.preprocess`), applied to the decoded
+    uint8 RGB image before augmentation, as the original subtracts the mean before scaling,
+    padding and cropping (so padding is 0 in the network's input space).
+    """
     images, labels = (list(p) for p in zip(*pairs))
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)

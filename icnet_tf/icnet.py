@@ -165,8 +165,25 @@ class ICNetChain(Chain):
 
 
 class _ICNetFamily(Network):
+    """ICNet's conventions (the network contract of `Network`, in one place):
+
+    * input: the Caffe convention (`Network.preprocess`: RGB -> BGR, minus the BGR mean);
+    * output `conv6_cls` at about 1/4 of the input, upsampled with align_corners=True;
+    * features `sub12_sum_interp` (128 x filter_scale channels), classifier `conv6_cls` (1x1);
+    * auxiliary heads (ICNet_BN only) `sub4_out` and `sub24_out` with the original's loss
+      weights LAMBDA1 = 0.16 and LAMBDA2 = 0.4 (the main output has LAMBDA3 = 1.0);
+    * serving: batch norm folded into the convolutions (the merged `ICNet`), the exact zoom
+      rewrites and the channel swap folded into the convolutions that read the image.
+    """
+
     chain_class = ICNetChain
     output_name = 'conv6_cls'
+    output_stride = 4
+    feature_layer = 'sub12_sum_interp'
+    serving_rewrites = ('fold_batch_norm', 'zoom_before_conv', 'rgb_input')
+    # The convolutions that read the image itself (directly, or after the channel-wise
+    # data_sub2): the 'rgb_input' rewrite reverses their input channels.
+    image_convs = ('conv1_sub1', 'conv1_1_3x3_s2')
     use_bn = None
 
     def __init__(
@@ -203,8 +220,15 @@ class _ICNetFamily(Network):
         return (1, side, side, 3)
 
     @property
-    def heads(self):
-        return ('sub4_out', 'sub24_out', 'conv6_cls') if self.use_bn else ('conv6_cls',)
+    def feature_channels(self):
+        return 128 * self.filter_scale
+
+    def merged_network(self):
+        """A fresh `ICNet` (batch norm merged) with these settings: what folding produces."""
+        return ICNet(**self.get_config())
+
+    def classifier(self, n):
+        return n.conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6_cls')
 
     def setup(self, n):
         # Branch 1/2 of the input (sub2) down to 1/16; conv3_1 also feeds the 1/4 branch.
@@ -287,8 +311,8 @@ class _ICNetFamily(Network):
             .add(name='sub12_sum')
             .relu(name='sub12_sum/relu')
             .interp(z_factor=2, name='sub12_sum_interp')
-            .conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6_cls')
         )
+        self.classifier(n.feed(self.feature_layer))
 
         if self.use_bn:  # cascade label guidance heads (training only in the original)
             (
@@ -333,6 +357,7 @@ class ICNet_BN(_ICNetFamily):  # noqa: N801 (the original's class name)
     """ICNet with batch norm (`*_bnnomerge` weights) and the two auxiliary heads."""
 
     use_bn = True
+    aux_heads = {'sub4_out': 0.16, 'sub24_out': 0.4}  # LAMBDA1, LAMBDA2 of the original
 
 
 class ICNet(_ICNetFamily):

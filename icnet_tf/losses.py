@@ -1,8 +1,10 @@
-"""ICNet's cascade-label-guidance loss, the poly learning rate and TF1 momentum (the original
-`train.py`).
+"""The segmentation loss over a network's heads, the poly learning rate and TF1 momentum (the
+original `train.py`).
 
-Loss = 0.16 * L(sub4_out) + 0.4 * L(sub24_out) + 1.0 * L(conv6_cls)
+Loss = sum over the network's `loss_weights` of weight * L(head)
        + weight_decay * sum(l2_loss(w) for every conv kernel w)   (not biases, not BN),
+(ICNet_BN: 0.16 * L(sub4_out) + 0.4 * L(sub24_out) + 1.0 * L(conv6_cls), the original's
+cascade label guidance),
 L = mean sparse softmax cross entropy over the pixels whose label is < num_classes and !=
 ignore_label, the label nearest-neighbour-resized (TF1 defaults) to that head's logits size.
 
@@ -12,8 +14,6 @@ so that the summed gradients equal those of the single-device loss on the whole 
 """
 
 import tensorflow as tf
-
-HEAD_WEIGHTS = {'sub4_out': 0.16, 'sub24_out': 0.4, 'conv6_cls': 1.0}  # LAMBDA1..3
 
 
 def resize_labels(labels, size):
@@ -33,35 +33,36 @@ def masked_xent_sum(logits, labels, num_classes, ignore_label):
     return tf.reduce_sum(xent), tf.cast(tf.size(labels), tf.float32)
 
 
-def _global_sum(value):
+def global_sum(value):
+    """Sum of `value` over all replicas (itself outside a replica context or with one)."""
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return value
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-def _num_replicas():
+def num_replicas():
+    """Replicas in sync (1 outside a replica context)."""
     ctx = tf.distribute.get_replica_context()
     return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
-def icnet_loss(
-    outputs, labels, *, num_classes, ignore_label, weight_decay, conv_weights, head_weights=None
+def segmentation_loss(
+    outputs, labels, *, head_weights, num_classes, ignore_label, weight_decay, conv_weights
 ):
     """Total loss (this replica's share) and a dict of the per-head mean losses (global)."""
-    head_weights = HEAD_WEIGHTS if head_weights is None else head_weights
     total = tf.constant(0.0)
     parts = {}
     for head, weight in head_weights.items():
         if head not in outputs:
             continue
         xent_sum, count = masked_xent_sum(outputs[head], labels, num_classes, ignore_label)
-        count = tf.maximum(_global_sum(count), 1.0)
+        count = tf.maximum(global_sum(count), 1.0)
         share = xent_sum / count
         parts[head] = share
         total += weight * share
     decay = weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in conv_weights])
-    parts['weight_decay'] = decay / _num_replicas()
+    parts['weight_decay'] = decay / num_replicas()
     return total + parts['weight_decay'], parts
 
 

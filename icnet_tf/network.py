@@ -28,10 +28,14 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from icnet_tf import weights
+
 # tf.layers.batch_normalization(momentum=0.95, epsilon=1e-5) in the original network.py; the
 # Caffe BN layers of ICNet/PSPNet were trained with the same moving-average momentum.
 BN_MOMENTUM = 0.95
 BN_EPSILON = 1e-5
+# The Caffe input convention of ICNet and PSPNet (ImageNet BGR means, no scaling).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 _TRAINABLE = {
     'weights': True,
@@ -106,6 +110,12 @@ def caffe_interp_size(size, s_factor=1, z_factor=1):
     size = tf.cast(size, tf.float64)
     shrunk = (size - 1.0) * s_factor + 1.0
     return tf.cast(tf.floor(shrunk + (shrunk - 1.0) * (z_factor - 1.0)), tf.int32)
+
+
+def caffe_bgr_input(rgb):
+    """uint8 (or 0..255 float) RGB `[..., 3]` -> float32 BGR minus `CAFFE_BGR_MEAN`."""
+    rgb = tf.cast(rgb, tf.float32)
+    return tf.reverse(rgb, axis=[-1]) - tf.constant(CAFFE_BGR_MEAN, tf.float32)
 
 
 def _spatial(x):
@@ -326,14 +336,36 @@ class Network(tf.Module):
 
     Call: `net(images, training=False, update_stats=False, outputs=None)`; returns the tensor
     named `self.output_name`, or a dict of the named layers listed in `outputs`.
+
+    The network contract: everything a tool needs to know about a network is declared here, by
+    the network, in one place. Segmentation, training, losses, evaluation, export, folding and
+    DFF ask the network; none keeps a table of its own.
+
+    * `output_name`: the layer holding the main logits; `output_stride`: input size / logits
+      size (about: ICNet's Caffe sizes are `(h-1)/4+1`).
+    * `preprocess(rgb)`: uint8 (or 0..255 float) RGB `[..., 3]` -> what `__call__` eats.
+    * `upsample_logits(logits, size)`: logits -> `size` the network's way (the postprocessing
+      of its reference evaluation).
+    * `aux_heads`: `{layer: loss weight}` of auxiliary logits trained beside the main output
+      (weight 1.0); `loss_weights` is both together. `class_heads`: the layers whose shape
+      depends on `num_classes` (left out when fine-tuning on another class count).
+    * `feature_layer` and `classify(features)`: the split of the network into a feature
+      network and a classifier (`classifier(n)` is the part of `setup` after `feature_layer`);
+      DFF warps features at `feature_layer`. `None`: the network cannot be split.
+    * `serving_rewrites`: names of exact graph rewrites (`icnet_tf.rewrites.REWRITES`) that the
+      exporter applies, in order.
     """
 
     chain_class = Chain
     output_name = None
+    output_stride = None
     input_channels = 3
+    aux_heads = {}
+    feature_layer = None
+    serving_rewrites = ()
     # Networks whose weights also come as PyTorch checkpoints define a method
     # `torch_key_map(self, state_dict) -> {layer: {param: array}}` that calls a pure key map in
-    # converters/ (see icnet_tf.weights.read_weights); None: not loadable from PyTorch.
+    # converters/ (see converters.formats); None: not loadable from PyTorch.
     torch_key_map = None
 
     def __init__(self, *, seed=0, name=None):
@@ -342,6 +374,56 @@ class Network(tf.Module):
         self._seed = int(seed)
         self._built = False
         self._last = _LastCall()
+
+    # ------------------------------------------------------------------------ the contract
+    def preprocess(self, rgb):
+        """uint8 RGB -> network input. The default is the Caffe convention of ICNet and
+        PSPNet: channels reversed to BGR, `CAFFE_BGR_MEAN` subtracted, no scaling."""
+        return caffe_bgr_input(rgb)
+
+    def upsample_logits(self, logits, size):
+        """Logits `[N, h, w, C]` -> `[N, size[0], size[1], C]`; default: bilinear with
+        `align_corners=True` (the original's evaluation and inference)."""
+        return resize_bilinear_align_corners(logits, size)
+
+    @property
+    def loss_weights(self):
+        """`{layer: weight}`: the auxiliary heads and the main output (weight 1.0)."""
+        return {**self.aux_heads, self.output_name: 1.0}
+
+    @property
+    def class_heads(self):
+        """Layers whose variables depend on `num_classes`: the output and auxiliary heads."""
+        return tuple(self.loss_weights)
+
+    def classifier(self, n):
+        """The part of `setup` after `feature_layer`, chained on `n` (fed with it)."""
+        raise NotImplementedError(f'{type(self).__name__} declares no feature/classifier split')
+
+    def classify(self, features, training=False):
+        """Run only the classifier on `feature_layer` maps (e.g. features warped by DFF).
+
+        Uses this network's variables (built first if needed), so for features of an image the
+        result equals the network's own logits for it.
+        """
+        if self.feature_layer is None:
+            raise NotImplementedError(f'{type(self).__name__} has no feature_layer')
+        self.build()
+        features = tf.convert_to_tensor(features, tf.float32)
+        n = self.chain_class(
+            self, {self.feature_layer: features}, training=training, update_stats=False
+        )
+        return self.classifier(n.feed(self.feature_layer)).get_output()
+
+    @property
+    def feature_channels(self):
+        """Channels of `feature_layer` (one small forward pass the first time)."""
+        if getattr(self, '_feature_channels', None) is None:
+            shape = self.build_input_shape()
+            out = self(tf.zeros(shape, tf.float32), outputs=[self.feature_layer])
+            self._last.outputs = {}
+            self._feature_channels = int(out[self.feature_layer].shape[-1])
+        return self._feature_channels
 
     # ------------------------------------------------------------------------- subclass API
     def setup(self, n):
@@ -459,15 +541,13 @@ class Network(tf.Module):
 
     # ------------------------------------------------------------------------------ weights
     def load(self, source, ignore_missing=False, skip=(), verbose=True):
-        """Assign weights from a caffe-tensorflow `.npy`, a TF checkpoint, or a nested dict.
+        """Assign weights from any file of `converters.formats` or a nested dict.
 
         Strict by default: missing, unexpected or wrong-shape keys raise
         `WeightsMismatchError` listing them (nothing is assigned). `skip` names layers to leave
         as they are (e.g. class heads when `num_classes` differs); `ignore_missing=True` skips
         every key that does not fit and prints what it skipped. Returns a `LoadReport`.
         """
-        from icnet_tf import weights  # late import: weights imports the converters
-
         return weights.load_into(
             self, source, ignore_missing=ignore_missing, skip=skip, verbose=verbose
         )

@@ -1,9 +1,10 @@
 """Image in, labels out: the original's preprocessing and postprocessing around a network.
 
-Preprocessing (ICNet-tensorflow `_check_input` / evaluation path): RGB -> BGR, subtract the BGR
-mean (103.939, 116.779, 123.68), no scaling; zero-pad bottom/right to multiples of 32 the
-original's way (`padded_size`: if either side is not a multiple, both grow by `x // 32 + 1`).
-Postprocessing: `conv6_cls` logits bilinear-resized with align_corners=True to the padded
+Preprocessing: the network's own input convention (`net.preprocess`; ICNet's is the original
+`_check_input` / evaluation path: RGB -> BGR, minus the BGR mean (103.939, 116.779, 123.68), no
+scaling), then zero-pad bottom/right to multiples of 32 the original's way (`padded_size`: if
+either side is not a multiple, both grow by `x // 32 + 1`). Postprocessing: the logits resized
+the network's way (`net.upsample_logits`; ICNet: bilinear, align_corners=True) to the padded
 size, cropped to the image, argmax. (The original's current inference path forgets the mean
 subtraction because of an argument-order slip; this port does not copy that bug.)
 """
@@ -15,9 +16,6 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from converters.errors import UserError
-from icnet_tf.network import resize_bilinear_align_corners
-
-IMG_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def read_image(path):
@@ -42,12 +40,6 @@ def read_image(path):
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise UserError(f'{path}: empty image')
     return arr
-
-
-def to_network_input(rgb):
-    """uint8/float RGB [..., 3] -> float32 BGR with the mean subtracted (what the graph eats)."""
-    rgb = tf.cast(rgb, tf.float32)
-    return tf.reverse(rgb, axis=[-1]) - tf.constant(IMG_MEAN_BGR, tf.float32)
 
 
 def padded_size(h, w, multiple=32):
@@ -97,19 +89,19 @@ class Segmenter:
         rgb = np.asarray(rgb)
         h, w = rgb.shape[1:3]
         ph, pw = self.padded_size(h, w)
-        x = to_network_input(rgb)
-        x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after mean subtraction
+        x = self.net.preprocess(rgb)
+        x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after preprocessing
         probs = self._probs(x, h, w)
         if self.flip:
             mirrored = tf.pad(
-                to_network_input(rgb[:, :, ::-1]), [[0, 0], [0, ph - h], [0, pw - w], [0, 0]]
+                self.net.preprocess(rgb[:, :, ::-1]), [[0, 0], [0, ph - h], [0, pw - w], [0, 0]]
             )
             probs = (probs + self._probs(mirrored, h, w)[:, :, ::-1]) / 2.0
         return probs
 
     def _probs(self, x, h, w):
-        """Logits resized (align_corners=True) to the padded size, cropped to h x w, softmax."""
-        logits = resize_bilinear_align_corners(self._forward(x), tf.shape(x)[1:3])
+        """Logits resized the network's way to the padded size, cropped to h x w, softmax."""
+        logits = self.net.upsample_logits(self._forward(x), tf.shape(x)[1:3])
         return tf.nn.softmax(logits[:, :h, :w])
 
     def __call__(self, rgb, return_probabilities=False):

@@ -78,9 +78,14 @@ import tensorflow as tf
 
 from converters.errors import WeightsFileError
 from icnet_tf.icnet import Stage
-from icnet_tf.network import Chain, Network, layer
+from icnet_tf.network import (
+    Chain,
+    Network,
+    caffe_bgr_input,
+    layer,
+    resize_bilinear_align_corners,
+)
 
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MMSEG_RGB_MEAN = (123.675, 116.28, 103.53)
 MMSEG_RGB_STD = (58.395, 57.12, 57.375)
 
@@ -201,7 +206,7 @@ def preprocess(rgb, layout='caffe'):
     if x.shape[-1] != 3:
         raise ValueError(f'preprocess expects RGB images (3 channels), got shape {x.shape}')
     if get_layout(layout).input_format == 'bgr_mean':
-        return x[..., ::-1] - tf.constant(CAFFE_BGR_MEAN, tf.float32)
+        return caffe_bgr_input(x)
     return (x - tf.constant(MMSEG_RGB_MEAN, tf.float32)) / tf.constant(MMSEG_RGB_STD, tf.float32)
 
 
@@ -322,8 +327,11 @@ class PSPNet101(Network):
 
     chain_class = PSPChain
     output_name = 'conv6'
+    output_stride = 8
     feature_layer = 'conv5_4_bn'  # DFF N_feat output (conv5_4 after BN + ReLU)
-    heads = ('conv6',)  # trained outputs (icnet_tf.train); no auxiliary head
+    # No auxiliary head: the paper's 0.4 loss on res4b22 is not in the TF1 training code (and
+    # mmsegmentation's auxiliary head is not part of the inference network).
+    aux_heads = {}
 
     def __init__(
         self,
@@ -389,6 +397,16 @@ class PSPNet101(Network):
         """uint8 RGB -> this network's input convention (see `preprocess`)."""
         return preprocess(rgb, self.layout)
 
+    def upsample_logits(self, logits, size):
+        """align_corners=True (Caffe layout), half-pixel centres (mmseg's `resize`)."""
+        if self.layout.ppm_resize == 'half_pixel':
+            return resize_bilinear_half_pixel(logits, size)
+        return resize_bilinear_align_corners(logits, size)
+
+    @property
+    def feature_channels(self):
+        return self._w(BOTTLENECK_WIDTH)
+
     # -------------------------------------------------------------------------- the graph
     def setup(self, n):
         lay = self.layout
@@ -434,7 +452,7 @@ class PSPNet101(Network):
                 shortcut, pad = f'{block}/relu', pad + 1
 
         self._pyramid_pooling(n)
-        self._classifier(n.feed(self.feature_layer))
+        self.classifier(n.feed(self.feature_layer))
 
     @property
     def backbone_output(self):
@@ -482,7 +500,7 @@ class PSPNet101(Network):
             .unit(3, self._w(BOTTLENECK_WIDTH), relu=True, padding='SAME', name='conv5_4')
         )
 
-    def _classifier(self, n):
+    def classifier(self, n):
         """N_task: dropout (training only) and the 1x1 classifier `conv6`, on the terminal."""
         keep = 1.0 - DROPOUT_RATIO
         if self.layout.dropout == 'channel':
@@ -490,20 +508,6 @@ class PSPNet101(Network):
         else:
             n.dropout(keep, name='conv5_4_dropout')
         return n.conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6')
-
-    def classify(self, features, training=False):
-        """Run only the classifier (dropout when training + `conv6`) on `feature_layer` maps.
-
-        `features` are NHWC float32 with the channels of `net.layers[net.feature_layer]`
-        (512 at full width), e.g. key-frame features warped by DFF; the result is the `conv6`
-        logits, computed with this network's variables (built first if needed).
-        """
-        self.build()
-        features = tf.convert_to_tensor(features, tf.float32)
-        n = self.chain_class(
-            self, {self.feature_layer: features}, training=training, update_stats=False
-        )
-        return self._classifier(n.feed(self.feature_layer)).get_output()
 
     # ------------------------------------------------------------------------ weights
     def torch_key_map(self, state_dict):

@@ -7,26 +7,30 @@ Cityscapes-style list (the original train.py).
         [--random_scale --random_mirror --update_mean_var --train_beta_gamma]
         [--val_list list/val.txt] [--strategy default|mirrored|multi_worker]
 
-Semantics (SPEC section 4): the three-head loss of `icnet_tf.losses`, poly learning rate, TF1
-momentum, BN in training mode with moving statistics updated only with --update_mean_var and
-gamma/beta trained only with --train_beta_gamma. Training resumes from the latest checkpoint in
+Semantics: the network's weighted heads (`net.loss_weights`, `icnet_tf.losses`), poly
+learning rate, TF1 momentum, BN in training mode with moving statistics updated only with
+--update_mean_var and gamma/beta trained only with --train_beta_gamma. Training resumes from the latest checkpoint in
 --snapshot_dir (weights, optimizer slots and step); otherwise it starts from --restore_from
 (class heads that do not fit, e.g. another num_classes or the Caffe files' missing auxiliary
 heads, are skipped with a message) or from a fresh initialisation.
 """
 
-import numpy as np
-import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
 from icnet_tf import build_model, cli
+from icnet_tf.cli import parse_size
 from icnet_tf.data import check_labels, read_list, train_dataset
-from icnet_tf.losses import HEAD_WEIGHTS, PolyLR, TF1Momentum, icnet_loss
-from icnet_tf.palette import colorize
-from icnet_tf.predict import Segmenter, read_image
-from icnet_tf.training import Trainer, make_strategy
-from icnet_tf.weights import HEAD_LAYERS, compare, read_weights
+from icnet_tf.losses import PolyLR, TF1Momentum
+from icnet_tf.training import (
+    Trainer,
+    image_summary_hook,
+    make_loss_fn,
+    make_strategy,
+    trained_variables,
+    validation_hook,
+)
+from icnet_tf.weights import load_skipping_class_heads
 
 FLAGS = flags.FLAGS
 
@@ -60,65 +64,6 @@ def define_flags():
     )
     flags.mark_flag_as_required('data_list')
     cli.define_model_flags()
-
-
-def parse_size(text, name):
-    try:
-        h, w = (int(v) for v in cli.csv(text))
-    except ValueError:
-        raise UserError(f'--{name} must be "height,width", got {text!r}') from None
-    if h < 1 or w < 1:
-        raise UserError(f'--{name} must be positive, got {text!r}')
-    return h, w
-
-
-def initialise(net, restore_from):
-    """Load --restore_from, skipping class heads that do not fit (with a message)."""
-    if not restore_from:
-        print('no --restore_from: training from a fresh (He-normal) initialisation')
-        return
-    weights = read_weights(restore_from, net)
-    net.build()
-    report, _ = compare(net.param_shapes(), weights)
-    bad = {k.split('/')[0] for k in report.missing + [m[0] for m in report.mismatched]}
-    heads = sorted(bad & set(HEAD_LAYERS))
-    if bad - set(HEAD_LAYERS) or report.unexpected:
-        net.load(weights)  # raises the full strict report
-    if heads:
-        print(
-            f'{restore_from}: class heads {", ".join(heads)} not loaded (absent from the '
-            'file or another num_classes): they start from a fresh initialisation'
-        )
-    report = net.load(weights, skip=heads, verbose=False)
-    report.source = restore_from
-    print(report)
-
-
-def trained_variables(net, train_beta_gamma):
-    """Every trainable variable, minus BN gamma/beta unless --train_beta_gamma."""
-    affine = {id(v) for v in net.bn_affine()}
-    return [v for v in net.trainable_variables if train_beta_gamma or id(v) not in affine]
-
-
-def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
-    """The replica loss of one (images, labels) batch: BN in training mode, three heads
-    (ICNet_BN, weights LAMBDA1..3) or the network's only output (ICNet merged, PSPNet101)."""
-    head_weights = {head: HEAD_WEIGHTS.get(head, 1.0) for head in net.heads}
-
-    def loss_fn(batch):
-        images, labels = batch
-        outputs = net(images, training=True, update_stats=update_mean_var, outputs=net.heads)
-        return icnet_loss(
-            outputs,
-            labels,
-            num_classes=net.num_classes,
-            ignore_label=ignore_label,
-            weight_decay=weight_decay,
-            conv_weights=net.conv_weights(),
-            head_weights=head_weights,
-        )
-
-    return loss_fn
 
 
 def main(argv):
@@ -166,10 +111,11 @@ def main(argv):
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
     else:
-        initialise(net, FLAGS.restore_from)
+        load_skipping_class_heads(net, FLAGS.restore_from)
 
     dataset = train_dataset(
         pairs,
+        preprocess=net.preprocess,
         batch_size=FLAGS.batch_size,
         crop_size=crop,
         random_scale=FLAGS.random_scale,
@@ -179,7 +125,7 @@ def main(argv):
     )
     hooks = [image_summary_hook(net, (val_pairs or pairs)[0])]
     if val_pairs:
-        hooks.append(validation_hook(net, val_pairs))
+        hooks.append(validation_hook(net, val_pairs, ignore_label=FLAGS.ignore_label))
     trainer.fit(
         dataset,
         FLAGS.num_steps,
@@ -188,40 +134,6 @@ def main(argv):
         learning_rate=schedule,
     )
     print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
-
-
-def image_summary_hook(net, pair):
-    """TensorBoard images: the input, its label and the prediction, in colour."""
-    image = read_image(pair[0])
-    from PIL import Image
-
-    with Image.open(pair[1]) as img:
-        label = np.asarray(img)
-    segmenter = Segmenter(net)
-
-    def hook(step, writer):
-        pred = segmenter(image)
-        with writer.as_default(step=step):
-            tf.summary.image('input', image[None])
-            tf.summary.image('label', colorize(label, num_classes=net.num_classes)[None])
-            tf.summary.image('prediction', colorize(pred, num_classes=net.num_classes)[None])
-
-    return hook
-
-
-def validation_hook(net, pairs):
-    from icnet_tf.evaluate import evaluate, scores
-
-    def hook(step, writer):
-        cm = evaluate(
-            net, pairs, num_classes=net.num_classes, ignore_label=FLAGS.ignore_label, progress=False
-        )
-        miou = scores(cm)[1]
-        print(f'\nstep {step}: validation mIoU {miou * 100:.2f} on {len(pairs)} images')
-        with writer.as_default(step=step):
-            tf.summary.scalar('validation/mIoU', miou)
-
-    return hook
 
 
 if __name__ == '__main__':

@@ -13,15 +13,18 @@ and only then rewrites the small `checkpoint` state file (atomic rename), so a k
 moment leaves the previous checkpoint as the latest one; at most `save_every` steps are lost.
 """
 
-import math
 import os
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from converters.errors import UserError
+from icnet_tf.losses import segmentation_loss
+from icnet_tf.metrics import evaluate, scores
+from icnet_tf.palette import colorize
+from icnet_tf.predict import Segmenter, read_image
+from icnet_tf.progress import Progress  # noqa: F401 (re-exported: the tools' progress bar)
 
 
 def make_strategy(name):
@@ -37,40 +40,6 @@ def make_strategy(name):
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-class Progress:
-    """A one-line progress bar with step/s and ETA; plain lines when stdout is not a terminal."""
-
-    def __init__(self, start, total, every=1.0, stream=None):
-        self.start, self.total, self.every = start, total, every
-        self.stream = stream or sys.stdout
-        self.t0 = self.last = time.perf_counter()
-        self.tty = self.stream.isatty()
-
-    def update(self, step, values, force=False):
-        now = time.perf_counter()
-        if not force and now - self.last < (self.every if self.tty else 10 * self.every):
-            return
-        self.last = now
-        done = step - self.start
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float('inf')
-        width = 24
-        filled = int(width * step / max(self.total, 1))
-        bar = '=' * filled + '.' * (width - filled)
-        stats = ' '.join(f'{k} {v:.4g}' for k, v in values.items())
-        eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
-        line = f'[{bar}] {step}/{self.total} {rate:.2f} step/s ETA {eta_s} {stats}'
-        if self.tty:
-            self.stream.write('\r' + line[:200].ljust(120))
-        else:
-            self.stream.write(line + '\n')
-        self.stream.flush()
-
-    def close(self):
-        if self.tty:
-            self.stream.write('\n')
 
 
 class Trainer:
@@ -185,3 +154,65 @@ class Trainer:
         progress.close()
         self.writer.flush()
         return values
+
+
+# ------------------------------------------------------------------------ what train.py runs
+def trained_variables(net, train_beta_gamma):
+    """Every trainable variable, minus BN gamma/beta unless --train_beta_gamma."""
+    affine = {id(v) for v in net.bn_affine()}
+    return [v for v in net.trainable_variables if train_beta_gamma or id(v) not in affine]
+
+
+def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
+    """The replica loss of one (images, labels) batch: BN in training mode, the network's
+    heads weighted by `net.loss_weights` (ICNet_BN: LAMBDA1..3 on its three heads)."""
+    head_weights = net.loss_weights
+
+    def loss_fn(batch):
+        images, labels = batch
+        outputs = net(
+            images, training=True, update_stats=update_mean_var, outputs=list(head_weights)
+        )
+        return segmentation_loss(
+            outputs,
+            labels,
+            head_weights=head_weights,
+            num_classes=net.num_classes,
+            ignore_label=ignore_label,
+            weight_decay=weight_decay,
+            conv_weights=net.conv_weights(),
+        )
+
+    return loss_fn
+
+
+def image_summary_hook(net, pair):
+    """TensorBoard images: the input, its label and the prediction, in colour."""
+    image = read_image(pair[0])
+    with Image.open(pair[1]) as img:
+        label = np.asarray(img)
+    segmenter = Segmenter(net)
+
+    def hook(step, writer):
+        pred = segmenter(image)
+        with writer.as_default(step=step):
+            tf.summary.image('input', image[None])
+            tf.summary.image('label', colorize(label, num_classes=net.num_classes)[None])
+            tf.summary.image('prediction', colorize(pred, num_classes=net.num_classes)[None])
+
+    return hook
+
+
+def validation_hook(net, pairs, *, ignore_label=255):
+    """Periodic mIoU on `pairs`, printed and written to TensorBoard."""
+
+    def hook(step, writer):
+        cm = evaluate(
+            net, pairs, num_classes=net.num_classes, ignore_label=ignore_label, progress=False
+        )
+        miou = scores(cm)[1]
+        print(f'\nstep {step}: validation mIoU {miou * 100:.2f} on {len(pairs)} images')
+        with writer.as_default(step=step):
+            tf.summary.scalar('validation/mIoU', miou)
+
+    return hook

@@ -1,11 +1,13 @@
-"""Reading weight sources into nested dicts and assigning them to a network, strictly.
+"""Assigning weights to a network, strictly, with a report.
 
-A weight source is a caffe-tensorflow `.npy`, a TF checkpoint (a directory with a `checkpoint`
-file, or a checkpoint prefix) written by icnet_tf, or an already-read nested dict
-`{layer: {param: array}}`. `load_into()` compares the source with the network's variables and
-produces a `LoadReport`: missing (in the network, not the source), unexpected (in the source,
-not the network) and mismatched (different shape) keys. Strict mode raises on any of them and
-assigns nothing; lenient mode (`ignore_missing=True`) assigns what fits and says what it skipped.
+A weight source is any file of the weights-format table (`converters.formats`: caffe-tensorflow
+`.npy`, PyTorch `.pth`/`.safetensors` through the network's key map, TF checkpoints) or an
+already-read nested dict `{layer: {param: array}}`. `load_into()` compares the source with the
+network's variables and produces a `LoadReport`: missing (in the network, not the source),
+unexpected (in the source, not the network) and mismatched (different shape) keys, plus the
+source keys the reader left out on purpose (optimizer slots, step counters). Strict mode raises
+on any problem and assigns nothing; lenient mode (`ignore_missing=True`) assigns what fits and
+says what it skipped.
 """
 
 import os
@@ -13,42 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.errors import WeightsFileError, WeightsMismatchError
-
-HEAD_LAYERS = ('conv6_cls', 'sub4_out', 'sub24_out', 'conv6', 'conv_seg')
-
-
-TORCH_SUFFIXES = ('.pth', '.pth.tar', '.pt', '.tar', '.safetensors')
+from converters.errors import WeightsMismatchError
+from converters.formats import read_weights
 
 
-def read_weights(path, net=None):
-    """Any supported weights file -> `{layer: {param: float32 ndarray}}`.
-
-    PyTorch files need the key map of the network they are for: the method
-    `net.torch_key_map(state_dict) -> {layer: {param: array}}` (None: not loadable from PyTorch).
-    """
-    path = os.fspath(path)
-    if path.endswith('.npy'):
-        from converters import caffe_npy
-
-        return caffe_npy.convert(caffe_npy.load(path))
-    if path.endswith(TORCH_SUFFIXES):
-        key_map = getattr(net, 'torch_key_map', None)
-        if key_map is None:
-            raise WeightsFileError(
-                f'{path}: {type(net).__name__} has no PyTorch key map '
-                '(see python -m converters.torch_pth --help)'
-            )
-        from converters import torch_pth
-
-        state_dict = torch_pth.state_dict_of(torch_pth.load(path), path)
-        try:
-            return key_map(state_dict)
-        except WeightsMismatchError as e:  # pure key maps do not know the file name
-            raise WeightsMismatchError(f'{path}: {e}') from None
-    from icnet_tf.checkpoints import read_weights_checkpoint
-
-    return read_weights_checkpoint(path)
+def read_network_weights(path, net=None):
+    """`(weights, not_parameters)` of a weights file, read for `net` (its PyTorch key map)."""
+    return read_weights(path, getattr(net, 'torch_key_map', None))
 
 
 @dataclass
@@ -85,8 +58,8 @@ class LoadReport:
             )
         return '; '.join(parts)
 
-    def hint(self):
-        heads = sorted({k.split('/')[0] for k, _, _ in self.mismatched} & set(HEAD_LAYERS))
+    def hint(self, class_heads=()):
+        heads = sorted({k.split('/')[0] for k, _, _ in self.mismatched} & set(class_heads))
         if heads:
             return (
                 f' -- the class heads differ (num_classes?); to fine-tune on other classes '
@@ -97,6 +70,12 @@ class LoadReport:
 
     def __str__(self):
         lines = [f'loaded {len(self.loaded)} arrays from {self.source}']
+        if self.not_parameters:
+            more = ', ...' if len(self.not_parameters) > 3 else ''
+            shown = ', '.join(self.not_parameters[:3])
+            lines.append(
+                f'  not network parameters (not used): {len(self.not_parameters)} ({shown}{more})'
+            )
         if self.skipped:
             lines.append(f'  skipped on request: {", ".join(self.skipped)}')
         for key in self.missing:
@@ -140,15 +119,18 @@ def compare(expected_shapes, source, skip=()):
 def load_into(net, source, ignore_missing=False, skip=(), verbose=True):
     """Assign `source` (path or nested dict) to `net`'s variables; see the module docstring."""
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else '<dict>'
-    weights = read_weights(source, net) if name != '<dict>' else source
+    weights, not_parameters = (
+        read_network_weights(source, net) if name != '<dict>' else (source, [])
+    )
     net.build()
     variables = net.variables_by_key()
     report, assignments = compare({k: tuple(v.shape) for k, v in variables.items()}, weights, skip)
     report.source = name
+    report.not_parameters = list(not_parameters)
     if not report.ok and not ignore_missing:
         raise WeightsMismatchError(
             f'{name}: does not fit {type(net).__name__}'
-            f'{_describe(net)}: {report.problems()}{report.hint()}'
+            f'{_describe(net)}: {report.problems()}{report.hint(net.class_heads)}'
         )
     for key, value in assignments.items():
         variables[key].assign(value.astype(np.float32))
@@ -160,3 +142,28 @@ def load_into(net, source, ignore_missing=False, skip=(), verbose=True):
 def _describe(net):
     config = getattr(net, 'get_config', lambda: {})()
     return '(' + ', '.join(f'{k}={v}' for k, v in config.items()) + ')' if config else ''
+
+
+def load_skipping_class_heads(net, restore_from, log=print):
+    """Load `restore_from` for training: class heads (`net.class_heads`) that are absent from
+    the file or do not fit (another num_classes, the Caffe files' missing auxiliary heads) keep
+    their fresh initialisation, with a message; anything else that does not fit is an error."""
+    if not restore_from:
+        log('no --restore_from: training from a fresh (He-normal) initialisation')
+        return
+    weights, not_parameters = read_network_weights(restore_from, net)
+    net.build()
+    report, _ = compare(net.param_shapes(), weights)
+    bad = {k.split('/')[0] for k in report.missing + [m[0] for m in report.mismatched]}
+    heads = sorted(bad & set(net.class_heads))
+    if bad - set(net.class_heads) or report.unexpected:
+        net.load(weights)  # raises the full strict report
+    if heads:
+        log(
+            f'{restore_from}: class heads {", ".join(heads)} not loaded (absent from the '
+            'file or another num_classes): they start from a fresh initialisation'
+        )
+    report = net.load(weights, skip=heads, verbose=False)
+    report.source = restore_from
+    report.not_parameters = list(not_parameters)
+    log(report)

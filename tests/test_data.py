@@ -9,7 +9,8 @@ from PIL import Image
 
 from converters.errors import UserError
 from icnet_tf.data import augment, check_labels, read_list, train_dataset
-from icnet_tf.predict import IMG_MEAN_BGR
+from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
+from icnet_tf.network import caffe_bgr_input
 
 
 def write_pair(root, name, rgb, label):
@@ -113,6 +114,7 @@ def test_dataset_is_deterministic_and_decodes_any_mode(tmp_path):
     def first_batches(seed):
         ds = train_dataset(
             pairs,
+            preprocess=caffe_bgr_input,
             batch_size=2,
             crop_size=(48, 48),
             random_scale=True,

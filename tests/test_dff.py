@@ -18,7 +18,7 @@ from dff_tf.data import read_video_list, train_dataset
 from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import VideoRunner
 from icnet_tf import ICNet_BN, PSPNet101
-from icnet_tf.predict import to_network_input
+from icnet_tf.network import caffe_bgr_input as to_network_input
 
 H, W = 193, 257  # frames; FlowNetS input 97x129, flow2 25x33, ICNet grid 49x65
 GRID = (49, 65)

@@ -3,7 +3,15 @@
 import numpy as np
 import tensorflow as tf
 
-from icnet_tf.losses import HEAD_WEIGHTS, PolyLR, TF1Momentum, icnet_loss, masked_xent_sum
+from icnet_tf import ICNet_BN
+from icnet_tf.losses import PolyLR, TF1Momentum, masked_xent_sum, segmentation_loss
+
+# ICNet_BN's loss weights, as the network declares them (LAMBDA1..3 of the original).
+HEAD_WEIGHTS = ICNet_BN(num_classes=5).loss_weights
+
+
+def icnet_loss(outputs, labels, **kwargs):
+    return segmentation_loss(outputs, labels, head_weights=HEAD_WEIGHTS, **kwargs)
 
 
 def np_nearest(labels, out_h, out_w):

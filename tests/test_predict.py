@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from icnet_tf import ICNet
-from icnet_tf.predict import IMG_MEAN_BGR, Segmenter, padded_size, to_network_input
+from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
+from icnet_tf.network import caffe_bgr_input as to_network_input
+from icnet_tf.predict import Segmenter, padded_size
 
 
 @pytest.mark.parametrize(

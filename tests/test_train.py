@@ -14,8 +14,8 @@ import tensorflow as tf
 from icnet_tf import ICNet_BN
 from icnet_tf.data import read_list, train_dataset
 from icnet_tf.losses import PolyLR, TF1Momentum
-from icnet_tf.train import make_loss_fn, trained_variables
-from icnet_tf.training import Trainer, TrainingDiverged
+from icnet_tf.network import caffe_bgr_input
+from icnet_tf.training import Trainer, TrainingDiverged, make_loss_fn, trained_variables
 from tests.test_network import Tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,14 @@ def icnet_trainer(
         save_every=1000,
     )
     pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
-    ds = train_dataset(pairs, batch_size=2, crop_size=(193, 193), random_mirror=True, seed=0)
+    ds = train_dataset(
+        pairs,
+        preprocess=caffe_bgr_input,
+        batch_size=2,
+        crop_size=(193, 193),
+        random_mirror=True,
+        seed=0,
+    )
     return net, trainer, iter(ds)
 
 
@@ -289,7 +296,7 @@ def test_pspnet101_trains_on_its_single_output(toy):
     net = PSPNet101(num_classes=19, width_multiplier=1 / 8, blocks=(1, 1, 1, 1), seed=2).build()
     loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4, update_mean_var=True)
     pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
-    images, labels = next(iter(train_dataset(pairs, batch_size=2, crop_size=(97, 97), seed=0)))
+    images, labels = next(iter(train_dataset(pairs, preprocess=caffe_bgr_input, batch_size=2, crop_size=(97, 97), seed=0)))
     total, parts = loss_fn((images, labels))
     assert set(parts) == {'conv6', 'weight_decay'}
     logits = net.layers['conv6']  # of that very call (training mode has dropout)

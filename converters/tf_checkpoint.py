@@ -1,9 +1,10 @@
-"""TF checkpoints of icnet_tf networks: writing weights, reading them back as nested dicts.
+"""TF2 (object-based) checkpoints written by this project: reading them as nested dicts, writing.
 
 Networks are saved as `tf.train.Checkpoint(net=net)` (training adds `optimizer`, `step`). The
 object path of a variable ends in `params/<layer>/<param>/.ATTRIBUTES/VARIABLE_VALUE` whatever
-the root, so `read_weights_checkpoint()` recovers `{layer: {param: array}}` from any checkpoint
-written by this project (weights-only conversions and training snapshots alike).
+the root, so `read()` recovers `{layer: {param: array}}` from any checkpoint written by this
+project (weights-only conversions and training snapshots alike). TF1 `Saver` checkpoints (plain
+variable names) are the other row of the weights-format table: `converters.tf1_checkpoint`.
 """
 
 import os
@@ -14,6 +15,7 @@ import tensorflow as tf
 from converters.errors import WeightsFileError
 
 _PARAM_KEY = re.compile(r'(?:^|/)params/([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$')
+_OBJECT_GRAPH = '_CHECKPOINTABLE_OBJECT_GRAPH'
 
 
 def resolve_checkpoint(path):
@@ -28,11 +30,29 @@ def resolve_checkpoint(path):
         return path
     raise WeightsFileError(
         f'{path}: no such weights file or TF checkpoint '
-        '(expected .npy, a checkpoint directory or a checkpoint prefix)'
+        '(expected .npy, .pth, a checkpoint directory or a checkpoint prefix)'
     )
 
 
-def read_weights_checkpoint(path):
+def _keys(prefix):
+    try:
+        return tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return {}
+
+
+def detect(path):
+    """True for an object-based checkpoint (prefix or folder) of this project."""
+    try:
+        prefix = resolve_checkpoint(path)
+    except WeightsFileError:
+        return False
+    return _OBJECT_GRAPH in _keys(prefix)
+
+
+def read(path, key_map=None):
+    """`({layer: {param: array}}, [])` of a checkpoint prefix or folder (`key_map` unused)."""
+    del key_map
     prefix = resolve_checkpoint(path)
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -48,7 +68,12 @@ def read_weights_checkpoint(path):
         ) from None
     if not out:
         raise WeightsFileError(f'{prefix}: TF checkpoint holds no network parameters')
-    return out
+    return out, []
+
+
+def read_weights_checkpoint(path):
+    """`{layer: {param: array}}` of a checkpoint written by this project."""
+    return read(path)[0]
 
 
 def save_weights_checkpoint(net, out_dir):
