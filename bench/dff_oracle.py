@@ -47,8 +47,8 @@ def main():
     from dff_tf.evaluate import spread
     from dff_tf.flownet import DIV_FLOW
     from dff_tf.model import DFF, dff_checkpoint_prefix, load_weights
-    from dff_tf.train import CONFIG_NAME
-    from icnet_tf.evaluate import confusion_matrix, scores
+    from dff_tf.model import CONFIG_NAME
+    from icnet_tf.metrics import confusion_matrix, scores
     from icnet_tf.predict import read_image
 
     vjson = os.path.join(args.videos, 'videos.json')

@@ -76,8 +76,8 @@ def labels_pipeline(net):
     """uint8 RGB [1, H, W, 3] -> int32 labels [1, H, W], the original's pre/postprocessing."""
     import tensorflow as tf
 
-    from icnet_tf.network import resize_bilinear_align_corners
     from icnet_tf.network import caffe_bgr_input as to_network_input
+    from icnet_tf.network import resize_bilinear_align_corners
     from icnet_tf.predict import padded_size
 
     def run(rgb):
@@ -91,7 +91,7 @@ def labels_pipeline(net):
 
 
 def export_model(export_dir, optimize):
-    from icnet_tf.export import export_saved_model
+    from icnet_tf.serving import export_saved_model
 
     export_saved_model(seeded_icnet_bn(), export_dir, probabilities=False, optimize=optimize)
 

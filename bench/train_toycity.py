@@ -37,7 +37,7 @@ def resolution_ceiling(label_paths, stride=4, num_classes=19, ignore_label=255):
     import numpy as np
     from PIL import Image
 
-    from icnet_tf.evaluate import confusion_matrix, scores
+    from icnet_tf.metrics import confusion_matrix, scores
 
     cm = np.zeros((num_classes, num_classes), np.int64)
     for path in label_paths:

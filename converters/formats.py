@@ -15,8 +15,8 @@ detects the file. Adding a format (say ONNX initialisers) is one module with `de
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from converters import caffe_npy, tf_checkpoint, torch_pth
 from converters.errors import WeightsFileError, WeightsMismatchError

@@ -35,12 +35,12 @@ from absl import flags
 from PIL import Image
 
 from converters.errors import UserError
+from dff_tf.cli import define_model_flags, model_config, quiet_tf
 from dff_tf.data import read_video_list
-from dff_tf.model import VideoRunner, load_weights
-from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
+from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
 from icnet_tf.data import check_labels
-from icnet_tf.evaluate import confusion_matrix, scores
+from icnet_tf.metrics import confusion_matrix, scores
 from icnet_tf.palette import CLASS_NAMES
 from icnet_tf.predict import read_image
 from icnet_tf.training import Progress
@@ -211,7 +211,7 @@ def main(argv):
         FLAGS.ignore_label,
         FLAGS.data_list,
     )
-    dff = build_model(config)
+    dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     start = time.perf_counter()
     cms, runner, count = evaluate(

@@ -29,10 +29,10 @@ import tensorflow as tf
 from absl import flags, logging
 
 from converters.errors import UserError
-from dff_tf.model import load_weights
-from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
+from dff_tf.cli import define_model_flags, model_config, quiet_tf
+from dff_tf.model import build_dff, check_frame_size, load_weights
 from icnet_tf import cli
-from icnet_tf.train import parse_size
+from icnet_tf.cli import parse_size
 
 FLAGS = flags.FLAGS
 
@@ -98,7 +98,7 @@ def main(argv):
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')
     config = model_config(FLAGS.restore_from)
-    dff = build_model(config)
+    dff = build_dff(config)
     check_frame_size(dff, height, width, '--input_size')
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     logging.set_verbosity(logging.WARNING)  # SavedModel's INFO chatter

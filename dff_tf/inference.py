@@ -21,9 +21,9 @@ from absl import flags
 from PIL import Image
 
 from converters.errors import UserError
+from dff_tf.cli import define_model_flags, model_config, quiet_tf
 from dff_tf.data import frame_paths
-from dff_tf.model import VideoRunner, load_weights
-from dff_tf.train import build_model, check_frame_size, define_model_flags, model_config, quiet_tf
+from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
 from icnet_tf.palette import colorize
 from icnet_tf.predict import read_image
@@ -109,7 +109,7 @@ def main(argv):
     quiet_tf()
     paths = frame_paths(FLAGS.frames)
     config = model_config(FLAGS.restore_from)
-    dff = build_model(config)
+    dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     os.makedirs(FLAGS.save_dir, exist_ok=True)
     start = time.perf_counter()

@@ -35,6 +35,7 @@ Schedule (`VideoRunner`): a key frame every `key_interval` frames, whose feature
 the frames in between are `propagate`d from the cached features.
 """
 
+import json
 import math
 import os
 import re
@@ -43,81 +44,25 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from converters.errors import UserError
 from dff_tf.flownet import DIV_FLOW, FLOWNET_MEAN_RGB, FlowNetS
 from dff_tf.warp import warp
-from icnet_tf.icnet import ICNet, ICNet_BN
-from icnet_tf.network import resize_bilinear_align_corners
-from icnet_tf.predict import to_network_input
-from icnet_tf.pspnet import BOTTLENECK_WIDTH, PSPNet101, resize_bilinear_half_pixel
+from icnet_tf.models import build_model, model_name
+from icnet_tf.network import Network, resize_bilinear_align_corners
+from icnet_tf.weights import load_skipping_class_heads
 
-FEATURE_NETS = ('pspnet101', 'icnet_bn', 'icnet')
+FEATURE_NETS = ('pspnet101', 'icnet_bn', 'icnet')  # the built-in ones (any registered works)
 # The input of FlowNetS' predict_flow2: concat(conv2, out_deconv2, flow3_up) = 128 + 64 + 2.
 FLOWNET_CONCAT2 = ('concat2', 194)
 
 
-class _ICNetParts:
-    """N_feat / N_task split of ICNet_BN (and of the BN-merged ICNet): features
-    `sub12_sum_interp`, classifier `conv6_cls`."""
-
-    feature_layer = 'sub12_sum_interp'
-    task_layer = 'conv6_cls'
-
-    def __init__(self, net):
-        self.net = net
-        self.channels = 128 * net.filter_scale
-
-    def preprocess(self, rgb):
-        return to_network_input(rgb)
-
-    def classify(self, features, training):
-        net = self.net.build()
-        n = net.chain_class(
-            net, {self.feature_layer: features}, training=training, update_stats=False
-        )
-        # The very layer call of ICNet's setup(), so the numbers are bit-identical.
-        return (
-            n.feed(self.feature_layer)
-            .conv(1, 1, net.num_classes, 1, 1, biased=True, relu=False, name=self.task_layer)
-            .get_output()
-        )
-
-    def resize_logits(self, logits, size):
-        return resize_bilinear_align_corners(logits, size)
-
-
-class _PSPParts:
-    """N_feat / N_task split of PSPNet101: `feature_layer` ('conv5_4_bn') and `classify`."""
-
-    task_layer = 'conv6'
-
-    def __init__(self, net):
-        self.net = net
-        self.feature_layer = net.feature_layer
-        self.channels = net._w(BOTTLENECK_WIDTH)
-
-    def preprocess(self, rgb):
-        return self.net.preprocess(rgb)
-
-    def classify(self, features, training):
-        return self.net.classify(features, training=training)
-
-    def resize_logits(self, logits, size):
-        if self.net.layout.ppm_resize == 'half_pixel':  # mmseg resizes align_corners=False
-            return resize_bilinear_half_pixel(logits, size)
-        return resize_bilinear_align_corners(logits, size)
-
-
 def build_feature_net(name, num_classes, seed=0, **kwargs):
-    """'pspnet101' -> PSPNet101(num_classes, **kwargs); 'icnet_bn' -> ICNet_BN(...); 'icnet'
-    -> ICNet(...) (BN merged, for `icnet_cityscapes_train_30k.npy`-style weights)."""
-    key = str(name).lower()
-    if key == 'pspnet101':
-        return PSPNet101(num_classes=num_classes, seed=seed, **kwargs)
-    if key == 'icnet_bn':
-        return ICNet_BN(num_classes=num_classes, seed=seed, **kwargs)
-    if key == 'icnet':
-        return ICNet(num_classes=num_classes, seed=seed, **kwargs)
-    raise ValueError(f'unknown feature_net {name!r}; choose one of {", ".join(FEATURE_NETS)}')
+    """A feature network from the model registry (`icnet_tf.models`): any registered network
+    that declares a `feature_layer`, e.g. 'pspnet101', 'icnet_bn' or 'icnet' (BN merged)."""
+    net = build_model(name, num_classes=num_classes, seed=seed, **kwargs)
+    if net.feature_layer is None:
+        raise ValueError(f'{name!r} declares no feature_layer: it cannot be a DFF feature network')
+    return net
 
 
 def flownet_input(rgb):
@@ -196,17 +141,13 @@ class DFF(tf.Module):
             )
         elif feature_net_kwargs:
             raise ValueError('feature_net_kwargs only apply when feature_net is a name')
-        if isinstance(feature_net, (ICNet_BN, ICNet)):
-            self._parts = _ICNetParts(feature_net)
-            self.feature_net_name = 'icnet_bn' if isinstance(feature_net, ICNet_BN) else 'icnet'
-        elif isinstance(feature_net, PSPNet101):
-            self._parts = _PSPParts(feature_net)
-            self.feature_net_name = 'pspnet101'
-        else:
+        if not isinstance(feature_net, Network) or feature_net.feature_layer is None:
             raise TypeError(
-                f'feature_net must be one of {", ".join(FEATURE_NETS)} or such a '
-                f'network, got {type(feature_net).__name__}'
+                'feature_net must be a registered model name or a Network with a '
+                f'feature_layer, got {type(feature_net).__name__}'
             )
+        name = model_name(feature_net)
+        self.feature_net_name = name if ':' in name else name.lower()
         if not flow_scale > 0:
             raise ValueError(f'flow_scale must be positive, got {flow_scale!r}')
         if isinstance(flownet, str):
@@ -220,9 +161,9 @@ class DFF(tf.Module):
         self.num_classes = feature_net.num_classes
         self.flow_scale = float(flow_scale)
         self.train_feature_net = bool(train_feature_net)
-        self.feature_layer = self._parts.feature_layer
-        self.task_layer = self._parts.task_layer
-        self.feature_channels = self._parts.channels
+        self.feature_layer = feature_net.feature_layer
+        self.task_layer = feature_net.output_name
+        self.feature_channels = feature_net.feature_channels
         if scale_field:
             # Convolution5_scale of the original: 1x1 conv, weights 0, bias 1 with lr_mult 0.
             with tf.init_scope():
@@ -269,7 +210,7 @@ class DFF(tf.Module):
 
     def feature_input(self, rgb):
         """RGB 0..255 -> the feature network's input convention."""
-        return self._parts.preprocess(rgb)
+        return self.feature_net.preprocess(rgb)
 
     def flow_input_size(self, height, width):
         """FlowNetS input size for frames of `height x width`: ceil(size * flow_scale)."""
@@ -285,7 +226,7 @@ class DFF(tf.Module):
 
     def task(self, features, training=False):
         """N_task: the feature network's classifier on (warped) features -> logits."""
-        return self._parts.classify(tf.convert_to_tensor(features, tf.float32), training)
+        return self.feature_net.classify(features, training=training)
 
     def flownet_pair(self, key_images, current_images):
         """FlowNetS' input for these frames (`flownet_pair` at this model's flow_scale)."""
@@ -368,11 +309,12 @@ class DFF(tf.Module):
 
     def labels(self, logits, size):
         """Logits -> int32 labels `[N, H, W]`: resized the feature network's way, argmax."""
-        return tf.argmax(self._parts.resize_logits(logits, size), axis=-1, output_type=tf.int32)
+        logits = self.feature_net.upsample_logits(logits, size)
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     # ----------------------------------------------------------------------- training
     def task_variables(self):
-        return list(self.feature_net.params[self.task_layer].values())
+        return [v for layer in self.feature_net.classifier_layers() for v in layer.values()]
 
     def trained_variables(self):
         """What DFF training updates: FlowNetS, N_task, S's weights (+ N_feat if asked)."""
@@ -391,7 +333,7 @@ class DFF(tf.Module):
     def conv_weights(self):
         """Convolution kernels among `trained_variables()` (for weight decay)."""
         kernels = self.flownet.conv_weights() + [
-            self.feature_net.params[self.task_layer]['weights']
+            layer['weights'] for layer in self.feature_net.classifier_layers() if 'weights' in layer
         ]
         if self.scale_field is not None:
             kernels.append(self.scale_field['weights'])
@@ -450,9 +392,9 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
     `restore_from`: a DFF checkpoint (directory or prefix written by `dff_tf.train`), which
     sets every part, or weights of the feature network alone (caffe-tensorflow .npy, an
     icnet_tf checkpoint, a PyTorch file its key map reads), which set N_feat and N_task. The
-    feature network's load is strict except for ICNet's training-only heads `sub4_out` and
-    `sub24_out`; with `fresh_heads=True` (training) a class head that does not fit is left
-    freshly initialised, with a message (`icnet_tf.train.initialise`).
+    feature network's load is strict except for its training-only auxiliary heads
+    (`aux_heads`); with `fresh_heads=True` (training) a class head that does not fit is left
+    freshly initialised, with a message (`icnet_tf.weights.load_skipping_class_heads`).
     `flownet_weights`: FlowNetS weights (FlowNetPytorch .pth/.pth.tar, a FlowNetS checkpoint,
     or a DFF checkpoint, whose FlowNetS part is used), loaded strictly after `restore_from`.
     Returns a list of what was loaded, for the log.
@@ -471,12 +413,10 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
             restore_dff_checkpoint(dff, prefix)
             log(f'restored the whole DFF model from {prefix}')
         elif fresh_heads:
-            from icnet_tf.train import initialise
-
-            initialise(dff.feature_net, restore_from)
+            load_skipping_class_heads(dff.feature_net, restore_from, log=log)
         else:
             report = dff.feature_net.load(
-                restore_from, skip=('sub4_out', 'sub24_out'), verbose=False
+                restore_from, skip=tuple(dff.feature_net.aux_heads), verbose=False
             )
             log(report)
         loaded.append(restore_from)
@@ -592,3 +532,44 @@ class VideoRunner:
         t_prop = med['propagate'] if interval > 1 else 0.0
         out['overall_fps'] = interval / (med['key'] + (interval - 1) * t_prop)
         return out
+
+
+# ----------------------------------------------------------------- saved configurations
+CONFIG_NAME = 'dff_config.json'  # written by dff_tf.train next to its checkpoints
+
+
+def saved_config(restore_from):
+    """The dff_config.json written by dff_tf.train next to a DFF checkpoint, or None."""
+    if not restore_from or not (
+        os.path.isdir(restore_from) or os.path.exists(restore_from + '.index')
+    ):
+        return None
+    prefix = dff_checkpoint_prefix(restore_from)
+    if prefix is None:
+        return None
+    path = os.path.join(os.path.dirname(prefix), CONFIG_NAME)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable DFF configuration ({e})') from None
+
+
+def build_dff(config, seed=0):
+    """A built DFF from `model_config()`, with a one-line message for bad settings."""
+    try:
+        return DFF(seed=seed, **config).build()
+    except (TypeError, ValueError) as e:
+        raise UserError(f'cannot build DFF({config}): {e}') from None
+
+
+def check_frame_size(dff, h, w, what):
+    """The feature network's minimum input size (pyramid pooling), as a one-line error."""
+    side = dff.feature_net.build_input_shape()[1]
+    if h < side or w < side:
+        raise UserError(
+            f"{what} {h}x{w} is smaller than {dff.feature_net_name}'s minimum "
+            f'{side}x{side} (pyramid pooling)'
+        )

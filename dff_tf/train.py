@@ -7,7 +7,7 @@
         [--batch_size 4 --input_size 512,1024 --learning_rate 2.5e-4 --num_steps 20000]
         [--key_distance D] [--scale_field] [--train_feature_net] [--strategy mirrored]
 
-Semantics (SPEC section 5): each sample is a labelled frame t, a key frame t - d with d
+Semantics: each sample is a labelled frame t, a key frame t - d with d
 uniform in [0, --max_key_distance] (or fixed --key_distance), clamped to the sequence start
 (`dff_tf.data`), and the label of t; the loss is the mean cross entropy of the propagated
 logits over pixels whose label is < num_classes and != --ignore_label (labels
@@ -26,130 +26,23 @@ import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
+from dff_tf.cli import define_model_flags, model_config, quiet_tf
 from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
-from dff_tf.model import DFF, FEATURE_NETS, dff_checkpoint_prefix, load_weights
+from dff_tf.model import (
+    CONFIG_NAME,
+    build_dff,
+    check_frame_size,
+    load_weights,
+)
 from icnet_tf import cli
+from icnet_tf.cli import parse_size
 from icnet_tf.data import check_labels
-from icnet_tf.losses import PolyLR, TF1Momentum, global_sum, num_replicas, masked_xent_sum
-from icnet_tf.train import parse_size
+from icnet_tf.losses import PolyLR, TF1Momentum, global_sum, masked_xent_sum, num_replicas
 from icnet_tf.training import Trainer, make_strategy
 
 FLAGS = flags.FLAGS
-CONFIG_NAME = 'dff_config.json'
 
 
-# ------------------------------------------------------------------ model flags (all CLIs)
-def define_model_flags():
-    """Flags that define the DFF model (shared by train, evaluate, inference, export)."""
-    flags.DEFINE_enum('feature_net', 'pspnet101', list(FEATURE_NETS), 'feature network N_feat')
-    flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
-    flags.DEFINE_integer(
-        'filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1, upper_bound=2
-    )
-    flags.DEFINE_enum('psp_layout', 'caffe', ['caffe', 'mmseg'], 'PSPNet101 layout')
-    flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
-    flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
-    flags.DEFINE_enum(
-        'flownet',
-        'plain',
-        ['plain', 'bn'],
-        "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)",
-    )
-
-
-_MODEL_FLAGS = (
-    'feature_net',
-    'num_classes',
-    'filter_scale',
-    'psp_layout',
-    'flow_scale',
-    'scale_field',
-    'flownet',
-)
-
-
-def saved_config(restore_from):
-    """The dff_config.json written by dff_tf.train next to a DFF checkpoint, or None."""
-    if not restore_from or not (
-        os.path.isdir(restore_from) or os.path.exists(restore_from + '.index')
-    ):
-        return None
-    prefix = dff_checkpoint_prefix(restore_from)
-    if prefix is None:
-        return None
-    path = os.path.join(os.path.dirname(prefix), CONFIG_NAME)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f'{path}: unreadable DFF configuration ({e})') from None
-
-
-def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
-    """DFF constructor arguments: flags given on the command line win, then the
-    dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
-    --restore_from when it is a DFF checkpoint, then the flag defaults."""
-    saved = (
-        (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(restore_from) or {}
-    )
-    kwargs_saved = saved.get('feature_net_kwargs', {})
-    value = {}
-    for name in _MODEL_FLAGS:
-        value[name] = getattr(FLAGS, name)
-    if saved:
-        for name in ('feature_net', 'num_classes', 'flow_scale', 'scale_field', 'flownet'):
-            if not FLAGS[name].present and name in saved:
-                value[name] = saved[name]
-        if not FLAGS['filter_scale'].present and 'filter_scale' in kwargs_saved:
-            value['filter_scale'] = kwargs_saved['filter_scale']
-        if not FLAGS['psp_layout'].present and isinstance(kwargs_saved.get('layout'), str):
-            value['psp_layout'] = kwargs_saved['layout']
-    if value['feature_net'] in ('icnet_bn', 'icnet'):
-        feature_kwargs = {'filter_scale': value['filter_scale']}
-        if value['feature_net'] == saved.get('feature_net'):
-            feature_kwargs = dict(kwargs_saved, **feature_kwargs)
-    else:
-        feature_kwargs = {'layout': value['psp_layout']}
-    if not value['flow_scale'] > 0:
-        raise UserError(f'--flow_scale must be positive, got {value["flow_scale"]}')
-    return dict(
-        feature_net=value['feature_net'],
-        num_classes=value['num_classes'],
-        flow_scale=value['flow_scale'],
-        scale_field=value['scale_field'],
-        flownet=value['flownet'],
-        train_feature_net=train_feature_net,
-        feature_net_kwargs=feature_kwargs,
-    )
-
-
-def quiet_tf():
-    """TF's Python-side warnings (e.g. about a checkpoint that did not fit, right before our
-    own one-line error) would break the one-line error contract; errors still surface."""
-    tf.get_logger().setLevel('ERROR')
-
-
-def build_model(config, seed=0):
-    """A built DFF from `model_config()`, with a one-line message for bad settings."""
-    try:
-        return DFF(seed=seed, **config).build()
-    except (TypeError, ValueError) as e:
-        raise UserError(f'cannot build DFF({config}): {e}') from None
-
-
-def check_frame_size(dff, h, w, what):
-    """The feature network's minimum input size (pyramid pooling), as a one-line error."""
-    side = dff.feature_net.build_input_shape()[1]
-    if h < side or w < side:
-        raise UserError(
-            f"{what} {h}x{w} is smaller than {dff.feature_net_name}'s minimum "
-            f'{side}x{side} (pyramid pooling)'
-        )
-
-
-# ----------------------------------------------------------------------------- training
 def define_flags():
     flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
     flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
@@ -247,7 +140,7 @@ def main(argv):
         snapshot_dir=FLAGS.snapshot_dir,
     )
     with strategy.scope():
-        dff = build_model(config, seed=FLAGS.seed)
+        dff = build_dff(config, seed=FLAGS.seed)
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
     check_frame_size(dff, *crop, '--input_size')

@@ -28,6 +28,7 @@ import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
+from dff_tf.cli import quiet_tf
 from dff_tf.data import (
     MAX_KEY_DISTANCE,
     first_frame_size,
@@ -37,10 +38,9 @@ from dff_tf.data import (
 )
 from dff_tf.flownet import DIV_FLOW, FlowNetS
 from dff_tf.model import flow_input_size, flownet_pair
-from dff_tf.train import quiet_tf
 from icnet_tf import cli
+from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, num_replicas
-from icnet_tf.train import parse_size
 from icnet_tf.training import Trainer, make_strategy
 
 FLAGS = flags.FLAGS

@@ -12,19 +12,16 @@ per output channel, i.e. one biased convolution with
 and the ReLU that followed the BN becomes the convolution's ReLU. This is how the Caffe
 `icnet_cityscapes_train_30k.npy` (merged) models relate to the `*_bnnomerge` ones, and it yields
 exactly the layers, names and shapes of `ICNet` (64 biased convolutions). The auxiliary heads
-`sub4_out` and `sub24_out` (training-only cascade label guidance) are dropped. The arithmetic is
-done in float64 and rounded once to float32.
+`sub4_out` and `sub24_out` (training-only cascade label guidance: `net.aux_heads`) are dropped.
+The arithmetic is done in float64 and rounded once to float32.
 """
 
 import numpy as np
 
-from icnet_tf.icnet import ICNet, ICNet_BN
 from icnet_tf.network import BN_EPSILON
 
-AUX_HEADS = ('sub4_out', 'sub24_out')
 
-
-def fold_weights(weights, epsilon=BN_EPSILON, drop=AUX_HEADS):
+def fold_weights(weights, epsilon=BN_EPSILON, drop=()):
     """`{layer: {param: array}}` of an ICNet_BN -> the same of the merged ICNet.
 
     Every layer `X_bn` must follow a bias-free convolution `X` and every bias-free convolution
@@ -78,21 +75,17 @@ def network_weights(net):
     }
 
 
-def fold_batch_norm(net, cls=ICNet):
-    """A new `ICNet` (merged BN) computing `net(x, training=False)` of an `ICNet_BN` `net`.
+def fold_batch_norm(net):
+    """A new network without batch norm computing `net(x, training=False)`.
 
-    Same num_classes, filter_scale and pyramid settings; the weights are `fold_weights` of the
-    network's current values (an `ICNet` is copied as it is). `cls`: the class of the result,
-    `ICNet` or a subclass (e.g. `export.ServingICNet`).
+    The structure is the network's own `merged_network()` (ICNet_BN -> the merged `ICNet`, same
+    num_classes, filter_scale and pyramid settings); its weights are `fold_weights` of the
+    network's current values, without the auxiliary heads (`net.aux_heads`: training only). A
+    network without batch norm is copied as it is.
     """
-    if not issubclass(cls, ICNet):
-        raise TypeError(f'cls must be ICNet or a subclass, got {cls.__name__}')
-    if isinstance(net, ICNet):
-        weights = network_weights(net)
-    elif isinstance(net, ICNet_BN):
-        weights = fold_weights(network_weights(net))
-    else:
-        raise TypeError(f'fold_batch_norm needs an ICNet_BN or ICNet, got {type(net).__name__}')
-    folded = cls(**net.get_config())
-    folded.load(weights, verbose=False)
+    merged = getattr(net, 'merged_network', None)
+    if merged is None:
+        raise TypeError(f'{type(net).__name__} declares no merged_network() to fold into')
+    folded = merged()
+    folded.load(fold_weights(network_weights(net), drop=tuple(net.aux_heads)), verbose=False)
     return folded

@@ -54,7 +54,6 @@ IMAGE_EXTENSIONS = (
     '.pbm',
     '.webp',
 )
-AUX_HEADS = ('sub4_out', 'sub24_out')
 
 
 def find_images(img_path):
@@ -114,10 +113,10 @@ class SavedModelPredictor:
     """The same with the `serving_default` signature of an exported SavedModel."""
 
     def __init__(self, export_dir):
-        from icnet_tf import export
+        from icnet_tf import serving
 
-        self.signature, self._loaded = export.load_signature(export_dir)
-        meta = export.load_metadata(export_dir)
+        self.signature, self._loaded = serving.load_signature(export_dir)
+        meta = serving.load_metadata(export_dir)
         self.num_classes = meta.get('num_classes')
         if self.num_classes is None:
             probabilities = self.signature.structured_outputs.get('probabilities')
@@ -130,7 +129,7 @@ class SavedModelPredictor:
 def make_predictor(restore_from, model, num_classes, filter_scale):
     """A predictor from the flags; prints what was loaded (or that the weights are random)."""
     from icnet_tf import build_model
-    from icnet_tf.export import is_saved_model
+    from icnet_tf.serving import is_saved_model
 
     if restore_from and is_saved_model(restore_from):
         predictor = SavedModelPredictor(restore_from)
@@ -141,7 +140,7 @@ def make_predictor(restore_from, model, num_classes, filter_scale):
         return predictor
     net = build_model(model, num_classes=num_classes, filter_scale=filter_scale)
     if restore_from:
-        print(net.load(restore_from, skip=AUX_HEADS, verbose=False))
+        print(net.load(restore_from, skip=tuple(net.aux_heads), verbose=False))
     else:
         net.build()
         print(

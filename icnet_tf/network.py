@@ -64,6 +64,7 @@ def layer(op):
         if not self.terminals:
             raise RuntimeError(f'layer {name!r} has no input: call feed() first')
         layer_input = self.terminals[0] if len(self.terminals) == 1 else list(self.terminals)
+        layer_input = self.prepare_input(op.__name__, layer_input)
         output = op(self, layer_input, *args, name=name, **kwargs)
         self.outputs[name] = output
         self.terminals = [output]
@@ -159,6 +160,13 @@ class Chain:
 
     def get_output(self):
         return self.terminals[-1]
+
+    def prepare_input(self, op_name, layer_input):
+        """Hook run on every layer op's input before the op (identity here). A chain that
+        passes stand-ins between its ops (e.g. `icnet_tf.rewrites.LazyZoom`) turns them into
+        tensors here for the ops that do not take them."""
+        del op_name
+        return layer_input
 
     def _params(self, name, specs):
         return self.net._layer_params(name, specs)
@@ -414,6 +422,14 @@ class Network(tf.Module):
             self, {self.feature_layer: features}, training=training, update_stats=False
         )
         return self.classifier(n.feed(self.feature_layer)).get_output()
+
+    def classifier_layers(self):
+        """`[params of a layer]` for every layer with variables that `classify` runs (N_task)."""
+        self.build()
+        x = tf.zeros((1, 2, 2, self.feature_channels), tf.float32)
+        n = self.chain_class(self, {self.feature_layer: x}, training=False, update_stats=False)
+        self.classifier(n.feed(self.feature_layer))
+        return [self.params[name] for name in n.outputs if name in self.params]
 
     @property
     def feature_channels(self):

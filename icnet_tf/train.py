@@ -9,10 +9,10 @@ Cityscapes-style list (the original train.py).
 
 Semantics: the network's weighted heads (`net.loss_weights`, `icnet_tf.losses`), poly
 learning rate, TF1 momentum, BN in training mode with moving statistics updated only with
---update_mean_var and gamma/beta trained only with --train_beta_gamma. Training resumes from the latest checkpoint in
---snapshot_dir (weights, optimizer slots and step); otherwise it starts from --restore_from
-(class heads that do not fit, e.g. another num_classes or the Caffe files' missing auxiliary
-heads, are skipped with a message) or from a fresh initialisation.
+--update_mean_var and gamma/beta trained only with --train_beta_gamma. Training resumes from
+the latest checkpoint in --snapshot_dir (weights, optimizer slots and step); otherwise it
+starts from --restore_from (class heads that do not fit, e.g. another num_classes or the Caffe
+files' missing auxiliary heads, are skipped with a message) or from a fresh initialisation.
 """
 
 from absl import flags

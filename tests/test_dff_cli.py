@@ -162,7 +162,7 @@ def test_inference_missing_frames_dir(snapshot, tmp_path):
 
 def test_export_round_trip(toy, snapshot, tmp_path):
     from dff_tf.model import VideoRunner, load_weights
-    from dff_tf.train import build_model
+    from dff_tf.model import build_dff as build_model
 
     export_dir = tmp_path / 'saved'
     run(
@@ -236,7 +236,7 @@ def test_weights_from_parts_equal_the_whole_checkpoint(snapshot, tmp_path):
     """--restore_from <feature-net checkpoint> + --flownet_weights <DFF checkpoint> give the
     same model as --restore_from <DFF checkpoint> (minus ICNet's training-only heads)."""
     from dff_tf.model import DFF, load_weights
-    from icnet_tf.checkpoints import save_weights_checkpoint
+    from converters.tf_checkpoint import save_weights_checkpoint
 
     whole = DFF('icnet_bn', 19, seed=5)
     load_weights(whole, snapshot, log=lambda *a: None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icnet_tf.evaluate import confusion_matrix, scores
+from icnet_tf.metrics import confusion_matrix, scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
@@ -38,7 +38,7 @@ def test_confusion_matrix_ignores_and_counts():
 def test_evaluate_cli_matches_numpy_on_saved_predictions(tmp_path):
     from data import toycity
     from icnet_tf import ICNet_BN
-    from icnet_tf.checkpoints import save_weights_checkpoint
+    from converters.tf_checkpoint import save_weights_checkpoint
 
     toy = tmp_path / 'toy'
     toycity.generate(

@@ -370,7 +370,7 @@ def test_layers_record_latest_eager_call_only():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from icnet_tf.checkpoints import read_weights_checkpoint, save_weights_checkpoint
+    from converters.tf_checkpoint import read_weights_checkpoint, save_weights_checkpoint
 
     net = Tiny(
         lambda n: n.feed('data').conv(1, 1, 2, 1, 1, name='c').batch_normalization(name='out'),

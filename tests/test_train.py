@@ -237,7 +237,7 @@ TWO_REPLICAS = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from icnet_tf import ICNet
     from icnet_tf.losses import TF1Momentum
-    from icnet_tf.train import make_loss_fn, trained_variables
+    from icnet_tf.training import make_loss_fn, trained_variables
     from icnet_tf.training import Trainer
 
     images = tf.random.stateless_normal((4, 193, 193, 3), [5, 6]) * 60
@@ -296,7 +296,13 @@ def test_pspnet101_trains_on_its_single_output(toy):
     net = PSPNet101(num_classes=19, width_multiplier=1 / 8, blocks=(1, 1, 1, 1), seed=2).build()
     loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=1e-4, update_mean_var=True)
     pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
-    images, labels = next(iter(train_dataset(pairs, preprocess=caffe_bgr_input, batch_size=2, crop_size=(97, 97), seed=0)))
+    images, labels = next(
+        iter(
+            train_dataset(
+                pairs, preprocess=caffe_bgr_input, batch_size=2, crop_size=(97, 97), seed=0
+            )
+        )
+    )
     total, parts = loss_fn((images, labels))
     assert set(parts) == {'conv6', 'weight_decay'}
     logits = net.layers['conv6']  # of that very call (training mode has dropout)

@@ -1,0 +1,105 @@
+"""Flags and helpers shared by the DFF command-line tools (train, evaluate, inference, export).
+
+Command-line layer: only the `dff_tf` CLIs import this module.
+"""
+
+import inspect
+
+import tensorflow as tf
+from absl import flags
+
+from converters.errors import UserError
+from dff_tf.model import FEATURE_NETS, saved_config
+from icnet_tf.models import model_class
+
+FLAGS = flags.FLAGS
+
+
+def define_model_flags():
+    """Flags that define the DFF model (shared by train, evaluate, inference, export)."""
+    flags.DEFINE_string(
+        'feature_net',
+        'pspnet101',
+        f'feature network N_feat: {", ".join(FEATURE_NETS)} or any registered model',
+    )
+    flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
+    flags.DEFINE_integer(
+        'filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1, upper_bound=2
+    )
+    flags.DEFINE_enum('psp_layout', 'caffe', ['caffe', 'mmseg'], 'PSPNet101 layout')
+    flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
+    flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
+    flags.DEFINE_enum(
+        'flownet',
+        'plain',
+        ['plain', 'bn'],
+        "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)",
+    )
+
+
+_MODEL_FLAGS = (
+    'feature_net',
+    'num_classes',
+    'filter_scale',
+    'psp_layout',
+    'flow_scale',
+    'scale_field',
+    'flownet',
+)
+
+
+def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
+    """DFF constructor arguments: flags given on the command line win, then the
+    dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
+    --restore_from when it is a DFF checkpoint, then the flag defaults."""
+    saved = (
+        (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(restore_from) or {}
+    )
+    kwargs_saved = saved.get('feature_net_kwargs', {})
+    value = {}
+    for name in _MODEL_FLAGS:
+        value[name] = getattr(FLAGS, name)
+    if saved:
+        for name in ('feature_net', 'num_classes', 'flow_scale', 'scale_field', 'flownet'):
+            if not FLAGS[name].present and name in saved:
+                value[name] = saved[name]
+        if not FLAGS['filter_scale'].present and 'filter_scale' in kwargs_saved:
+            value['filter_scale'] = kwargs_saved['filter_scale']
+        if not FLAGS['psp_layout'].present and isinstance(kwargs_saved.get('layout'), str):
+            value['psp_layout'] = kwargs_saved['layout']
+    try:
+        cls = model_class(value['feature_net'])
+    except ValueError as e:
+        raise UserError(f'--feature_net: {e}') from None
+    accepted = inspect.signature(cls.__init__).parameters
+    feature_kwargs = {}
+    if 'filter_scale' in accepted:
+        feature_kwargs['filter_scale'] = value['filter_scale']
+    elif value['filter_scale'] != 1:
+        raise UserError(f'--filter_scale applies to ICNet models, not {cls.__name__}')
+    if 'layout' in accepted and not (
+        isinstance(kwargs_saved.get('layout'), dict) and not FLAGS['psp_layout'].present
+    ):
+        feature_kwargs['layout'] = value['psp_layout']
+    if str(value['feature_net']).lower() == str(saved.get('feature_net', '')).lower():
+        feature_kwargs = dict(kwargs_saved, **feature_kwargs)
+    if not value['flow_scale'] > 0:
+        raise UserError(f'--flow_scale must be positive, got {value["flow_scale"]}')
+    return dict(
+        feature_net=value['feature_net'],
+        num_classes=value['num_classes'],
+        flow_scale=value['flow_scale'],
+        scale_field=value['scale_field'],
+        flownet=value['flownet'],
+        train_feature_net=train_feature_net,
+        feature_net_kwargs=feature_kwargs,
+    )
+
+
+def quiet_tf():
+    """TF's Python-side warnings (e.g. about a checkpoint that did not fit, right before our
+    own one-line error) would break the one-line error contract; errors still surface."""
+    tf.get_logger().setLevel('ERROR')
+
+
+# ----------------------------------------------------------------------------- training
