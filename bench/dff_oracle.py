@@ -46,8 +46,7 @@ def main():
     from dff_tf.data import json_sequence_name, read_video_list
     from dff_tf.evaluate import spread
     from dff_tf.flownet import DIV_FLOW
-    from dff_tf.model import DFF, dff_checkpoint_prefix, load_weights
-    from dff_tf.model import CONFIG_NAME
+    from dff_tf.model import CONFIG_NAME, DFF, dff_checkpoint_prefix, load_weights
     from icnet_tf.metrics import confusion_matrix, scores
     from icnet_tf.predict import read_image
 

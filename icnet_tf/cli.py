@@ -38,7 +38,11 @@ def define_model_flags(default_model='ICNet_BN'):
     """--model, --num_classes, --filter_scale (names of the original's flags)."""
     from icnet_tf import MODELS
 
-    flags.DEFINE_enum('model', default_model, list(MODELS), 'network architecture')
+    flags.DEFINE_string(
+        'model',
+        default_model,
+        f'network: {", ".join(MODELS)}, or package.module:Class of your own Network',
+    )
     flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
     flags.DEFINE_integer(
         'filter_scale',

@@ -10,6 +10,7 @@ outside this package works with every command-line tool (`--model mypkg.nets:Tin
 import importlib
 import inspect
 
+from converters.errors import UserError
 from icnet_tf.icnet import ICNet, ICNet_BN
 from icnet_tf.network import Network
 from icnet_tf.pspnet import PSPNet101
@@ -22,27 +23,37 @@ def register_model(name, cls):
     if not (inspect.isclass(cls) and issubclass(cls, Network)):
         raise TypeError(f'register_model({name!r}, ...): expected a Network subclass, got {cls!r}')
     taken = {k.lower(): k for k in MODELS}
-    if name.lower() in taken and MODELS[taken[name.lower()]] is not cls:
-        raise ValueError(f'a different model is already registered as {taken[name.lower()]!r}')
+    if name.lower() in taken:
+        if not _same_class(MODELS[taken[name.lower()]], cls):
+            raise ValueError(f'a different model is already registered as {taken[name.lower()]!r}')
+        return MODELS[taken[name.lower()]]
     MODELS[name] = cls
     return cls
 
 
+def _same_class(a, b):
+    """`a is b`, or the same class of a module imported a second time under another name."""
+    return a is b or (
+        a.__qualname__ == b.__qualname__
+        and a.__module__.rsplit('.', 1)[-1] == b.__module__.rsplit('.', 1)[-1]
+    )
+
+
 def model_class(name):
-    """The class registered as `name` (any case), or of `module:Class`; ValueError otherwise."""
+    """The class registered as `name` (any case), or of `module:Class`; UserError otherwise."""
     if isinstance(name, str) and ':' in name:
         module_name, _, attr = name.partition(':')
         try:
             cls = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f'cannot import model {name!r}: {e}') from None
+            raise UserError(f'cannot import model {name!r}: {e}') from None
         if not (inspect.isclass(cls) and issubclass(cls, Network)):
-            raise ValueError(f'{name!r} is not a Network subclass')
+            raise UserError(f'{name!r} is not a Network subclass')
         return cls
     for key, cls in MODELS.items():
         if key.lower() == str(name).lower():
             return cls
-    raise ValueError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
+    raise UserError(f'unknown model {name!r}; choose one of {", ".join(MODELS)}')
 
 
 def model_name(net_or_cls):
@@ -71,7 +82,7 @@ def build_model(name, **kwargs):
             continue
         value = kwargs.pop(key)
         if value is not None and not (key == 'filter_scale' and value == 1):
-            raise ValueError(f'{key} does not apply to {cls.__name__}')
+            raise UserError(f'{key} does not apply to {cls.__name__}')
     return cls(**kwargs)
 
 

@@ -429,7 +429,11 @@ class Network(tf.Module):
         x = tf.zeros((1, 2, 2, self.feature_channels), tf.float32)
         n = self.chain_class(self, {self.feature_layer: x}, training=False, update_stats=False)
         self.classifier(n.feed(self.feature_layer))
-        return [self.params[name] for name in n.outputs if name in self.params]
+        return [
+            self.params[name]
+            for name in n.outputs
+            if name in self.params and name != self.feature_layer
+        ]
 
     @property
     def feature_channels(self):

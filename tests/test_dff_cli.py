@@ -235,8 +235,8 @@ def test_bad_inputs_fail_with_one_line(toy, tmp_path):
 def test_weights_from_parts_equal_the_whole_checkpoint(snapshot, tmp_path):
     """--restore_from <feature-net checkpoint> + --flownet_weights <DFF checkpoint> give the
     same model as --restore_from <DFF checkpoint> (minus ICNet's training-only heads)."""
-    from dff_tf.model import DFF, load_weights
     from converters.tf_checkpoint import save_weights_checkpoint
+    from dff_tf.model import DFF, load_weights
 
     whole = DFF('icnet_bn', 19, seed=5)
     load_weights(whole, snapshot, log=lambda *a: None)

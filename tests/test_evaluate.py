@@ -36,9 +36,9 @@ def test_confusion_matrix_ignores_and_counts():
 
 @pytest.mark.slow
 def test_evaluate_cli_matches_numpy_on_saved_predictions(tmp_path):
+    from converters.tf_checkpoint import save_weights_checkpoint
     from data import toycity
     from icnet_tf import ICNet_BN
-    from converters.tf_checkpoint import save_weights_checkpoint
 
     toy = tmp_path / 'toy'
     toycity.generate(

@@ -11,19 +11,12 @@ import tensorflow as tf
 from PIL import Image
 
 from icnet_tf import ICNet, ICNet_BN
-from icnet_tf.export import (
-    SegmentationModule,
-    ServingICNet,
-    load_signature,
-    run_tflite,
-    sample_image,
-    serving_network,
-    zoom_dilated_conv,
-)
 from icnet_tf.fold import fold_batch_norm, fold_weights
 from icnet_tf.icnet import psp_pool_dynamic, psp_pool_geometry
 from icnet_tf.network import resize_bilinear_align_corners
 from icnet_tf.predict import Segmenter
+from icnet_tf.rewrites import LazyZoomNetwork, serving_network, zoom_dilated_conv
+from icnet_tf.serving import SegmentationModule, load_signature, run_tflite, sample_image
 from tests.golden.seeded import seeded_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +123,8 @@ def test_zoom_dilated_conv_equals_zoom_pad_conv(h, w):
 def test_serving_network_equals_the_folded_network(bn_net):
     plain = serving_network(bn_net, optimize=False)
     fast = serving_network(bn_net, optimize=True)
-    assert isinstance(fast, ServingICNet) and fast.input_order == 'RGB'
+    assert isinstance(fast, ICNet) and isinstance(fast, LazyZoomNetwork)
+    assert fast.input_order == 'RGB'
     x = images(193, 257, seed=3)
     ref = plain(x).numpy()
     got = fast(tf.reverse(x, axis=[-1])).numpy()  # the fast net takes RGB (minus the mean)
@@ -234,7 +228,7 @@ def exported(tmp_path_factory, bn_net):
         ','.join(map(str, TFLITE_SIZE)),
     )
     assert done.returncode == 0, done.stderr
-    assert 'folded into ServingICNet' in done.stdout and 'model.tflite' in done.stdout
+    assert 'served as RGBServingICNet' in done.stdout and 'model.tflite' in done.stdout
     return export_dir
 
 

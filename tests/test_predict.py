@@ -7,7 +7,7 @@ import tensorflow as tf
 from icnet_tf import ICNet
 from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
 from icnet_tf.network import caffe_bgr_input as to_network_input
-from icnet_tf.predict import Segmenter, padded_size
+from icnet_tf.predict import Segmenter, padded_size, segment
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,36 @@ def test_flip_averages_the_mirrored_prediction():
     np.testing.assert_allclose(flip.probabilities(rgb[None]).numpy(), (p + m) / 2, atol=1e-6)
     labels = flip(rgb)
     assert labels.shape == (200, 230) and labels.dtype == np.int32
+
+
+def test_segment_uses_the_networks_own_input_convention_and_upsampling():
+    """`segment(PSPNet101(layout='mmseg'), rgb)` feeds mmseg's RGB mean/std input and resizes the
+    logits with half-pixel centres (mmseg's `resize`), computed here independently in NumPy
+    (it used to feed the Caffe BGR-minus-mean input to every network)."""
+    from icnet_tf import PSPNet101
+
+    net = PSPNet101(num_classes=4, layout='mmseg', blocks=(1, 1, 1, 1), width_multiplier=1 / 8)
+    rgb = np.random.default_rng(7).integers(0, 256, (1, 64, 64, 3)).astype(np.uint8)
+    got = segment(net, rgb)
+    mean = np.array([123.675, 116.28, 103.53], np.float32)
+    std = np.array([58.395, 57.12, 57.375], np.float32)
+    logits = net((rgb.astype(np.float32) - mean) / std).numpy()[0]  # 64x64 needs no padding
+    # Bilinear with half-pixel centres (PyTorch align_corners=False), in NumPy.
+    h, w = logits.shape[:2]
+
+    def axis(n_out, n_in):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    (y0, y1, fy), (x0, x1, fx) = axis(64, h), axis(64, w)
+    rows = logits[y0] * (1 - fy)[:, None, None] + logits[y1] * fy[:, None, None]
+    up = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    want = np.argmax(up, -1)
+    assert np.mean(got[0] == want) >= 0.999
+    # What the old path computed (Caffe input, align-corners resize) is far from it.
+    from icnet_tf.network import caffe_bgr_input, resize_bilinear_align_corners
+
+    old = resize_bilinear_align_corners(net(caffe_bgr_input(rgb)), (64, 64)).numpy()[0]
+    assert np.mean(np.argmax(old, -1) == want) < 0.95

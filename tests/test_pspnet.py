@@ -10,9 +10,9 @@ import tensorflow as tf
 from converters import mmseg_keys
 from converters.errors import WeightsFileError, WeightsMismatchError
 from icnet_tf import MODELS, PSPNet101, build_model
+from icnet_tf.network import CAFFE_BGR_MEAN
 from icnet_tf.pspnet import (
     CAFFE,
-    CAFFE_BGR_MEAN,
     MMSEG_RGB_MEAN,
     MMSEG_RGB_STD,
     adaptive_avg_pool2d,
