@@ -12,7 +12,7 @@ N_task replaces the feature network's own per-frame classifier (`decode_head.con
 is then reported as skipped; the auxiliary head is skipped as in `mmseg_keys`. Keys with any
 other prefix are returned under `'<unmapped>'` so the strict loader reports them. A `net_task`
 whose input is not the 512-channel PSP feature (e.g. a `[C, C, 1, 1]` conv applied to warped
-score maps) is refused: dff_tf warps features (SPEC section 5), not score maps.
+score maps) is refused: dff_tf warps features, not score maps.
 """
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Deep Feature Flow (Zhu et al., CVPR 2017, arXiv:1611.07715) for video segmentation: `DFF`.
 
-Parts (SPEC section 5), all on icnet_tf's builder:
+Parts, all on icnet_tf's builder:
 
 * N_feat, the feature network, run on key frames only: PSPNet-101 up to the input of its
   classifier (`conv5_4_bn`, 512 channels at 1/8; the reference setup) or ICNet_BN up to

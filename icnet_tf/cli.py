@@ -1,4 +1,4 @@
-"""Shared command-line plumbing: flag groups and the one-line error contract (SPEC section 7).
+"""Shared command-line plumbing: flag groups and the one-line error contract.
 
 Every CLI runs `cli.run(main)`. Errors the user can fix (bad files, bad flags, weights that do
 not fit, bad list lines) are printed as ONE line, `error: <what and where>`, with exit status 1;

@@ -14,7 +14,7 @@ kept in it: `a.png` -> `a.png_color.png`).
 `--restore_from`: a caffe-tensorflow `.npy`, a TF checkpoint (directory or prefix), or a
 SavedModel written by `python -m icnet_tf.export` (then the model flags are not used and its
 `serving_default` signature does everything). Without it the network keeps random weights and
-says so. Processing follows the original (SPEC section 3): RGB -> BGR, mean, zero padding to a
+says so. Processing follows the original: RGB -> BGR, mean, zero padding to a
 multiple of 32, forward, align-corners resize of the logits, crop, argmax; the network runs in a
 `tf.function` that retraces at most once for run-time sizes (`reduce_retracing`).
 

@@ -2,7 +2,7 @@
 tf.compat.v1), via golden tensors made by tests/golden/make_icnet_golden.py.
 
 Weights and inputs are regenerated here from tests/golden/seeded.py, exactly as the generator
-fed them to the TF1 graph through its own `load_npy`. Tolerance (SPEC section 3): max abs
+fed them to the TF1 graph through its own `load_npy`. Tolerance (BUILD.md, fidelity notes): max abs
 difference <= 1e-4 * max |reference| and identical argmax on >= 99.99% of pixels.
 """
 
