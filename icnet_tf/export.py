@@ -129,8 +129,8 @@ if __name__ == '__main__':
     flags.DEFINE_enum(
         'psp_pooling',
         'caffe',
-        ['caffe', 'adaptive'],
-        'pyramid kernels: caffe (prototxt table at conv5_3 33x65) or adaptive',
+        ['caffe', 'floor', 'adaptive'],
+        "pyramid kernels: caffe (prototxt table at conv5_3 33x65) or floor ('adaptive': old name)",
     )
     flags.DEFINE_bool('overwrite', False, 'allow writing into a non-empty --export_dir')
     cli.define_model_flags()

@@ -50,16 +50,30 @@ PROTOTXT_PSP_POOLS = {
 }
 
 
+# ICNet's pyramid pooling rules. 'floor' was called 'adaptive' before; the old name is still
+# accepted, but it is not PyTorch's AdaptiveAvgPool2d (PSPNet101's mmseg layout uses that one).
+PSP_POOLINGS = ('caffe', 'floor')
+_POOLING_ALIASES = {'adaptive': 'floor'}
+
+
+def psp_pooling_name(pooling):
+    """'caffe' or 'floor' (the old name 'adaptive' maps to 'floor'); ValueError otherwise."""
+    pooling = _POOLING_ALIASES.get(pooling, pooling)
+    if pooling not in PSP_POOLINGS:
+        raise ValueError(f"psp_pooling must be 'caffe' or 'floor', got {pooling!r}")
+    return pooling
+
+
 def psp_pool_geometry(h, w, n_bin, pooling='caffe'):
     """Kernel and stride of pyramid level `n_bin` on a conv5_3 map of h x w.
 
     'caffe' uses the prototxt's values at the canonical size (see PROTOTXT_PSP_POOLS) and the
-    adaptive rule elsewhere; 'adaptive' always uses kernel = stride = (h // n, w // n), which is
+    floor rule elsewhere; 'floor' always uses kernel = stride = (h // n, w // n), which is
     what the original TF1 code does for ICNet_BN and for ICNet outside Cityscapes evaluation
-    (its `h/n` floats are truncated to ints by TF's attribute conversion).
+    (its `h/n` floats are truncated to ints by TF's attribute conversion). These windows are
+    not PyTorch's adaptive windows (`pspnet.adaptive_windows`) unless n divides h and w.
     """
-    if pooling not in ('caffe', 'adaptive'):
-        raise ValueError(f"psp_pooling must be 'caffe' or 'adaptive', got {pooling!r}")
+    pooling = psp_pooling_name(pooling)
     table = PROTOTXT_PSP_POOLS.get((h, w), {}) if pooling == 'caffe' else {}
     if n_bin in table:
         return table[n_bin]
@@ -73,7 +87,7 @@ def psp_pool_geometry(h, w, n_bin, pooling='caffe'):
     return kernel, kernel
 
 
-def adaptive_avg_pool_dynamic(x, n_bin):
+def floor_avg_pool_dynamic(x, n_bin):
     """VALID average pooling with kernel = stride = (h // n, w // n) taken from `tf.shape(x)`.
 
     `tf.nn.avg_pool2d` needs static kernel sizes, so the pool is written as a crop to the
@@ -107,7 +121,7 @@ def adaptive_avg_pool_dynamic(x, n_bin):
 def psp_pool_dynamic(x, n_bin, pooling='caffe'):
     """Pyramid level `n_bin` of `x` whose h, w are only known at run time.
 
-    The adaptive rule (`adaptive_avg_pool_dynamic`) in general; with pooling='caffe', a
+    The floor rule (`floor_avg_pool_dynamic`) in general; with pooling='caffe', a
     `tf.cond` on the run-time size switches to the prototxt's static kernels and strides when
     h, w is a size of PROTOTXT_PSP_POOLS (33x65), exactly as `psp_pool_geometry` does statically.
     """
@@ -124,7 +138,7 @@ def psp_pool_dynamic(x, n_bin, pooling='caffe'):
 
     def pool(entries):
         if not entries:
-            return adaptive_avg_pool_dynamic(x, n_bin)
+            return floor_avg_pool_dynamic(x, n_bin)
         (t_h, t_w), ((k_h, k_w), (s_h, s_w)) = entries[0]
         size = tf.shape(x)[1:3]
         return tf.cond(
@@ -204,8 +218,7 @@ class _ICNetFamily(Network):
         self.num_classes = int(num_classes)
         self.filter_scale = int(filter_scale)
         self.psp_bins = tuple(int(b) for b in psp_bins)
-        self.psp_pooling = psp_pooling
-        psp_pool_geometry(64, 64, 1, psp_pooling)  # validates the name early
+        self.psp_pooling = psp_pooling_name(psp_pooling)
 
     def get_config(self):
         return dict(

@@ -51,7 +51,7 @@ def test_every_trainable_variable_gets_a_gradient(cls):
     net = cls(num_classes=4)
     x = tf.random.stateless_normal((2, 193, 193, 3), [1, 2]) * 50
     with tf.GradientTape() as tape:
-        out = net(x, training=True, outputs=net.heads)
+        out = net(x, training=True, outputs=list(net.loss_weights))
         loss = sum(tf.reduce_mean(tf.square(v)) for v in out.values())
     grads = tape.gradient(loss, net.trainable_variables)
     dead = [
