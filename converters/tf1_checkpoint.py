@@ -365,16 +365,6 @@ def _validate(prefix, header, entries):
 
 
 # ------------------------------------------------------------------------- detect / read
-def list_keys(path):
-    """`{key: (dtype name, shape)}` of a checkpoint's index (the index is parsed, not trusted)."""
-    prefix = resolve(path)
-    _, entries = _read_index(prefix)
-    return {
-        key: (_FLOAT_DTYPES.get(e.dtype, f'dtype {e.dtype}'), tuple(d.size for d in e.shape.dim))
-        for key, e in entries.items()
-    }
-
-
 def detect(path):
     """True if `path` resolves to a TF1 Saver checkpoint with network parameter names.
 
