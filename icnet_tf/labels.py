@@ -23,6 +23,7 @@ Cityscapes labelIds, ADE20K 1..150 with 0 for ignore), `color` (palette, ignore 
 """
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,7 +46,9 @@ def _open(path, max_pixels):
     if not os.path.isfile(path):
         raise UserError(f'{path}: no such label file')
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # sizes are checked here, below PIL's warning limit
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            img = Image.open(path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f'{path}: not a readable image ({e})') from None
     except Image.DecompressionBombError as e:
@@ -179,14 +182,14 @@ def detect_encoding(paths, spec, max_pixels=MAX_LABEL_PIXELS):
             decided.setdefault(candidates[0], path)
     if len(decided) > 1:
         (ea, a), (eb, b) = list(decided.items())[:2]
-        raise UserError(f'{b}: {eb} labels in a list whose {a} holds {ea}: use one encoding')
+        raise UserError(f'{b}: holds {eb} labels but {a} holds {ea}: use one encoding per list')
     if decided:
         ((encoding, example),) = decided.items()
         for path, candidates, _ in judged:
             if encoding not in candidates:
                 raise UserError(
-                    f'{path}: values fit {" or ".join(candidates)}, not the {encoding} of '
-                    f'{example}: use one encoding'
+                    f'{path}: holds {" or ".join(candidates)} labels but {example} holds '
+                    f'{encoding}: use one encoding per list'
                 )
         return encoding
     common = [e for e in judged[0][1] if all(e in c for _, c, _ in judged)]
