@@ -23,8 +23,11 @@ train id -> category table for category IoU.
 official annotation: 0 = "other" (ignored), 1..150 -> train ids 0..149 (mmsegmentation's
 `reduce_zero_label`); `trainIds` is 0..149 plus 255. The original ICNet-tensorflow's config
 says `ignore_label: 0`: that is the *stored* value, which here is 255 in the network's space.
-Its `evaluate.py` adds 1 to the predictions before comparing with the stored labels, i.e. its
-released model predicts class k at logit k-1: the same as the `ade` table.
+Its `evaluate.py` adds 1 to the predictions before comparing with the stored labels (stored 0
+masked, `tf.metrics.mean_iou` over 151 classes), i.e. its released model predicts stored class
+k at logit k-1: the same as the `ade` table. Not reproduced: its `train.py` with `--dataset
+ade20k` feeds the stored values unshifted (`get_mask` keeps 1..149 at logit = stored value and
+drops 150), which contradicts its own evaluation.
 
 `others(num_classes, ignore_label=255, names_json=None)`: identity `trainIds` encoding; names
 and colours from a JSON file or generated.
