@@ -20,6 +20,7 @@ from converters.errors import UserError
 from icnet_tf import datasets, palette
 from icnet_tf.datasets import ADE20K, CITYSCAPES, get_dataset, others
 from icnet_tf.labels import read_label, write_label_png
+from icnet_tf.metrics import confusion_matrix, scores
 
 DATA = os.path.join(os.path.dirname(__file__), 'data')
 EVALUATED = [label for label in cs_labels.labels if not label.ignoreInEval]
@@ -252,6 +253,10 @@ def test_official_cityscapes_evaluation_matches_numpy(tmp_path, monkeypatch):
         assert official['classScores'][name] == pytest.approx(iou[k], abs=1e-12)
     assert official['averageScoreClasses'] == pytest.approx(np.nanmean(iou), abs=1e-12)
     assert 0.4 < official['averageScoreClasses'] < 0.9  # a real mix of hits and misses
+    # and the project's own scoring (icnet_tf.metrics) on the same maps
+    ours_iou, ours_miou, _ = scores(sum(confusion_matrix(p, g, 19) for g, p in zip(gts, preds)))
+    assert ours_miou == pytest.approx(official['averageScoreClasses'], abs=1e-12)
+    assert np.allclose(ours_iou, iou, atol=1e-12, equal_nan=True)
 
     cm7 = sum(
         _confusion(CITYSCAPES.categories_of(g), CITYSCAPES.categories_of(p), 7)
