@@ -1,59 +1,20 @@
 """Colour tables for trainId label maps.
 
 `CITYSCAPES` is the official palette (mcordts/cityscapesScripts `helpers/labels.py`, trainIds
-0..18). `ORIGINAL` is the table of ICNet-tensorflow's `decode_labels`, kept as an option: several
-of its entries are off by one from the official colours (e.g. building 69,69,69 vs 70,70,70).
+0..18) and `ADE20K` the standard 150-colour table, both taken from `icnet_tf.datasets`.
+`ORIGINAL` is the table of ICNet-tensorflow's `decode_labels`, kept as an option: several of
+its entries are off by one from the official colours (e.g. building 69,69,69 vs 70,70,70).
 Labels outside the table (255 = ignore, or ids >= len(palette)) are drawn black.
 """
 
 import numpy as np
 
-CLASS_NAMES = (
-    'road',
-    'sidewalk',
-    'building',
-    'wall',
-    'fence',
-    'pole',
-    'traffic light',
-    'traffic sign',
-    'vegetation',
-    'terrain',
-    'sky',
-    'person',
-    'rider',
-    'car',
-    'truck',
-    'bus',
-    'train',
-    'motorcycle',
-    'bicycle',
-)
+from icnet_tf import datasets as _datasets
 
-CITYSCAPES = np.array(
-    [
-        (128, 64, 128),
-        (244, 35, 232),
-        (70, 70, 70),
-        (102, 102, 156),
-        (190, 153, 153),
-        (153, 153, 153),
-        (250, 170, 30),
-        (220, 220, 0),
-        (107, 142, 35),
-        (152, 251, 152),
-        (70, 130, 180),
-        (220, 20, 60),
-        (255, 0, 0),
-        (0, 0, 142),
-        (0, 0, 70),
-        (0, 60, 100),
-        (0, 80, 100),
-        (0, 0, 230),
-        (119, 11, 32),
-    ],
-    np.uint8,
-)
+# One source: the Cityscapes names and colours live in `icnet_tf.datasets.CITYSCAPES`.
+CLASS_NAMES = _datasets.CITYSCAPES.class_names
+CITYSCAPES = _datasets.CITYSCAPES.palette
+ADE20K = _datasets.ADE20K.palette
 
 # Reproduced on purpose from the original's utils/visualize.py (off-by-one entries included).
 ORIGINAL = np.array(
@@ -81,7 +42,7 @@ ORIGINAL = np.array(
     np.uint8,
 )
 
-PALETTES = {'cityscapes': CITYSCAPES, 'original': ORIGINAL}
+PALETTES = {'cityscapes': CITYSCAPES, 'original': ORIGINAL, 'ade20k': ADE20K}
 
 
 def extended(palette, num_classes):

@@ -42,6 +42,7 @@ LAYERS = {
     'icnet_tf.predict': LIBRARY,
     'icnet_tf.palette': LIBRARY,
     'icnet_tf.datasets': LIBRARY,
+    'icnet_tf.labels': LIBRARY,
     'icnet_tf.data': LIBRARY,
     'icnet_tf.losses': LIBRARY,
     'icnet_tf.progress': LIBRARY,
