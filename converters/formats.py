@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from converters import caffe_npy, tf_checkpoint, torch_pth
+from converters import caffe_npy, tf1_checkpoint, tf_checkpoint, torch_pth
 from converters.errors import WeightsFileError, WeightsMismatchError
 
 
@@ -46,7 +46,15 @@ FORMATS = (
     Format('caffe-tensorflow .npy', caffe_npy.detect, lambda path, key_map: caffe_npy.read(path)),
     Format('PyTorch .pth / .safetensors', torch_pth.detect, _read_torch),
     Format('TF2 checkpoint', tf_checkpoint.detect, tf_checkpoint.read),
+    # TF1 names are already ours but for batch norm; the network's PyTorch key map is not used.
+    Format(
+        'TF1 checkpoint', tf1_checkpoint.detect, lambda path, key_map: tf1_checkpoint.read(path)
+    ),
 )
+
+# What a weights dict holds, from its layer names and shapes ('holds ICNet_BN, filter_scale 2,
+# 150 classes'): the one-line hint when a file does not fit the network asked for.
+describe_weights = tf1_checkpoint.describe
 
 
 def detect_format(path):

@@ -47,7 +47,7 @@ import tensorflow as tf
 from converters.errors import UserError
 from dff_tf.flownet import DIV_FLOW, FLOWNET_MEAN_RGB, FlowNetS
 from dff_tf.warp import warp
-from icnet_tf.models import build_model, model_name
+from icnet_tf.models import build_model, model_class, model_name
 from icnet_tf.network import Network, resize_bilinear_align_corners
 from icnet_tf.weights import load_skipping_class_heads
 
@@ -59,6 +59,10 @@ FLOWNET_CONCAT2 = ('concat2', 194)
 def build_feature_net(name, num_classes, seed=0, **kwargs):
     """A feature network from the model registry (`icnet_tf.models`): any registered network
     that declares a `feature_layer`, e.g. 'pspnet101', 'icnet_bn' or 'icnet' (BN merged)."""
+    try:
+        model_class(name)
+    except UserError as e:
+        raise UserError(f'unknown feature_net {name!r} ({e})') from None
     net = build_model(name, num_classes=num_classes, seed=seed, **kwargs)
     if net.feature_layer is None:
         raise ValueError(f'{name!r} declares no feature_layer: it cannot be a DFF feature network')

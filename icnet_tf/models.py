@@ -82,7 +82,8 @@ def build_model(name, **kwargs):
             continue
         value = kwargs.pop(key)
         if value is not None and not (key == 'filter_scale' and value == 1):
-            raise UserError(f'{key} does not apply to {cls.__name__}')
+            note = ' (filter_scale applies to ICNet models only)' if key == 'filter_scale' else ''
+            raise UserError(f'{key} does not apply to {cls.__name__}{note}')
     return cls(**kwargs)
 
 

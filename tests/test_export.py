@@ -80,7 +80,8 @@ def test_fold_weights_formula_and_errors():
     }
     head = {'weights': np.ones((1, 1, 4, 2), np.float32), 'biases': np.zeros(2, np.float32)}
     out = fold_weights(
-        {'c': {'weights': w}, 'c_bn': bn, 'conv6_cls': head, 'sub4_out': head, 'sub24_out': head}
+        {'c': {'weights': w}, 'c_bn': bn, 'conv6_cls': head, 'sub4_out': head, 'sub24_out': head},
+        drop=('sub4_out', 'sub24_out'),
     )
     assert sorted(out) == ['c', 'conv6_cls']
     f = bn['scale'] / np.sqrt(bn['variance'] + 1e-5)
