@@ -67,39 +67,13 @@ CLASS_NAMES = (
     'motorcycle',
     'bicycle',
 )
-(
-    ROAD,
-    SIDEWALK,
-    BUILDING,
-    WALL,
-    FENCE,
-    POLE,
-    LIGHT,
-    SIGN,
-    VEGETATION,
-    TERRAIN,
-    SKY,
-    PERSON,
-    RIDER,
-    CAR,
-) = range(14)
+# fmt: off
+(ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, RIDER,
+ CAR) = range(14)
+# fmt: on
 IGNORE = 255
 GAP = 254  # segment kind "nothing here" (never written to a label)
-USED_TRAIN_IDS = (
-    ROAD,
-    SIDEWALK,
-    BUILDING,
-    WALL,
-    FENCE,
-    POLE,
-    LIGHT,
-    SIGN,
-    VEGETATION,
-    TERRAIN,
-    SKY,
-    PERSON,
-    CAR,
-)
+USED_TRAIN_IDS = tuple(i for i in range(CAR + 1) if i != RIDER)  # no riders in the toy city
 
 MIN_SIZE, MAX_SIZE = 64, 4096
 FPS = 17.0  # Cityscapes frame rate; velocities below are per second / FPS

@@ -156,32 +156,21 @@ class PSPLayout:
             raise ValueError(f'PSPLayout.stem needs three widths, got {self.stem!r}')
 
 
-CAFFE = PSPLayout(
-    'caffe',
-    stem=(64, 64, 128),
-    stem_padding='caffe',
-    stride_on='1x1',
-    contract_dilation=False,
-    ppm_pooling='floor',
-    ppm_resize='align_corners',
-    ppm_order='reversed',
-    dropout='element',
-    input_format='bgr_mean',
-    torch_keys=None,
+# The two layouts side by side: (field, Caffe / TF1 ports, mmsegmentation pspnet_r101-d8).
+_LAYOUT_TABLE = (
+    ('stem', (64, 64, 128), (32, 32, 64)),
+    ('stem_padding', 'caffe', 'pytorch'),
+    ('stride_on', '1x1', '3x3'),
+    ('contract_dilation', False, True),
+    ('ppm_pooling', 'floor', 'adaptive'),
+    ('ppm_resize', 'align_corners', 'half_pixel'),
+    ('ppm_order', 'reversed', 'forward'),
+    ('dropout', 'element', 'channel'),
+    ('input_format', 'bgr_mean', 'rgb_mean_std'),
+    ('torch_keys', None, 'mmseg'),
 )
-MMSEG = PSPLayout(
-    'mmseg',
-    stem=(32, 32, 64),
-    stem_padding='pytorch',
-    stride_on='3x3',
-    contract_dilation=True,
-    ppm_pooling='adaptive',
-    ppm_resize='half_pixel',
-    ppm_order='forward',
-    dropout='channel',
-    input_format='rgb_mean_std',
-    torch_keys='mmseg',
-)
+CAFFE = PSPLayout('caffe', **{field: caffe for field, caffe, _ in _LAYOUT_TABLE})
+MMSEG = PSPLayout('mmseg', **{field: mmseg for field, _, mmseg in _LAYOUT_TABLE})
 LAYOUTS = {'caffe': CAFFE, 'mmseg': MMSEG}
 
 
