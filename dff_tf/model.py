@@ -147,8 +147,8 @@ class DFF(tf.Module):
             raise ValueError('feature_net_kwargs only apply when feature_net is a name')
         if not isinstance(feature_net, Network) or feature_net.feature_layer is None:
             raise TypeError(
-                'feature_net must be a registered model name or a Network with a '
-                f'feature_layer, got {type(feature_net).__name__}'
+                f'feature_net must be one of the registered models ({", ".join(FEATURE_NETS)}, '
+                f'...) or a Network with a feature_layer, got {type(feature_net).__name__}'
             )
         name = model_name(feature_net)
         self.feature_net_name = name if ':' in name else name.lower()

@@ -306,7 +306,7 @@ def test_folder_without_state_file_takes_the_highest_step_then_the_newest(tmp_pa
 
 
 def test_tf2_checkpoint_of_this_project_is_not_detected(tmp_path, golden_checkpoints):
-    from icnet_tf.checkpoints import save_weights_checkpoint
+    from converters.tf_checkpoint import save_weights_checkpoint
 
     net = ICNet(num_classes=5, psp_pooling='adaptive')
     net.load(tf1_checkpoint.read(golden_checkpoints[MERGED_CASE])[0], verbose=False)
