@@ -17,17 +17,29 @@ from PIL import Image, UnidentifiedImageError
 
 from converters.errors import UserError
 
+# Images larger than this are refused before they are decoded (a small PNG can declare a huge
+# size; decoding 12000x12000 and running a network on it needs tens of GB). Cityscapes frames
+# have 2.1 million pixels.
+MAX_PIXELS = 40_000_000
 
-def read_image(path):
+
+def read_image(path, max_pixels=MAX_PIXELS):
     """Any PIL-readable image as uint8 RGB [H, W, 3]: grayscale, RGBA, palette, 16-bit...
 
     16-bit images are scaled to 8 bits by their full range (>> 8); alpha is dropped.
-    Raises `UserError` naming the file if it is missing or not a readable image.
+    Raises `UserError` naming the file if it is missing, not a readable image, or declares more
+    than `max_pixels` pixels (checked from the header, before decoding).
     """
     if not os.path.isfile(path):
         raise UserError(f'{path}: no such image file')
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels and width * height > max_pixels:
+                raise UserError(
+                    f'{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more '
+                    f'than the limit of {max_pixels / 1e6:.0f} (refused before decoding)'
+                )
             img.load()
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
                 arr = np.asarray(img, dtype=np.uint32)
@@ -35,8 +47,12 @@ def read_image(path):
                 arr = np.repeat(arr.astype(np.uint8)[..., None], 3, axis=-1)
             else:
                 arr = np.asarray(img.convert('RGB'))
+    except UserError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UserError(f'{path}: not a readable image ({e})') from None
+    except Image.DecompressionBombError as e:
+        raise UserError(f'{path}: refused by the image decoder ({e})') from None
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise UserError(f'{path}: empty image')
     return arr

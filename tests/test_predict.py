@@ -76,3 +76,22 @@ def test_segment_uses_the_networks_own_input_convention_and_upsampling():
 
     old = resize_bilinear_align_corners(net(caffe_bgr_input(rgb)), (64, 64)).numpy()[0]
     assert np.mean(np.argmax(old, -1) == want) < 0.95
+
+
+def test_read_image_refuses_huge_declared_sizes_before_decoding(tmp_path):
+    """A 12000x12000 PNG of a few hundred KB is refused from its header, with one line."""
+    from PIL import Image
+
+    from converters.errors import UserError
+    from icnet_tf.predict import read_image
+
+    path = tmp_path / 'huge.png'
+    Image.new('L', (12000, 12000)).save(path, optimize=True)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(UserError, match=r'huge.png: 12000x12000 is 144 megapixels'):
+        read_image(str(path))
+    small = tmp_path / 'small.png'
+    Image.new('RGB', (30, 20)).save(small)
+    assert read_image(str(small), max_pixels=600).shape == (20, 30, 3)
+    with pytest.raises(UserError, match='more than the limit'):
+        read_image(str(small), max_pixels=599)
