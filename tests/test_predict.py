@@ -80,13 +80,13 @@ def test_segment_uses_the_networks_own_input_convention_and_upsampling():
 
 def test_read_image_refuses_huge_declared_sizes_before_decoding(tmp_path):
     """A tiny PNG declaring 12000x12000 pixels is refused from its header, with one line."""
+    import struct
+    import zlib
+
     from PIL import Image
 
     from converters.errors import UserError
     from icnet_tf.predict import read_image
-
-    import struct
-    import zlib
 
     def chunk(kind, data):
         return (
