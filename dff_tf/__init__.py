@@ -5,9 +5,11 @@ alone does not build the whole model module).
 """
 
 import os
+import sys
 
-# Quiet TF's C++ start-up chatter before any CLI of this package imports TF (as icnet_tf does).
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# Quiet TF's C++ start-up chatter before any CLI of this package imports TF (as icnet_tf does,
+# with the same `--verbose` switch).
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '0' if '--verbose' in sys.argv[1:] else '3')
 
 __all__ = ['DFF', 'VideoRunner']
 

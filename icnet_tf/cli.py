@@ -5,7 +5,6 @@ not fit, bad list lines) are printed as ONE line, `error: <what and where>`, wit
 nothing else escapes as a traceback.
 """
 
-import os
 import sys
 
 from absl import app, flags
@@ -26,7 +25,10 @@ def run(main):
             print('interrupted', file=sys.stderr)
             sys.exit(130)
 
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if 'verbose' not in flags.FLAGS:
+        flags.DEFINE_bool(
+            'verbose', False, "show TensorFlow's start-up log (read before TF is imported)"
+        )
     app.run(guarded)
 
 
