@@ -93,12 +93,18 @@ from typing import Any
 
 import numpy as np
 
+from converters.budget import ReadBudget, ReadLimitError, human, scan_pickle
 from converters.errors import WeightsFileError
 
 __all__ = ['load', 'state_dict_of', 'split_metadata']
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+_MAX_NDIM = 64  # torch's own limit on tensor dimensions
+# Deflate cannot expand more than 1032:1 (a 258-byte match costs at least 2 bits); a zip
+# record declaring more than that from its compressed size lies.
+_DEFLATE_MAX_RATIO = 1032
+_CHUNK = 1 << 24  # zip records are read in chunks of at most this many bytes
 # torch dtype name -> NumPy storage type (byte order added when reading); bf16 and bool
 # post-processed.
 _NUMPY = types.MappingProxyType(
@@ -191,7 +197,9 @@ class _NumpyDType:
     """``numpy.dtype`` stand-in: keeps the type code and the byte order from the pickled state."""
 
     def __init__(self, code, align=False, copy=False):
-        self.code, self.order = str(code), '='
+        if not isinstance(code, str) or len(code) > 8:
+            raise _FormatError(f'unsupported NumPy dtype {code!r:.40} in the pickle')
+        self.code, self.order = code, '='
 
     def __setstate__(self, state):
         if isinstance(state, tuple) and len(state) > 1 and state[1] in ('<', '>', '|', '='):
@@ -217,9 +225,16 @@ def _latin1_encode(text, encoding='latin1'):
 
 
 def _ints(value, what):
-    ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and v >= 0 for v in value)
-    if not ok:
-        raise _FormatError(f'malformed tensor {what} {value!r} in the pickle')
+    ok = isinstance(value, (tuple, list)) and len(value) <= _MAX_NDIM
+    if not ok or not all(isinstance(v, int) and 0 <= v < 2**63 for v in value):
+        raise _FormatError(f'malformed tensor {what} {value!r:.80} in the pickle')
+    return tuple(value)
+
+
+def _torch_size(value):
+    """``torch.Size(list)`` -> tuple; at most _MAX_NDIM entries, so it copies little."""
+    if not isinstance(value, (tuple, list)) or len(value) > _MAX_NDIM:
+        raise _FormatError(f'malformed torch.Size {value!r:.80} in the pickle')
     return tuple(value)
 
 
@@ -253,7 +268,7 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None, state=None):
 def _allowed() -> types.MappingProxyType:
     table: dict[tuple[str, str], Any] = {
         ('collections', 'OrderedDict'): _OrderedDict,
-        ('torch', 'Size'): tuple,
+        ('torch', 'Size'): _torch_size,
         ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
         ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
         ('torch._utils', '_rebuild_tensor_v3'): _rebuild_tensor_v3,
@@ -277,11 +292,18 @@ _ALLOWED = _allowed()
 
 
 class _Unpickler(pickle.Unpickler):
-    """Resolves only ``_ALLOWED`` globals; records the storages the persistent ids declare."""
+    """Resolves only ``_ALLOWED`` globals; records the storages the persistent ids declare.
 
-    def __init__(self, file):
+    The allowed callables that copy their argument (``OrderedDict(pairs)``, as Python 2 pickles
+    it, and ``_codecs.encode``) charge the copy to ``budget``: a memoised argument passed to them
+    a million times would otherwise be copied a million times.
+    """
+
+    def __init__(self, file, budget):
         super().__init__(file, encoding='utf-8')
         self.storages: dict[str, tuple[str, int]] = {}  # key -> (dtype, numel)
+        self.budget = budget
+        self._charged = {_OrderedDict: self._ordered_dict, _latin1_encode: self._encode}
 
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
@@ -289,7 +311,18 @@ class _Unpickler(pickle.Unpickler):
                 f'refusing to load: the pickle references the disallowed global '
                 f"'{module}.{name}' (only tensors, containers and plain values are allowed)"
             )
-        return _ALLOWED[(module, name)]
+        value = _ALLOWED[(module, name)]
+        return self._charged.get(value, value)
+
+    def _ordered_dict(self, *args):
+        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict))):
+            raise _FormatError('malformed OrderedDict in the pickle')
+        self.budget.charge(72 * len(args[0]) if args else 0, 'an OrderedDict in the pickle')
+        return _OrderedDict(*args)
+
+    def _encode(self, text, encoding='latin1'):
+        self.budget.charge(len(text) if isinstance(text, str) else 0, 'a bytes value')
+        return _latin1_encode(text, encoding)
 
     def persistent_load(self, pid):
         tag = pid[0] if isinstance(pid, tuple) and pid else None
@@ -343,7 +376,12 @@ def _to_native(view: np.ndarray, dtype: str) -> np.ndarray:
     return np.array(view, dtype=np.dtype(_NUMPY[dtype]))
 
 
-def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str) -> np.ndarray:
+def _out_itemsize(dtype: str) -> int:
+    """Bytes per element of the array ``_to_native`` returns (bfloat16 widens to float32)."""
+    return 4 if dtype == 'bfloat16' else _itemsize(dtype)
+
+
+def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str, budget) -> np.ndarray:
     storage = ref.storage if isinstance(ref, _TensorRef) else ref
     if isinstance(ref, _StorageRef):
         ref = _TensorRef(ref, ref.dtype, 0, (ref.numel,), (1,))
@@ -362,6 +400,10 @@ def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str) -> np.ndarray
             f'a {ref.dtype} tensor of size {list(ref.size)} needs {extent} elements of '
             f'storage {storage.key!r}, which holds {count} (truncated or corrupt file)'
         )
+    budget.charge(  # stride-0 or overlapping views can declare far more than their storage
+        math.prod(ref.size) * _out_itemsize(ref.dtype),
+        f'a tensor of size {list(ref.size)} {ref.dtype}',
+    )
     arr = np.frombuffer(raw, arr_dtype, count=count, offset=start)
     view = np.lib.stride_tricks.as_strided(
         arr[ref.offset :], ref.size, [s * item for s in ref.stride]
@@ -369,22 +411,102 @@ def _tensor(ref: _TensorRef | _StorageRef, raws: dict, order: str) -> np.ndarray
     return _to_native(view, ref.dtype)
 
 
-def _materialize(obj, raws: dict, order: str):
-    """Replace tensor and storage references by arrays; turn dict subclasses into plain dicts."""
+def _materialize(obj, raws: dict, order: str, budget, memo=None):
+    """Replace tensor and storage references by arrays; turn dict subclasses into plain dicts.
+
+    ``memo`` (id -> result) keeps the pickle's sharing: an object the pickle references many
+    times (memo entries make that cheap: a list of two references to a list of two references
+    ... is 2**depth leaves from 4 bytes per level) is converted once, and a tensor referenced
+    twice becomes one array.
+    """
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, (_TensorRef, _StorageRef)):
-        return _tensor(obj, raws, order)
-    if isinstance(obj, dict):
-        return {k: _materialize(v, raws, order) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_materialize(v, raws, order) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_materialize(v, raws, order) for v in obj)
-    if isinstance(obj, (_Marker, _NumpyDType)):
+        out = memo[id(obj)] = _tensor(obj, raws, order, budget)
+    elif isinstance(obj, dict):
+        out = memo[id(obj)] = {}
+        for k, v in obj.items():
+            out[k] = _materialize(v, raws, order, budget, memo)
+    elif isinstance(obj, list):
+        out = memo[id(obj)] = []
+        out.extend(_materialize(v, raws, order, budget, memo) for v in obj)
+    elif isinstance(obj, tuple):
+        out = memo[id(obj)] = tuple(_materialize(v, raws, order, budget, memo) for v in obj)
+    elif isinstance(obj, (_Marker, _NumpyDType)):
         raise _FormatError(f'unsupported object {obj!r} in the pickle')
-    return obj
+    else:
+        out = obj
+    return out
 
 
-def _load_zip(path: str):
+def _read_record(archive, name: str, file_size: int, budget, need=None) -> bytearray:
+    """The bytes of one zip record (the first ``need`` if given), read with a bounded stream.
+
+    The sizes in the central directory and the record's local header are checked against each
+    other and against the file before anything is read: a stored record's data must lie inside
+    the file, a deflated one cannot declare more than deflate can expand to, and what a deflated
+    record expands to beyond its compressed size is charged to ``budget``. The record is then
+    read in chunks of at most 16 MiB up to the declared size, so a stream that decompresses to
+    more than its header says is cut there.
+    """
+    info = archive.getinfo(name)
+    method, packed, size = info.compress_type, info.compress_size, info.file_size
+    if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _FormatError(
+            f"zip record '{name}' uses compression method {method}; only stored "
+            'and deflated records are read'
+        )
+    archive.fp.seek(info.header_offset)
+    local = archive.fp.read(30)
+    if len(local) < 30 or local[:4] != b'PK\x03\x04':
+        raise _FormatError(f"zip record '{name}' has no local header at byte {info.header_offset}")
+    flags, local_method = struct.unpack_from('<HH', local, 6)
+    local_packed, local_size, name_len, extra_len = struct.unpack_from('<IIHH', local, 18)
+    for what, local_value, value in (('compressed', local_packed, packed), ('', local_size, size)):
+        if not flags & 0x08 and local_value not in (value, 0xFFFFFFFF):  # 0x08: sizes follow data
+            raise _FormatError(
+                f"zip record '{name}': its local header declares {human(local_value)}"
+                f'{" " + what if what else ""} but the central directory says {human(value)}'
+            )
+    if local_method != method:
+        raise _FormatError(
+            f"zip record '{name}': local header and central directory disagree "
+            'on its compression method'
+        )
+    start = info.header_offset + 30 + name_len + extra_len
+    if start + packed > file_size:
+        raise ReadLimitError(
+            f"zip record '{name}' declares {human(packed)} of data at byte "
+            f'{start} but the file has {human(file_size)}'
+        )
+    if method == zipfile.ZIP_STORED and size != packed:
+        raise _FormatError(
+            f"stored zip record '{name}' declares {human(size)} uncompressed but "
+            f'{human(packed)} stored'
+        )
+    if method == zipfile.ZIP_DEFLATED and size > _DEFLATE_MAX_RATIO * packed + 1024:
+        raise ReadLimitError(
+            f"zip record '{name}' declares {human(size)} uncompressed from {human(packed)} "
+            f'compressed, more than deflate can expand (at most {_DEFLATE_MAX_RATIO}:1)'
+        )
+    count = size if need is None else min(size, need)
+    if method == zipfile.ZIP_DEFLATED:
+        budget.charge(max(count - packed, 0), f"deflated zip record '{name}'")
+    out = bytearray(count)
+    with archive.open(info) as stream:
+        done = 0
+        while done < count:
+            chunk = stream.read(min(count - done, _CHUNK))
+            if not chunk:
+                raise _FormatError(f"zip record '{name}' ends after {done} of its {count} bytes")
+            out[done : done + len(chunk)] = chunk
+            done += len(chunk)
+    return out
+
+
+def _load_zip(path: str, budget):
+    file_size = budget.file_size
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         pickles = sorted(n for n in names if n.endswith('/data.pkl') and n.count('/') == 1)
@@ -394,66 +516,88 @@ def _load_zip(path: str):
                 'not a torch.save checkpoint'
             )
         prefix = pickles[0][: -len('data.pkl')]
-        has_order = prefix + 'byteorder' in names
-        byteorder = archive.read(prefix + 'byteorder').decode().strip() if has_order else 'little'
+        byteorder = 'little'
+        if prefix + 'byteorder' in names:
+            record = _read_record(archive, prefix + 'byteorder', file_size, budget, need=16)
+            byteorder = record.decode('latin1').strip()
         if byteorder not in ('little', 'big'):
             raise _FormatError(f'unknown byteorder record {byteorder!r}')
-        unpickler = _Unpickler(io.BytesIO(archive.read(pickles[0])))
+        data = _read_record(archive, pickles[0], file_size, budget)
+        scan_pickle(data, 0, len(data), budget, str_encoding='utf-8')
+        unpickler = _Unpickler(io.BytesIO(data), budget)
         obj = unpickler.load()
+        del data
         raws = {}
         for key, (dtype, numel) in unpickler.storages.items():
             name = f'{prefix}data/{key}'
             if name not in names:
                 raise _FormatError(f"zip archive lacks the storage record '{name}'")
-            raws[key] = archive.read(name)
-            if len(raws[key]) < numel * _itemsize(dtype):
-                raise _FormatError(
-                    f"storage record '{name}' holds {len(raws[key])} bytes but declares "
-                    f'{numel} {dtype} elements ({numel * _itemsize(dtype)} bytes)'
+            need, held = numel * _itemsize(dtype), archive.getinfo(name).file_size
+            if held < need:
+                raise ReadLimitError(
+                    f"storage record '{name}' holds {human(held)} but declares "
+                    f'{numel} {dtype} elements ({human(need)})'
                 )
-    return _materialize(obj, raws, '<' if byteorder == 'little' else '>')
+            raws[key] = _read_record(archive, name, file_size, budget, need=need)
+    return _materialize(obj, raws, '<' if byteorder == 'little' else '>', budget)
 
 
-def _load_legacy(path: str):
+def _load_legacy(path: str, budget):
     with open(path, 'rb') as f:
         data = f.read()
     stream = io.BytesIO(data)
-    if _Unpickler(stream).load() != _LEGACY_MAGIC:
+
+    def unpickler():
+        scan_pickle(data, stream.tell(), len(data), budget, str_encoding='utf-8')
+        return _Unpickler(stream, budget)
+
+    if unpickler().load() != _LEGACY_MAGIC:
         raise _FormatError("not a PyTorch checkpoint (a pickle without torch's magic number)")
-    if (version := _Unpickler(stream).load()) != _LEGACY_PROTOCOL:
+    if (version := unpickler().load()) != _LEGACY_PROTOCOL:
         raise _FormatError(f'unsupported legacy protocol version {version!r}')
-    sys_info = _Unpickler(stream).load()
+    sys_info = unpickler().load()
     if isinstance(sys_info, dict) and sys_info.get('little_endian') is False:
         raise _FormatError('legacy checkpoint written on a big-endian machine is unsupported')
-    unpickler = _Unpickler(stream)
-    obj = unpickler.load()
-    keys = _Unpickler(stream).load()
+    objects = unpickler()
+    obj = objects.load()
+    keys = unpickler().load()
     if not isinstance(keys, list):
         raise _FormatError('malformed storage key list')
     raws, pos = {}, stream.tell()
     for key in keys:
-        if key not in unpickler.storages:
+        if key not in objects.storages:
             raise _FormatError(f'storage key {key!r} is listed but never used')
+        dtype = objects.storages[key][0]
         (numel,) = struct.unpack_from('<q', data, pos) if pos + 8 <= len(data) else (-1,)
-        end = pos + 8 + numel * _itemsize(unpickler.storages[key][0])
-        if numel < 0 or end > len(data):
+        end = pos + 8 + numel * _itemsize(dtype)
+        if numel < 0:
             raise _FormatError(f'storage {key!r} is cut short (file truncated at byte {len(data)})')
+        if end > len(data):
+            raise ReadLimitError(
+                f'storage {key!r} declares {numel} {dtype} elements '
+                f'({human(numel * _itemsize(dtype))}) at byte {pos + 8} but the file has '
+                f'{human(len(data))} (truncated or corrupt file)'
+            )
         raws[key], pos = memoryview(data)[pos + 8 : end], end
-    return _materialize(obj, raws, '<')
+    return _materialize(obj, raws, '<', budget)
 
 
-def _load_safetensors(path: str):
+_JSON_BYTES_PER_BYTE = 32  # Python objects json.loads builds per header byte, at most ('[[],[],')
+
+
+def _load_safetensors(path: str, budget):
     with open(path, 'rb') as f:
         data = f.read()
     (size,) = struct.unpack_from('<Q', data)
     if 8 + size > len(data):
-        raise _FormatError(
-            f'safetensors header claims {size} bytes but the file has {len(data) - 8}'
+        raise ReadLimitError(
+            f'the safetensors header declares {human(size)} but the file has {human(len(data))}'
         )
+    budget.charge(_JSON_BYTES_PER_BYTE * size, 'the safetensors header (parsed)')
     header = json.loads(data[8 : 8 + size].decode('utf-8'))
     if not isinstance(header, dict):
         raise _FormatError('safetensors header is not a JSON object')
-    body, out = memoryview(data)[8 + size :], {}
+    body, out, spans = memoryview(data)[8 + size :], {}, []
     for name, info in header.items():
         if name == '__metadata__':
             out[name] = dict(info)
@@ -471,6 +615,20 @@ def _load_safetensors(path: str):
                 f'safetensors tensor {name!r}: data_offsets [{begin}, {end}] do not fit '
                 f'shape {list(shape)} {dtype} in {len(body)} data bytes'
             )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, name_a), (begin_b, end_b, name_b) in zip(spans, spans[1:]):
+        if begin_b < end_a and begin_b < end_b:  # empty tensors overlap nothing
+            raise _FormatError(
+                f'safetensors tensors {name_a!r} and {name_b!r} overlap in the data '
+                f'(their bytes would be read twice)'
+            )
+    for name, info in header.items():
+        if name == '__metadata__':
+            continue
+        dtype, shape = _SAFETENSORS[info['dtype']], tuple(info['shape'])
+        begin, count = info['data_offsets'][0], math.prod(shape)
+        budget.charge(count * _out_itemsize(dtype), f'safetensors tensor {name!r}')
         arr_dtype = _raw_dtype(dtype, '<')
         arr = np.frombuffer(body, arr_dtype, count, begin) if count else np.empty(0, arr_dtype)
         out[name] = _to_native(arr.reshape(shape), dtype)
@@ -508,9 +666,13 @@ def load(path) -> Any:
     path = str(path)
     kind = _sniff(path)
     try:
-        return _LOADERS[kind](path)
-    except _FormatError as err:
+        return _LOADERS[kind](path, ReadBudget(os.path.getsize(path)))
+    except (_FormatError, ReadLimitError) as err:
         raise WeightsFileError(f'{path}: {err}') from None
+    except MemoryError:
+        raise WeightsFileError(
+            f'{path}: not enough memory to read this checkpoint (read as {kind} format)'
+        ) from None
     except (
         Exception
     ) as err:  # anything a corrupt file can provoke: pickle, zip, struct, json, EOF...
@@ -522,11 +684,16 @@ def load(path) -> Any:
 
 
 def _holds_array(value) -> bool:
-    if isinstance(value, np.ndarray):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_array(v) for v in value.values())
-    return isinstance(value, (list, tuple)) and any(_holds_array(v) for v in value)
+    """Whether an array is reachable from ``value`` (each shared container visited once)."""
+    stack, seen = [value], set()
+    while stack:
+        value = stack.pop()
+        if isinstance(value, np.ndarray):
+            return True
+        if isinstance(value, (dict, list, tuple)) and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value.values() if isinstance(value, dict) else value)
+    return False
 
 
 def state_dict_of(obj, path: str = 'checkpoint') -> dict[str, np.ndarray]:
