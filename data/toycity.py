@@ -35,10 +35,17 @@ On-disk layout under out_dir (lists hold "<image_rel> <label_rel>" per line):
   gtFine_sequence/{split}/toycity/toycity_{seq:06d}_{frame:06d}_gtFine_labelTrainIds.png
   list/{train,val,video_train,video_val}.txt, videos.json
 
+Limits: a run is checked before anything is allocated or written. The images it writes may
+total at most --max_megapixels (default 2048, about 25 x the default set and some 4 GB of PNGs),
+and its estimated peak memory (see the memory model below `MAX_MEMORY_GB`) at most
+--max_memory_gb (default 4); the automatic worker count is lowered to fit. Raise either flag
+for a bigger run.
+
 Usage: python -m data.toycity --out_dir DIR [--num_train N ... --seed S]
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -76,6 +83,19 @@ GAP = 254  # segment kind "nothing here" (never written to a label)
 USED_TRAIN_IDS = tuple(i for i in range(CAR + 1) if i != RIDER)  # no riders in the toy city
 
 MIN_SIZE, MAX_SIZE = 64, 4096
+MAX_MEGAPIXELS = 2048.0  # default limit on the pixels a run writes (--max_megapixels)
+MAX_MEMORY_GB = 4.0  # default limit on a run's estimated peak memory, 1e9 bytes (--max_memory_gb)
+# Memory model: peak bytes per pixel, measured (ru_maxrss, NumPy 1.26, CPython 3.11) for scenes at
+# 1024x2048 and 2048x4096 (113-123 B/px) and sequences at 256x512 x 30 and 300 frames and
+# 512x1024 x 100 frames, then rounded up so the model is an upper bound.
+SCENE_BYTES_PER_PIXEL = 128  # one scene: per-pixel rays, textures, noise, float image
+PANORAMA_BYTES_PER_PIXEL = 128  # a video's static world, rendered H x (W + MAX_PAN x (T - 1))
+FRAME_BYTES_PER_PIXEL = 8  # every frame's uint8 RGB + label is kept, then np.stack copies them
+COMPOSE_BYTES_PER_PIXEL = 64  # temporaries of composing one frame
+MAX_PAN = 5  # pixels per frame the camera pans at most (speed 1..4, jitter +-1)
+META_BYTES_PER_FRAME = 16 * 1024  # one video frame's list entries and object tracks
+META_BYTES_PER_SCENE = 1024  # one scene's list entries
+WORKER_BYTES = 128 * 2**20  # a spawned worker process: interpreter, NumPy, Pillow
 FPS = 17.0  # Cityscapes frame rate; velocities below are per second / FPS
 Z_NEAR = 2.0  # objects nearer than this (metres) are not drawn
 CITY = 'toycity'
@@ -777,11 +797,36 @@ def render_scene(rng, height=256, width=512):
     return img, lbl
 
 
-def render_sequence(rng, height=256, width=512, num_frames=30):
-    """A panning video: (frames uint8 [T, H, W, 3], labels uint8 [T, H, W], meta dict)."""
+def task_bytes(height, width, frames=None):
+    """Estimated peak bytes of rendering one scene (frames None) or one video of `frames`
+    frames in one process (the memory model above)."""
+    if frames is None:
+        return SCENE_BYTES_PER_PIXEL * height * width
+    panorama = height * (width + MAX_PAN * (frames - 1))
+    return (
+        PANORAMA_BYTES_PER_PIXEL * panorama
+        + (FRAME_BYTES_PER_PIXEL * frames + COMPOSE_BYTES_PER_PIXEL) * height * width
+        + META_BYTES_PER_FRAME * frames
+    )
+
+
+def _gb(nbytes):
+    return f'{nbytes / 1e9:.1f} GB'
+
+
+def render_sequence(rng, height=256, width=512, num_frames=30, max_memory_gb=MAX_MEMORY_GB):
+    """A panning video: (frames uint8 [T, H, W, 3], labels uint8 [T, H, W], meta dict).
+
+    Refuses (ValueError, before allocating) a video whose estimated peak memory
+    (`task_bytes`) exceeds `max_memory_gb`."""
     _check_size(height, width)
     if num_frames < 1:
         raise ValueError(f'num_frames must be >= 1 (got {num_frames})')
+    if task_bytes(height, width, num_frames) > max_memory_gb * 1e9:
+        raise ValueError(
+            f'max_memory_gb is {max_memory_gb:g}: a {height}x{width} video of {num_frames} '
+            f'frames needs about {_gb(task_bytes(height, width, num_frames))}'
+        )
     speed = int(rng.integers(1, 5)) * int(rng.choice([-1, 1]))  # pixels per frame, sign kept
     steps = [0] + [
         speed + int(rng.integers(-1, 2)) * (abs(speed) > 1) for _ in range(num_frames - 1)
@@ -894,7 +939,8 @@ def _run_task(out_dir, kind, split, index, height, width, frames, seed):
     if kind == 'scene':
         _save(out_dir, *scene_paths(split, index), *render_scene(rng, height, width))
         return [scene_paths(split, index)], None
-    imgs, lbls, meta = render_sequence(rng, height, width, frames)
+    # generate() has checked the memory of the whole run against its own limit
+    imgs, lbls, meta = render_sequence(rng, height, width, frames, max_memory_gb=math.inf)
     pairs = [video_paths(split, index, t) for t in range(frames)]
     for (ri, rl), img, lbl in zip(pairs, imgs, lbls):
         _save(out_dir, ri, rl, img, lbl)
@@ -910,8 +956,26 @@ def _run_task(out_dir, kind, split, index, height, width, frames, seed):
 
 
 def validate_config(
-    num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed
+    num_train,
+    num_val,
+    height,
+    width,
+    num_videos_train,
+    num_videos_val,
+    video_frames,
+    seed,
+    num_workers=None,
+    max_memory_gb=MAX_MEMORY_GB,
+    max_megapixels=MAX_MEGAPIXELS,
 ):
+    """Check a run before anything is allocated; return the number of worker processes to use.
+
+    Raises ValueError (message starting with the flag at fault) for bad values, for a run that
+    writes more than `max_megapixels` megapixels, and for one whose estimated peak memory
+    (bookkeeping in the main process + each worker's largest task, `task_bytes`) exceeds
+    `max_memory_gb` with `num_workers` workers (None: as many as fit, at most min(CPUs, 4),
+    and 1 for runs under 60 images).
+    """
     _check_size(height, width)
     for name, v in (
         ('num_train', num_train),
@@ -922,8 +986,56 @@ def validate_config(
     ):
         if v < 0:
             raise ValueError(f'{name} must be >= 0 (got {v})')
-    if video_frames < 2 and num_videos_train + num_videos_val > 0:
+    videos, scenes = num_videos_train + num_videos_val, num_train + num_val
+    if video_frames < 2 and videos > 0:
         raise ValueError(f'video_frames must be >= 2 (got {video_frames})')
+    for name, v in (('max_memory_gb', max_memory_gb), ('max_megapixels', max_megapixels)):
+        if not v > 0:
+            raise ValueError(f'{name} must be > 0 (got {v})')
+    if num_workers is not None and num_workers < 1:
+        raise ValueError(f'num_workers must be >= 1 (got {num_workers})')
+    frames = videos * video_frames if videos else 0
+    megapixels = (scenes + frames) * height * width / 1e6
+    if megapixels > max_megapixels:
+        raise ValueError(
+            f'max_megapixels is {max_megapixels:g}: {scenes} scenes and {frames} video frames '
+            f'of {height}x{width} are {megapixels:.6g} megapixels (raise --max_megapixels or '
+            'ask for fewer or smaller images)'
+        )
+    budget = max_memory_gb * 1e9
+    main = META_BYTES_PER_SCENE * scenes + META_BYTES_PER_FRAME * frames
+    task = max(
+        task_bytes(height, width) if scenes else 0,
+        task_bytes(height, width, video_frames) if videos else 0,
+    )
+    what = (
+        f'one {height}x{width} video of {video_frames} frames'
+        if videos and task == task_bytes(height, width, video_frames)
+        else f'one {height}x{width} scene'
+    )
+    if main + task > budget:
+        raise ValueError(
+            f'max_memory_gb is {max_memory_gb:g}: {what} needs about {_gb(task)}'
+            + (
+                f' besides {_gb(main)} for the lists of {scenes + frames} images'
+                if main > 1e8
+                else ''
+            )
+            + ' (raise --max_memory_gb, or lower --height/--width'
+            + ('/--video_frames' if videos else '')
+            + ' or the number of images)'
+        )
+    fit = int((budget - main) // (task + WORKER_BYTES))
+    if num_workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+        return 1 if scenes + frames < 60 else max(1, min(cpus or 1, 4, fit))
+    if num_workers > 1 and num_workers > fit:
+        raise ValueError(
+            f'max_memory_gb is {max_memory_gb:g}: {num_workers} workers rendering {what} '
+            f'(about {_gb(task)} each) need about {_gb(main + num_workers * (task + WORKER_BYTES))}'
+            f'; at most {max(fit, 1)} fit (lower --num_workers or raise --max_memory_gb)'
+        )
+    return num_workers
 
 
 def generate(
@@ -938,10 +1050,25 @@ def generate(
     seed=0,
     num_workers=None,
     progress=False,
+    max_memory_gb=MAX_MEMORY_GB,
+    max_megapixels=MAX_MEGAPIXELS,
 ):
-    """Write the whole dataset under out_dir; return a dict of list paths, counts and timing."""
-    validate_config(
-        num_train, num_val, height, width, num_videos_train, num_videos_val, video_frames, seed
+    """Write the whole dataset under out_dir; return a dict of list paths, counts and timing.
+
+    The run is checked first (`validate_config`: sizes, --max_megapixels, --max_memory_gb,
+    number of workers); nothing is allocated or written if it does not pass."""
+    num_workers = validate_config(
+        num_train,
+        num_val,
+        height,
+        width,
+        num_videos_train,
+        num_videos_val,
+        video_frames,
+        seed,
+        num_workers=num_workers,
+        max_memory_gb=max_memory_gb,
+        max_megapixels=max_megapixels,
     )
     start = time.time()
     tasks = (
@@ -955,9 +1082,6 @@ def generate(
             os.makedirs(os.path.join(out_dir, sub, split, CITY), exist_ok=True)
     os.makedirs(os.path.join(out_dir, 'list'), exist_ok=True)
     total = num_train + num_val + (num_videos_train + num_videos_val) * video_frames
-    if num_workers is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-        num_workers = 1 if total < 60 else min(cpus or 1, 4)
     results, done = {}, 0
     args = (height, width, video_frames, seed)
 
@@ -1030,6 +1154,15 @@ def _main():
     flags.DEFINE_integer('video_frames', 30, 'Frames per video sequence.')
     flags.DEFINE_integer('seed', 0, 'Random seed; same seed -> identical files.')
     flags.DEFINE_integer('num_workers', 0, 'Worker processes (0 = automatic).')
+    flags.DEFINE_float(
+        'max_memory_gb',
+        MAX_MEMORY_GB,
+        'Refuse a run whose estimated peak memory exceeds this many GB (1e9 bytes); the '
+        'automatic worker count is lowered to fit.',
+    )
+    flags.DEFINE_float(
+        'max_megapixels', MAX_MEGAPIXELS, 'Refuse a run that writes more megapixels than this.'
+    )
     F = flags.FLAGS
 
     def parse(argv):
@@ -1054,13 +1187,20 @@ def _main():
             F.video_frames,
             F.seed,
         )
-        try:
-            validate_config(*config)
-        except ValueError as e:
-            _fail(f'--{e}')
         if F.num_workers < 0:
             _fail(f'--num_workers must be >= 0 (got {F.num_workers})')
-        res = generate(F.out_dir, *config, num_workers=F.num_workers or None, progress=True)
+        limits = dict(max_memory_gb=F.max_memory_gb, max_megapixels=F.max_megapixels)
+        try:
+            workers = validate_config(*config, num_workers=F.num_workers or None, **limits)
+        except ValueError as e:
+            _fail(f'--{e}')
+        try:
+            res = generate(F.out_dir, *config, num_workers=workers, progress=True, **limits)
+        except MemoryError:
+            _fail(
+                'out of memory while rendering; set --max_memory_gb to the memory this machine '
+                'has free (the run is then checked against it) or lower --height/--width'
+            )
         print(
             f'toycity: wrote {res["num_train"]} train + {res["num_val"]} val scenes and '
             f'{res["num_videos_train"]} + {res["num_videos_val"]} videos x '
