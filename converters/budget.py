@@ -24,13 +24,21 @@ before reading, and a LONG_BINPUT op with index 2**28 grows the memo to 2**29 po
 written to) from an 11-byte pickle. `scan_pickle` walks the opcodes first without building
 anything: every length must fit in the bytes that follow, memo indices must be sequential (as
 every pickler writes them), and the Python objects the pickle would build (estimated per op,
-upper bounds for 64-bit CPython 3.11) are charged to the budget.
+upper bounds for 64-bit CPython 3.11) are charged to the budget. It also bounds CPU: CPython does
+not cache tuple hashes, so a tuple made of memo references to tuples of memo references (a few
+bytes per level) used as a dict key or set element would take 2**depth steps to hash; the scan
+counts the nodes of every tuple and refuses one of more than MAX_HASHED_NODES used that way.
+Values taken from a pickle are shown in messages with `short_repr`, which is bounded for the same
+reason.
 """
 
 import pickletools
 import re
+import reprlib
 
 MARGIN = 16 * 10**6
+MAX_HASHED_NODES = 10**5  # nodes of a tuple a pickle may use as a dict key or set element
+_FLAT = (str, bytes, int, float, bool, type(None))
 
 
 class ReadLimitError(Exception):
@@ -47,6 +55,27 @@ def human(n):
     while value >= 999.95:
         value, units = value / 1000, units[1:]
     return f'{value:.1f} {units[0]}'
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
+
+
+def short_repr(value, limit=80):
+    """repr() of a value from a file, bounded in time and length (reprlib, depth 3, 4 items)."""
+    return _REPR.repr(value)[:limit]
+
+
+def flat_pairs(arg):
+    """Whether `arg`, an argument a pickle passes to dict() or OrderedDict(), is a dict or a
+    list/tuple of (key, value) pairs with plain keys (str, bytes, numbers, None), so building
+    the dict hashes nothing deep."""
+    if isinstance(arg, dict):
+        return True
+    return isinstance(arg, (list, tuple)) and all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], _FLAT) for p in arg
+    )
 
 
 class ReadBudget:
@@ -115,6 +144,7 @@ _OBJECT = {
     # results of calls and lookups; copies the allowed callables make are charged by them
     'GLOBAL': 64,
     'STACK_GLOBAL': 64,
+    'SETITEM': 72,
     'INST': 64,
     'OBJ': 64,
     'REDUCE': 64,
@@ -126,12 +156,17 @@ _OBJECT = {
     'EXT2': 64,
     'EXT4': 64,
 }
-_PER_ITEM = {'SETITEMS': 36, 'SETITEM': 72, 'DICT': 36, 'ADDITEMS': 64, 'FROZENSET': 64}
+_PER_ITEM = {'SETITEMS': 36, 'DICT': 36, 'ADDITEMS': 64, 'FROZENSET': 64, 'APPENDS': 1}
 _SLOT = 8  # a pointer on the stack or in a container
 _MEMO_SLOT = 16  # the C unpickler's memo array doubles when it grows
 _STR_OPS = {'STRING', 'BINSTRING', 'SHORT_BINSTRING'}
 _UNICODE_OPS = {'BINUNICODE', 'SHORT_BINUNICODE', 'BINUNICODE8'}
 _PUT_OPS = {'PUT', 'BINPUT', 'LONG_BINPUT'}
+_GET_OPS = {'GET', 'BINGET', 'LONG_BINGET'}
+_MEMO_OPS = _PUT_OPS | _GET_OPS
+_TUPLE_OPS = {'TUPLE', 'TUPLE1', 'TUPLE2', 'TUPLE3', 'EMPTY_TUPLE'}
+_HASHING_OPS = {'SETITEM': slice(-2, -1), 'SETITEMS': slice(0, None, 2), 'DICT': slice(0, None, 2),
+                'ADDITEMS': slice(None), 'FROZENSET': slice(None)}  # fmt: skip
 _UTF8_UCS2 = re.compile(rb'[\xc4-\xef]')  # UTF-8 lead bytes of characters U+0100..U+FFFF
 _UTF8_UCS4 = re.compile(rb'[\xf0-\xff]')  # ... and of U+10000 and above
 
@@ -158,7 +193,8 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
     anything else is taken as up to 4 bytes per byte.
     """
     str_width = 1 if str_encoding in ('latin1', 'latin-1', 'bytes') else 4
-    pos, depth, marks, puts, cost = start, 0, [], 0, 0
+    pos, marks, puts, cost = start, [], 0, 0
+    stack, memo = [], {}  # node counts (1 for anything but a tuple) of the stack and the memo
     while True:
         if pos >= end:
             raise ValueError('pickle data was truncated (no STOP op)')
@@ -168,7 +204,7 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
             raise ValueError(f'invalid pickle op {bytes([buf[pos]])!r} at byte {pos}')
         name, arg, pops, pushes, mark_at = entry
         pos += 1
-        text, index = 0, None  # payload bytes of the argument, memo index of a PUT
+        text, index = 0, None  # payload bytes of the argument, memo index of a PUT or GET
         if arg is not None and arg.n >= 0:  # fixed-size argument
             if pos + arg.n > end:
                 raise ValueError(f'pickle data was truncated at byte {end}')
@@ -179,13 +215,13 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
                     f'the pickle declares a {human(value)} frame at byte {op_pos} but only '
                     f'{human(end - pos)} follow'
                 )
-            index = value if name in _PUT_OPS else None
+            index = value if name in _MEMO_OPS else None
         elif arg is not None and arg.n == pickletools.UP_TO_NEWLINE:  # one or two text lines
             for _ in range(2 if arg is pickletools.stringnl_noescape_pair else 1):
                 newline = buf.find(b'\n', pos, end)
                 if newline < 0:
                     raise ValueError(f'pickle data was truncated at byte {end}')
-                if name == 'PUT':
+                if name in ('PUT', 'GET'):
                     index = int(bytes(buf[pos:newline]))
                 text += newline - pos
                 pos = newline + 1
@@ -212,22 +248,33 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
             built *= 4
         elif name in _STR_OPS:
             built *= str_width
-        # stack effect, as pickletools.dis computes it
-        items = 0
+        # Stack effect, as pickletools.dis computes it. The stack and the memo hold node counts:
+        # 1 + the items' counts for a tuple (saturating), 1 for anything else (a list or dict
+        # stops a hash at once; the other objects these unpicklers build hash in O(1)).
+        sliced = None  # the items above a MARK the op consumes
         if name == 'MARK':
-            marks.append(depth)
-        elif mark_at is not None or (name == 'POP' and marks and marks[-1] == depth):
-            if not marks:
+            marks.append(len(stack))
+            popped = []
+        elif mark_at is not None or (name == 'POP' and marks and marks[-1] == len(stack)):
+            if not marks or marks[-1] < (mark_at or 0):
                 raise ValueError(f'pickle op {name} at byte {op_pos} has no MARK')
             base = marks.pop()
-            items = depth - base
-            depth = base - (mark_at or 0) + pushes
-            if depth < 0:
-                raise ValueError(f'pickle op {name} at byte {op_pos} underflows the stack')
+            sliced, popped = stack[base:], stack[base - (mark_at or 0) : base]
+            del stack[base - (mark_at or 0) :]
         else:
-            if depth < pops:
+            if len(stack) < pops:
                 raise ValueError(f'pickle op {name} at byte {op_pos} underflows the stack')
-            depth += pushes - pops
+            popped = stack[len(stack) - pops :]
+            del stack[len(stack) - pops :]
+        hashed = _HASHING_OPS.get(name)
+        if hashed and max((sliced if sliced is not None else popped)[hashed], default=0) > (
+            MAX_HASHED_NODES
+        ):
+            raise ReadLimitError(
+                f'the pickle uses a tuple of more than {MAX_HASHED_NODES} nodes (memo references '
+                f'to memo references) as a dict key or set element at byte {op_pos}; hashing it '
+                'could take 2**depth steps'
+            )
         if name in _PUT_OPS or name == 'MEMOIZE':
             index = puts if index is None else index
             if index > puts:
@@ -236,10 +283,24 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
                     f'entries (an index that large makes the unpickler allocate '
                     f'{human(_MEMO_SLOT * index)})'
                 )
+            top = popped if name == 'MEMOIZE' else stack[-1:]
+            if not top:
+                raise ValueError(f'pickle op {name} at byte {op_pos} underflows the stack')
+            memo[index] = top[-1]
             puts += index == puts
             cost += _MEMO_SLOT
+        if name in _TUPLE_OPS:
+            stack.append(
+                min(1 + sum(sliced if sliced is not None else popped), MAX_HASHED_NODES + 1)
+            )
+        elif name in _GET_OPS:
+            stack.append(memo.get(index, 1))
+        elif name in ('DUP', 'MEMOIZE'):
+            stack.extend(popped * pushes)
+        elif name != 'MARK':  # a mark is a position in `marks`, not an object on the stack
+            stack.extend([1] * pushes)
         cost += _OBJECT.get(name, 0) + _SLOT * pushes + built
-        cost += _PER_ITEM.get(name, 0) * items + (items if name == 'APPENDS' else 0)
+        cost += _PER_ITEM.get(name, 0) * len(sliced or ())
         if name == 'STOP':
             budget.charge(cost, 'the pickle')
             return pos

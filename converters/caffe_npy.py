@@ -22,7 +22,14 @@ from collections import OrderedDict
 
 import numpy as np
 
-from converters.budget import ReadBudget, ReadLimitError, human, scan_pickle
+from converters.budget import (
+    ReadBudget,
+    ReadLimitError,
+    flat_pairs,
+    human,
+    scan_pickle,
+    short_repr,
+)
 from converters.errors import WeightsFileError
 
 BN_PARAMS = ('mean', 'variance', 'scale', 'offset')
@@ -42,7 +49,7 @@ class _DType:
 
     def __init__(self, code, align=False, copy=False):
         if not isinstance(code, (str, bytes)) or len(code) > 8:
-            raise pickle.UnpicklingError(f'unsupported NumPy dtype {code!r:.40}')
+            raise pickle.UnpicklingError(f'unsupported NumPy dtype {short_repr(code)}')
         self.code = code.decode('latin1') if isinstance(code, bytes) else code
         self.order = '='
 
@@ -78,7 +85,7 @@ class _Array:
         shape, dtype, fortran, data = state[-4:]
         ok = isinstance(shape, tuple) and len(shape) <= 32
         if not ok or not all(isinstance(d, int) and 0 <= d < 2**63 for d in shape):
-            raise pickle.UnpicklingError(f'malformed NumPy array shape {shape!r:.80}')
+            raise pickle.UnpicklingError(f'malformed NumPy array shape {short_repr(shape)}')
         dtype, count = _numpy_dtype(dtype), math.prod(shape)
         what = f'an array of shape {shape} and dtype {dtype}'
         if dtype.kind == 'O':
@@ -152,8 +159,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def _mapping(self, kind):
         def build(*args):
-            if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict))):
-                raise pickle.UnpicklingError(f'unexpected {kind.__name__} call in the pickle')
+            if len(args) > 1 or (args and not flat_pairs(args[0])):
+                raise pickle.UnpicklingError(
+                    f'unexpected {kind.__name__} call in the pickle (only plain keys are read)'
+                )
             self.budget.charge(72 * len(args[0]) if args else 0, f'a {kind.__name__}')
             return kind(*args)
 
@@ -161,7 +170,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def _latin1_encode(self, text, encoding='latin1'):
         if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-            raise pickle.UnpicklingError(f'refusing _codecs.encode with encoding {encoding!r}')
+            raise pickle.UnpicklingError(
+                f'refusing _codecs.encode with encoding {short_repr(encoding)}'
+            )
         if id(text) in self._encoded:  # the first copy of each pickled str is its file bytes
             self.budget.charge(len(text), 'a repeated _codecs.encode call')
         self._encoded.add(id(text))
@@ -249,14 +260,16 @@ def load(path):
     done = set()  # a pickle may share one params dict between layers: fill each once
     for op_name, params in obj.items():
         if not isinstance(params, dict):
-            raise WeightsFileError(f'{path}: layer {op_name!r} is not a dict of arrays')
+            raise WeightsFileError(f'{path}: layer {short_repr(op_name)} is not a dict of arrays')
         if id(params) in done:
             continue
         done.add(id(params))
         for name, value in params.items():
             array = _array_of(value)
             if array is None:
-                raise WeightsFileError(f'{path}: layer {op_name!r} is not a dict of arrays')
+                raise WeightsFileError(
+                    f'{path}: layer {short_repr(op_name)} is not a dict of arrays'
+                )
             params[name] = array
     return obj
 

@@ -93,7 +93,14 @@ from typing import Any
 
 import numpy as np
 
-from converters.budget import ReadBudget, ReadLimitError, human, scan_pickle
+from converters.budget import (
+    ReadBudget,
+    ReadLimitError,
+    flat_pairs,
+    human,
+    scan_pickle,
+    short_repr,
+)
 from converters.errors import WeightsFileError
 
 __all__ = ['load', 'state_dict_of', 'split_metadata']
@@ -198,7 +205,7 @@ class _NumpyDType:
 
     def __init__(self, code, align=False, copy=False):
         if not isinstance(code, str) or len(code) > 8:
-            raise _FormatError(f'unsupported NumPy dtype {code!r:.40} in the pickle')
+            raise _FormatError(f'unsupported NumPy dtype {short_repr(code)} in the pickle')
         self.code, self.order = code, '='
 
     def __setstate__(self, state):
@@ -220,21 +227,22 @@ def _numpy_scalar(dtype, data):
 
 def _latin1_encode(text, encoding='latin1'):
     if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-        raise _FormatError(f'refusing _codecs.encode with encoding {encoding!r}')
+        raise _FormatError(f'refusing _codecs.encode with encoding {short_repr(encoding)}')
     return text.encode('latin1')
 
 
 def _ints(value, what):
     ok = isinstance(value, (tuple, list)) and len(value) <= _MAX_NDIM
     if not ok or not all(isinstance(v, int) and 0 <= v < 2**63 for v in value):
-        raise _FormatError(f'malformed tensor {what} {value!r:.80} in the pickle')
+        raise _FormatError(f'malformed tensor {what} {short_repr(value)} in the pickle')
     return tuple(value)
 
 
 def _torch_size(value):
-    """``torch.Size(list)`` -> tuple; at most _MAX_NDIM entries, so it copies little."""
-    if not isinstance(value, (tuple, list)) or len(value) > _MAX_NDIM:
-        raise _FormatError(f'malformed torch.Size {value!r:.80} in the pickle')
+    """``torch.Size(list)`` -> tuple of at most _MAX_NDIM ints."""
+    ok = isinstance(value, (tuple, list)) and len(value) <= _MAX_NDIM
+    if not ok or not all(isinstance(v, int) for v in value):
+        raise _FormatError(f'malformed torch.Size {short_repr(value)} in the pickle')
     return tuple(value)
 
 
@@ -249,7 +257,9 @@ def _rebuild_tensor(
     if len(size) != len(stride):
         raise _FormatError(f'tensor size {size} and stride {stride} differ in length')
     if metadata and any(metadata.values()):
-        raise _FormatError(f'unsupported tensor metadata {metadata!r} (lazy conj/neg view)')
+        raise _FormatError(
+            f'unsupported tensor metadata {short_repr(metadata)} (lazy conj/neg view)'
+        )
     return _TensorRef(storage, dtype or storage.dtype, offset, size, stride)
 
 
@@ -315,8 +325,8 @@ class _Unpickler(pickle.Unpickler):
         return self._charged.get(value, value)
 
     def _ordered_dict(self, *args):
-        if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, dict))):
-            raise _FormatError('malformed OrderedDict in the pickle')
+        if len(args) > 1 or (args and not flat_pairs(args[0])):
+            raise _FormatError('malformed OrderedDict in the pickle (only plain keys are read)')
         self.budget.charge(72 * len(args[0]) if args else 0, 'an OrderedDict in the pickle')
         return _OrderedDict(*args)
 
@@ -332,9 +342,11 @@ class _Unpickler(pickle.Unpickler):
                 'the checkpoint pickles a whole nn.Module; save its state_dict() instead'
             )
         if tag != 'storage' or len(pid) not in (5, 6):
-            raise _FormatError(f'unknown persistent id {str(pid)[:80]!r} in the pickle')
+            raise _FormatError(f'unknown persistent id {short_repr(pid)} in the pickle')
         stype, key, _location, numel = pid[1:5]
         view = pid[5] if len(pid) == 6 else None
+        if not isinstance(key, (str, bytes, int)):
+            raise _FormatError(f'malformed storage id {short_repr(pid)} in the pickle')
         key = key.decode('ascii') if isinstance(key, bytes) else str(key)
         if not (
             isinstance(stype, _Marker)
@@ -342,7 +354,7 @@ class _Unpickler(pickle.Unpickler):
             and isinstance(numel, int)
             and numel >= 0
         ):
-            raise _FormatError(f'malformed storage id {str(pid)[:80]!r} in the pickle')
+            raise _FormatError(f'malformed storage id {short_repr(pid)} in the pickle')
         if self.storages.setdefault(key, (stype.dtype, numel))[0] != stype.dtype:
             raise _FormatError(f'storage {key!r} is declared with two element types')
         if view is None:
@@ -353,7 +365,7 @@ class _Unpickler(pickle.Unpickler):
             and isinstance(view_numel, int)
             and 0 <= offset <= offset + view_numel <= numel
         ):
-            raise _FormatError(f'storage view {view!r} lies outside storage {key!r}')
+            raise _FormatError(f'storage view {short_repr(view)} lies outside storage {key!r}')
         return _StorageRef(key, stype.dtype, offset, view_numel)
 
 
@@ -554,7 +566,7 @@ def _load_legacy(path: str, budget):
     if unpickler().load() != _LEGACY_MAGIC:
         raise _FormatError("not a PyTorch checkpoint (a pickle without torch's magic number)")
     if (version := unpickler().load()) != _LEGACY_PROTOCOL:
-        raise _FormatError(f'unsupported legacy protocol version {version!r}')
+        raise _FormatError(f'unsupported legacy protocol version {short_repr(version)}')
     sys_info = unpickler().load()
     if isinstance(sys_info, dict) and sys_info.get('little_endian') is False:
         raise _FormatError('legacy checkpoint written on a big-endian machine is unsupported')
@@ -566,7 +578,7 @@ def _load_legacy(path: str, budget):
     raws, pos = {}, stream.tell()
     for key in keys:
         if key not in objects.storages:
-            raise _FormatError(f'storage key {key!r} is listed but never used')
+            raise _FormatError(f'storage key {short_repr(key)} is listed but never used')
         dtype = objects.storages[key][0]
         (numel,) = struct.unpack_from('<q', data, pos) if pos + 8 <= len(data) else (-1,)
         end = pos + 8 + numel * _itemsize(dtype)
@@ -605,7 +617,7 @@ def _load_safetensors(path: str, budget):
         dtype = _SAFETENSORS.get(info.get('dtype')) if isinstance(info, dict) else None
         if dtype is None:
             raise _FormatError(
-                f'safetensors tensor {name!r} has an unsupported entry {str(info)[:80]}'
+                f'safetensors tensor {name!r} has an unsupported entry {short_repr(info)}'
             )
         shape = _ints(info.get('shape'), 'shape')
         begin, end = _ints(info.get('data_offsets'), 'data_offsets')

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -16,6 +17,16 @@ import pytest
 
 from converters import torch_pth
 from converters.errors import WeightsFileError
+from tests.memcap import (
+    MAX_RSS_MB,
+    Call,
+    Global,
+    PersId,
+    Raw,
+    assert_refused_in_one_line,
+    dumps,
+    read_capped,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -475,3 +486,212 @@ def test_cli_converts_a_flownet_checkpoint_and_reports_errors_in_one_line(tmp_pa
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1 and len(lines) == 1, r.stderr
         assert lines[0].startswith(f'error: {path}: ') and expect in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------ hostile files, memory-capped
+# Small files that declare far more than they hold, each read in a child process whose address
+# space is capped at 2 GB (tests/memcap.py): the reader must refuse with one line, quickly, at a
+# small peak RSS, without a MemoryError or a kill. All are built here by hand, without torch.
+def _storage(key, numel, cls='FloatStorage'):
+    return PersId(('storage', Global('torch', cls), key, 'cpu', numel))
+
+
+def _tensor(storage, offset, size, stride):
+    hooks = Call(Global('collections', 'OrderedDict'), ())
+    rebuild = Global('torch._utils', '_rebuild_tensor_v2')
+    return Call(rebuild, (storage, offset, tuple(size), tuple(stride), False, hooks))
+
+
+def _write_zip(path, records):
+    """A zip archive written field by field, so headers can lie: `records` holds (name, payload,
+    method, crc, size in the central directory, size in the local header)."""
+    out, central = bytearray(), bytearray()
+    for name, payload, method, crc, size, local_size in records:
+        offset, raw = len(out), name.encode()
+        out += struct.pack(
+            '<4s5H3I2H', b'PK\x03\x04', 20, 0, method, 0, 0x21, crc, len(payload), local_size,
+            len(raw), 0,
+        )  # fmt: skip
+        out += raw + payload
+        central += struct.pack(
+            '<4s6H3I5H2I', b'PK\x01\x02', 20, 20, 0, method, 0, 0x21, crc, len(payload), size,
+            len(raw), 0, 0, 0, 0, 0, offset,
+        )  # fmt: skip
+        central += raw
+    end = struct.pack('<4s4H2IH', b'PK\x05\x06', 0, 0, len(records), len(records), len(central),
+                      len(out), 0)  # fmt: skip
+    path.write_bytes(bytes(out + central + end))
+
+
+def _stored(name, data):
+    return (name, data, zipfile.ZIP_STORED, zlib.crc32(data), len(data), len(data))
+
+
+def _checkpoint_zip(path, obj, storage_record):
+    _write_zip(
+        path, [_stored('ckpt/data.pkl', dumps(obj)), _stored('ckpt/byteorder', b'little'),
+               storage_record],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope='module')
+def deflated_zeros():
+    """A raw deflate stream of 256 MiB of zeros (about 260 kB) and its CRC-32."""
+    compressor, block, parts, crc = zlib.compressobj(9, zlib.DEFLATED, -15), bytes(2**20), [], 0
+    for _ in range(256):
+        parts.append(compressor.compress(block))
+        crc = zlib.crc32(block, crc)
+    return b''.join(parts) + compressor.flush(), crc, 256 * 2**20
+
+
+def test_hand_built_zip_writer_makes_a_readable_checkpoint(tmp_path):
+    """The control for the hostile zips below: the same writer, honest headers, loads."""
+    data = np.arange(4, dtype='<f4').tobytes()
+    obj = {'w': _tensor(_storage('0', 4), 0, (2, 2), (1, 2))}
+    _checkpoint_zip(tmp_path / 'ok.pth', obj, _stored('ckpt/data/0', data))
+    np.testing.assert_array_equal(torch_pth.load(tmp_path / 'ok.pth')['w'], [[0, 2], [1, 3]])
+    deflated = zlib.compress(data)[2:-4]  # raw deflate
+    record = ('ckpt/data/0', deflated, zipfile.ZIP_DEFLATED, zlib.crc32(data), 16, 16)
+    _checkpoint_zip(tmp_path / 'deflated.pth', obj, record)
+    np.testing.assert_array_equal(torch_pth.load(tmp_path / 'deflated.pth')['w'], [[0, 2], [1, 3]])
+
+
+HOSTILE_ZIPS = {
+    # a storage declaring 10**10 elements backed by a 16-byte record
+    'storage_numel': (
+        lambda z: ({'w': _tensor(_storage('0', 10**10), 0, (10**10,), (1,))}, None),
+        'holds 16 bytes but declares 10000000000 float32 elements (40.0 GB)',
+    ),
+    # a tensor whose size and strides reach far beyond its 4-element storage
+    'size_stride': (
+        lambda z: ({'w': _tensor(_storage('0', 4), 0, (10**5, 10**5), (10**5, 1))}, None),
+        'needs 10000000000 elements of storage',
+    ),
+    # a stride-0 view: every element is the same stored float, the copy would be 40 GB
+    'stride_zero': (
+        lambda z: ({'w': _tensor(_storage('0', 4), 0, (10**5, 10**5), (0, 0))}, None),
+        'a tensor of size [100000, 100000] float32 declares 40.0 GB but the file has',
+    ),
+    # a deflated record whose headers declare 4 GB from a few hundred bytes
+    'deflate_lying_size': (
+        lambda z: (
+            {'w': _tensor(_storage('0', 2**30 - 4), 0, (2**30 - 4,), (1,))},
+            (
+                'ckpt/data/0',
+                zlib.compress(bytes(2**20))[2:-4],
+                zipfile.ZIP_DEFLATED,
+                0,
+                0xFFFFFFF0,
+                0xFFFFFFF0,
+            ),
+        ),
+        'declares 4.3 GB uncompressed from',
+    ),
+    # an honest zip bomb: 256 MiB of zeros in 260 kB, all of it needed by a tensor
+    'deflate_bomb': (
+        lambda z: (
+            {'w': _tensor(_storage('0', z[2] // 4), 0, (z[2] // 4,), (1,))},
+            ('ckpt/data/0', z[0], zipfile.ZIP_DEFLATED, z[1], z[2], z[2]),
+        ),
+        "deflated zip record 'ckpt/data/0' declares 268.2 MB but the file has",
+    ),
+    # the local header of a stored record declares 4 GB, the central directory 16 bytes
+    'local_header_lies': (
+        lambda z: (
+            {'w': _tensor(_storage('0', 4), 0, (4,), (1,))},
+            ('ckpt/data/0', bytes(16), zipfile.ZIP_STORED, zlib.crc32(bytes(16)), 16, 0xF0000000),
+        ),
+        'its local header declares 4.0 GB but the central directory says 16 bytes',
+    ),
+    # headers declare 4 kB but the deflate stream runs on to 256 MiB: reading stops at 4 kB
+    'stream_longer_than_header': (
+        lambda z: (
+            {'w': _tensor(_storage('0', 1024), 0, (1024,), (1,))},
+            ('ckpt/data/0', z[0], zipfile.ZIP_DEFLATED, z[1], 4096, 4096),
+        ),
+        'Bad CRC-32',
+    ),
+}
+
+
+@pytest.mark.parametrize('case', list(HOSTILE_ZIPS))
+def test_hostile_zip_is_refused_under_a_memory_cap(tmp_path, deflated_zeros, case):
+    make, expect = HOSTILE_ZIPS[case]
+    obj, record = make(deflated_zeros)
+    path = tmp_path / f'{case}.pth'
+    _checkpoint_zip(path, obj, record or _stored('ckpt/data/0', bytes(16)))
+    assert_refused_in_one_line('torch_pth', path, expect)
+
+
+def _legacy_bytes(obj, counts_and_data):
+    header = b''.join(dumps(v) for v in (0x1950A86A20F9469CFC6C, 1001, {'little_endian': True}))
+    return header + dumps(obj) + dumps(['0']) + counts_and_data
+
+
+def test_hostile_legacy_files_are_refused_under_a_memory_cap(tmp_path):
+    obj = {'w': _tensor(_storage('0', 4), 0, (4,), (1,))}
+    good = tmp_path / 'good.pth'  # the control: the same layout with an honest count loads
+    good.write_bytes(_legacy_bytes(obj, struct.pack('<q', 4) + np.arange(4, dtype='<f4').tobytes()))
+    np.testing.assert_array_equal(torch_pth.load(good)['w'], [0, 1, 2, 3])
+    huge = tmp_path / 'huge_count.pth'  # the storage's element count claims 40 GB
+    huge.write_bytes(_legacy_bytes(obj, struct.pack('<q', 10**10) + bytes(16)))
+    assert_refused_in_one_line(
+        'torch_pth', huge, "storage '0' declares 10000000000 float32 elements (40.0 GB)"
+    )
+    memo = tmp_path / 'memo.pth'  # 11 bytes: a memo index that makes the unpickler fill 4 GB
+    memo.write_bytes(b'\x80\x02Nr' + struct.pack('<I', 2**28) + b'.')
+    assert_refused_in_one_line('torch_pth', memo, 'memo entry 268435456')
+
+
+def test_hostile_safetensors_are_refused_under_a_memory_cap(tmp_path):
+    header_len = tmp_path / 'header_len.safetensors'
+    header_len.write_bytes(struct.pack('<Q', 2**40) + b'{"w": {}}')
+    assert_refused_in_one_line(
+        'torch_pth', header_len, 'the safetensors header declares 1.1 TB but the file has 17 bytes'
+    )
+
+    def write(path, entries, data):
+        raw = json.dumps(entries).encode()
+        path.write_bytes(struct.pack('<Q', len(raw)) + raw + data)
+
+    shape = tmp_path / 'shape.safetensors'
+    write(
+        shape, {'w': {'dtype': 'F32', 'shape': [10**5, 10**5], 'data_offsets': [0, 16]}}, bytes(16)
+    )
+    assert_refused_in_one_line('torch_pth', shape, 'data_offsets [0, 16] do not fit shape')
+    # 4000 tensors over the same 1 MB: 4 GB of arrays from a 1.3 MB file
+    entry = {'dtype': 'F32', 'shape': [2**18], 'data_offsets': [0, 2**20]}
+    overlap = tmp_path / 'overlap.safetensors'
+    write(overlap, {f't{i}': entry for i in range(4000)}, bytes(2**20))
+    assert_refused_in_one_line('torch_pth', overlap, 'overlap in the data')
+
+
+def _dag(depth):
+    """Raw ops pushing a tuple DAG: memo 0 = 1, memo i+1 = (memo i, memo i); 2**depth leaves
+    (paths) from 7 bytes per level."""
+    levels = b''.join(b'h%cH%c\x86q%c0' % (i, i, i + 1) for i in range(depth))
+    return Raw(b'K\x01q\x000' + levels.replace(b'H', b'h') + b'h%c' % depth)
+
+
+def test_shared_pickle_structure_is_read_once(tmp_path):
+    """A DAG of memo references loads as shared objects instead of being copied (or walked by
+    split_metadata) path by path."""
+    obj = {'w': _tensor(_storage('0', 4), 0, (4,), (1,)), 'history': _dag(40)}
+    path = tmp_path / 'dag.pth'
+    _checkpoint_zip(path, obj, _stored('ckpt/data/0', bytes(16)))
+    result, outcome, seconds, _ = read_capped('torch_pth', path)
+    assert outcome == 'loaded' and seconds < 10, result
+    assert result.peak_rss_mb < MAX_RSS_MB, result
+    node = torch_pth.load(path)['history']
+    for _ in range(40):
+        assert node[0] is node[1]
+        node = node[0]
+    assert node == 1
+
+
+def test_deep_tuple_as_dict_key_is_refused(tmp_path):
+    """Hashing that DAG (CPython does not cache tuple hashes) would take 2**40 steps."""
+    obj = {'w': _tensor(_storage('0', 4), 0, (4,), (1,)), 'history': {_dag(40): 1}}
+    path = tmp_path / 'hash.pth'
+    _checkpoint_zip(path, obj, _stored('ckpt/data/0', bytes(16)))
+    assert_refused_in_one_line('torch_pth', path, 'as a dict key or set element')
