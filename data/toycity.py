@@ -811,7 +811,7 @@ def task_bytes(height, width, frames=None):
 
 
 def _gb(nbytes):
-    return f'{nbytes / 1e9:.1f} GB'
+    return f'{nbytes / 1e9:.3g} GB'
 
 
 def render_sequence(rng, height=256, width=512, num_frames=30, max_memory_gb=MAX_MEMORY_GB):
@@ -1014,16 +1014,16 @@ def validate_config(
         else f'one {height}x{width} scene'
     )
     if main + task > budget:
+        lower = '--height/--width' + ('/--video_frames' if videos else '')
+        need = (
+            f'the lists and tracks of {scenes + frames} images need about {_gb(main)} besides '
+            f'{_gb(task)} for {what}'
+            if main > task
+            else f'{what} needs about {_gb(task)}'
+        )
         raise ValueError(
-            f'max_memory_gb is {max_memory_gb:g}: {what} needs about {_gb(task)}'
-            + (
-                f' besides {_gb(main)} for the lists of {scenes + frames} images'
-                if main > 1e8
-                else ''
-            )
-            + ' (raise --max_memory_gb, or lower --height/--width'
-            + ('/--video_frames' if videos else '')
-            + ' or the number of images)'
+            f'max_memory_gb is {max_memory_gb:g}: {need} (raise --max_memory_gb, or lower '
+            f'{lower} or the number of images)'
         )
     fit = int((budget - main) // (task + WORKER_BYTES))
     if num_workers is None:

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import struct
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from converters import caffe_npy
 from converters.errors import WeightsFileError, WeightsMismatchError
 from icnet_tf import ICNet, ICNet_BN
 from tests.golden.seeded import seeded_weights
+from tests.memcap import Build, Call, Global, assert_refused_in_one_line, dumps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -206,3 +208,113 @@ def test_cli_errors_are_one_line(tmp_path, bn_net, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and expect in lines[0], r.stderr
     assert 'Traceback' not in r.stderr
+
+
+# ------------------------------------------------------------------ hostile files, memory-capped
+# Small .npy files that declare far more than they hold, each read in a child process whose
+# address space is capped at 2 GB (tests/memcap.py): the reader must refuse with one line,
+# quickly, at a small peak RSS, without a MemoryError or a kill. The pickles are assembled by
+# hand from the globals the reader allows (NumPy's array, dtype and dict rebuilders).
+_MULTIARRAY = 'numpy.core.multiarray'
+
+
+def _dtype(code, order):
+    dtype = Call(Global('numpy', 'dtype'), (code, False, True))
+    return Build(dtype, (3, order, None, None, None, -1, -1, 0))
+
+
+def _array(shape, dtype, data):
+    empty = Call(Global(_MULTIARRAY, '_reconstruct'), (Global('numpy', 'ndarray'), (0,), b'b'))
+    return Build(empty, (1, tuple(shape), dtype, False, data))
+
+
+def _npy(path, payload, shape=(), descr='|O'):
+    """A .npy file: a version 1.0 header for `shape`/`descr`, then `payload` as it is."""
+    with open(path, 'wb') as f:
+        np.lib.format.write_array_header_1_0(
+            f, {'descr': descr, 'fortran_order': False, 'shape': shape}
+        )
+        f.write(payload)
+    return path
+
+
+def _weights_npy(path, param):
+    """np.save's layout: a 0-d object array wrapping {'conv': {'weights': param}}."""
+    return _npy(path, dumps(_array((), _dtype('O8', '|'), [{'conv': {'weights': param}}])))
+
+
+def test_hand_built_npy_is_read_like_np_save(tmp_path):
+    """The control for the hostile files below: the same assembler, honest sizes, loads."""
+    data = np.arange(6, dtype='<f4')
+    got = caffe_npy.load(
+        _weights_npy(tmp_path / 'ok.npy', _array((2, 3), _dtype('f4', '<'), data.tobytes()))
+    )
+    np.testing.assert_array_equal(got['conv']['weights'], data.reshape(2, 3))
+    assert type(got['conv']['weights']) is np.ndarray
+    big_endian = _array((3,), _dtype('f8', '>'), np.arange(3, dtype='>f8').tobytes())
+    got = caffe_npy.load(_weights_npy(tmp_path / 'be.npy', big_endian))
+    np.testing.assert_array_equal(got['conv']['weights'], [0, 1, 2])
+
+
+def _dict_copies(pairs, calls):
+    """A pickle that builds one list of `pairs` (key, value) pairs, then passes it to dict()
+    `calls` times through memo references: 6 bytes per call, `pairs` dict entries each."""
+    items = b''.join(b'J' + struct.pack('<i', i) + b'N\x86' for i in range(pairs))
+    build = b'](' + items + b'eq\x000cbuiltins\ndict\nq\x010'  # memo 0: the list, 1: dict
+    return b'\x80\x02' + build + b'](' + b'h\x01h\x00\x85R' * calls + b'e.'
+
+
+HOSTILE_NPY = {
+    # the .npy header itself declares a 10**10-element object array
+    'header_shape': (
+        lambda p: _npy(p, b'', shape=(10**10,)),
+        'found an array of shape (10000000000,) and dtype object (80.0 GB declared',
+    ),
+    # a version 2.0 header whose length field claims 4 GB (NumPy would read that many bytes)
+    'header_length': (
+        lambda p: p.write_bytes(b'\x93NUMPY\x02\x00' + struct.pack('<I', 0xFFFFFFF0) + b'{}') and p,
+        'the .npy header declares 4.3 GB but the file has 14 bytes',
+    ),
+    # a float32 parameter declaring 10**5 x 10**5 elements, with 16 bytes of data
+    'array_shape': (
+        lambda p: _weights_npy(p, _array((10**5, 10**5), _dtype('f4', '<'), bytes(16))),
+        'an array of shape (100000, 100000) and dtype float32 declares 40.0 GB but the file has',
+    ),
+    # an object array (allowed globals only) declaring 10**10 elements, holding one
+    'object_array': (
+        lambda p: _weights_npy(p, _array((10**10,), _dtype('O8', '|'), [None])),
+        'declares 10000000000 elements but the pickle holds 1',
+    ),
+    # numpy's _reconstruct asked for 10**10 elements directly (it allocates them)
+    'reconstruct_shape': (
+        lambda p: _weights_npy(
+            p,
+            Call(
+                Global(_MULTIARRAY, '_reconstruct'), (Global('numpy', 'ndarray'), (10**10,), b'b')
+            ),
+        ),
+        'unexpected numpy _reconstruct call',
+    ),
+    # a BINBYTES8 op declaring 4 GB (the unpickler allocates it before reading)
+    'bytes_length': (
+        lambda p: _npy(p, b'\x80\x04\x8e' + struct.pack('<Q', 2**32) + b'x.'),
+        'declares a 4.3 GB BINBYTES8 value',
+    ),
+    # 11 bytes: a memo index that makes the unpickler allocate and clear 4 GB
+    'memo_index': (
+        lambda p: _npy(p, b'\x80\x02Nr' + struct.pack('<I', 2**28) + b'.'),
+        'memo entry 268435456',
+    ),
+    # one 6000-pair list passed to dict() 6000 times: 36 million dict entries from 70 kB
+    'dict_copies': (
+        lambda p: _npy(p, _dict_copies(6000, 6000)),
+        'a dict declares 432.0 kB after',
+    ),
+}
+
+
+@pytest.mark.parametrize('case', list(HOSTILE_NPY))
+def test_hostile_npy_is_refused_under_a_memory_cap(tmp_path, case):
+    make, expect = HOSTILE_NPY[case]
+    path = make(tmp_path / f'{case}.npy')
+    assert_refused_in_one_line('caffe_npy', path, expect)

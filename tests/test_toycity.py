@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from data import toycity as tc
+from tests.memcap import MAX_RSS_MB, run_capped
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 96, 192
@@ -333,3 +334,85 @@ def test_cli_bad_flags_fail_with_one_line(tmp_path, args, needle):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and 'Traceback' not in proc.stderr, proc.stderr
     assert not (tmp_path / 'bad').exists()
+
+
+# ----------------------------------------------------------------------------------- limits
+@pytest.mark.parametrize(
+    'args, expect',
+    [
+        # 10**9 scenes of 4096x4096
+        (['--height', '4096', '--width', '4096', '--num_train', '1000000000'],
+         '--max_megapixels is 2048: 1000000050 scenes'),
+        # one video of 100000 frames of 4096x4096 (pixel limit raised out of the way)
+        (['--height', '4096', '--width', '4096', '--num_train', '0', '--num_val', '0',
+          '--num_videos_train', '1', '--num_videos_val', '0', '--video_frames', '100000',
+          '--max_megapixels', '1e12'],
+         '--max_memory_gb is 4: one 4096x4096 video of 100000 frames needs about'),
+        # 10**8 small scenes: the lists alone would take 100 GB
+        (['--height', '64', '--width', '64', '--num_train', '100000000',
+          '--max_megapixels', '1e12'],
+         'the lists and tracks of 100000410 images need about 102 GB'),
+        # four workers each rendering a 2 GB scene
+        (['--num_workers', '4', '--height', '4096', '--width', '4096', '--num_train', '2',
+          '--num_val', '0', '--num_videos_train', '0', '--num_videos_val', '0'],
+         'at most 1 fit'),
+    ],
+    ids=['pixels', 'video_frames', 'image_count', 'workers'],
+)  # fmt: skip
+def test_cli_refuses_absurd_sizes_before_allocating(tmp_path, args, expect):
+    """Under a 2 GB address-space cap: one line, exit status 2, nothing written, small peak."""
+    out = tmp_path / 'out'
+    result = run_capped(['-m', 'data.toycity', '--out_dir', str(out), *args])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result
+    assert lines[0].startswith('toycity: error: ') and expect in lines[0], lines[0]
+    assert result.peak_rss_mb < MAX_RSS_MB and result.seconds < 60, result
+    assert not out.exists()
+
+
+def test_limits_are_checked_and_can_be_raised():
+    big_video = (0, 0, 4096, 4096, 1, 0, 30, 0)  # num_train .. seed
+    with pytest.raises(ValueError, match='max_memory_gb is 4: one 4096x4096 video of 30 frames'):
+        tc.validate_config(*big_video)
+    assert tc.validate_config(*big_video, max_memory_gb=8) == 1
+    many = (100000, 0, 256, 512, 0, 0, 30, 0)
+    with pytest.raises(ValueError, match='max_megapixels is 2048: 100000 scenes'):
+        tc.validate_config(*many)
+    assert 1 <= tc.validate_config(*many, max_megapixels=20000) <= 4
+    with pytest.raises(ValueError, match='at most 1 fit'):
+        tc.validate_config(2, 0, 4096, 4096, 0, 0, 30, 0, num_workers=2)
+    # the automatic worker count is lowered to what fits: one 2.1 GB scene at a time in 4 GB
+    assert tc.validate_config(100, 0, 4096, 4096, 0, 0, 30, 0) == 1
+    with pytest.raises(ValueError, match='max_memory_gb is 4: a 64x64 video of 1000000000'):
+        tc.render_sequence(_rng(0), 64, 64, 10**9)  # refused before its camera path is drawn
+    with pytest.raises(ValueError, match='max_megapixels'):
+        tc.generate('/nonexistent/never-created', num_train=10**9)
+
+
+_PEAK = r"""
+import sys
+import numpy as np
+from data import toycity as tc
+
+
+def hwm():
+    with open('/proc/self/status') as f:
+        return int(next(line.split()[1] for line in f if line.startswith('VmHWM:'))) * 1024
+
+
+base, (h, w, t) = hwm(), map(int, sys.argv[1:4])
+if t:
+    tc.render_sequence(np.random.default_rng(8), h, w, t)
+else:
+    tc.render_scene(np.random.default_rng(3), h, w)
+print(hwm() - base)
+"""
+
+
+@pytest.mark.parametrize('size', [(512, 1024, 0), (128, 256, 60), (64, 64, 400)])
+def test_memory_model_bounds_the_measured_peak(size):
+    """task_bytes, which the limits use, is an upper bound of the real peak, not far above it."""
+    result = run_capped(['-c', _PEAK, *map(str, size)])
+    assert result.returncode == 0, result
+    used, model = int(result.stdout), tc.task_bytes(*size[:2], size[2] or None)
+    assert model / 4 < used <= model, (used, model)
