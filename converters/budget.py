@@ -6,16 +6,20 @@ file of a few hundred bytes cannot make it allocate gigabytes, whatever it decla
 The budget
 ----------
 Besides the bytes of the file itself (read once), a reader allocates at most
-``2 x the file size + MARGIN`` (MARGIN = 16 MB) for everything it builds: arrays, Python objects
-a pickle creates, copies made by the few callables a restricted unpickler allows, the bytes a
-deflate-compressed zip record expands to beyond its compressed size. Each allocation is charged
+``factor x the file size + MARGIN`` (MARGIN = 16 MB) for everything it builds: arrays, Python
+objects a pickle creates, copies made by the few callables a restricted unpickler allows, the
+bytes a deflate-compressed zip record expands to beyond its compressed size. The factor is 2 for
+caffe-tensorflow `.npy` files and 4 for PyTorch checkpoints (see below). Each allocation is charged
 to a `ReadBudget` BEFORE it is made; one that does not fit raises `ReadLimitError`, which the
 readers turn into a one-line `WeightsFileError` starting with the path.
 
-Why 2 x: a float32 checkpoint needs 1 x (each stored byte backs one output byte); bfloat16 is
-widened to float32 (2 x its storage); a caffe-tensorflow `.npy` holds its array bytes inside the
-pickle, so the pickled bytes (1 x) and the arrays built from them (1 x) coexist. MARGIN covers
-the per-object overhead of pickles of small files and a few small shared views.
+Why these factors: a float32 checkpoint needs 1 x (each stored byte backs one output byte). A
+caffe-tensorflow `.npy` holds its array bytes inside the pickle, so the pickled bytes (1 x) and
+the arrays built from them (1 x) coexist: 2 x. A PyTorch checkpoint's tensors are copied out of
+their storages, bfloat16 widened to float32 (2 x), and several tensors may view one storage (a
+weight, its transpose and a strided slice of it need 2.5 x): 4 x. Hostile files stay bounded
+all the same: a 500-byte file may make a reader allocate 16 MB, not the 40 GB it declares.
+MARGIN covers the per-object overhead of pickles of small files and small shared views.
 
 The pickle pre-scan
 -------------------
@@ -33,7 +37,6 @@ reason.
 """
 
 import pickletools
-import re
 import reprlib
 
 MARGIN = 16 * 10**6
@@ -79,11 +82,11 @@ def flat_pairs(arg):
 
 
 class ReadBudget:
-    """What a reader may still allocate for one file: 2 x its size + MARGIN in total."""
+    """What a reader may still allocate for one file: `factor` x its size + MARGIN in total."""
 
-    def __init__(self, file_size):
-        self.file_size = file_size
-        self.limit = 2 * file_size + MARGIN
+    def __init__(self, file_size, factor=2):
+        self.file_size, self.factor = file_size, factor
+        self.limit = factor * file_size + MARGIN
         self.used = 0
 
     def charge(self, nbytes, what):
@@ -98,7 +101,8 @@ class ReadBudget:
             )
         raise ReadLimitError(
             f'{what} declares {human(nbytes)} after {human(self.used)} already built, more than '
-            f'a {human(self.file_size)} file can back (at most 2 x its size + {human(MARGIN)})'
+            f'a {human(self.file_size)} file can back (at most {self.factor} x its size + '
+            f'{human(MARGIN)})'
         )
 
 
@@ -167,8 +171,8 @@ _MEMO_OPS = _PUT_OPS | _GET_OPS
 _TUPLE_OPS = {'TUPLE', 'TUPLE1', 'TUPLE2', 'TUPLE3', 'EMPTY_TUPLE'}
 _HASHING_OPS = {'SETITEM': slice(-2, -1), 'SETITEMS': slice(0, None, 2), 'DICT': slice(0, None, 2),
                 'ADDITEMS': slice(None), 'FROZENSET': slice(None)}  # fmt: skip
-_UTF8_UCS2 = re.compile(rb'[\xc4-\xef]')  # UTF-8 lead bytes of characters U+0100..U+FFFF
-_UTF8_UCS4 = re.compile(rb'[\xf0-\xff]')  # ... and of U+10000 and above
+_BELOW_UCS2 = bytes(range(0xC4))  # UTF-8 bytes that never start a character above U+00FF
+_BELOW_UCS4 = bytes(range(0xF0))  # ... above U+FFFF
 
 
 def _op_table():
@@ -239,11 +243,9 @@ def scan_pickle(buf, start, end, budget, str_encoding='latin1'):
             pos += text
         # bytes the value takes once built: str characters are 1, 2 or 4 bytes wide
         built = text
-        if name in _UNICODE_OPS:
-            if _UTF8_UCS4.search(buf, pos - text, pos):
-                built *= 4
-            elif _UTF8_UCS2.search(buf, pos - text, pos):
-                built *= 2
+        if name in _UNICODE_OPS and text:  # CPython stores 1, 2 or 4 bytes per character
+            wide = buf[pos - text : pos].translate(None, _BELOW_UCS2)  # a copy of the payload
+            built *= (4 if wide.translate(None, _BELOW_UCS4) else 2) if wide else 1
         elif name == 'UNICODE':
             built *= 4
         elif name in _STR_OPS:

@@ -111,7 +111,10 @@ _MAX_NDIM = 64  # torch's own limit on tensor dimensions
 # Deflate cannot expand more than 1032:1 (a 258-byte match costs at least 2 bits); a zip
 # record declaring more than that from its compressed size lies.
 _DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 24  # zip records are read in chunks of at most this many bytes
+# Tensors are copied out of their storages, and several tensors may view one storage (a weight
+# and its transpose, strided slices) or widen it (bfloat16 -> float32), so a checkpoint may build
+# up to this many times its size in arrays (converters/budget.py; .npy files: 2).
+_BUDGET_FACTOR = 4
 # torch dtype name -> NumPy storage type (byte order added when reading); bf16 and bool
 # post-processed.
 _NUMPY = types.MappingProxyType(
@@ -452,15 +455,15 @@ def _materialize(obj, raws: dict, order: str, budget, memo=None):
     return out
 
 
-def _read_record(archive, name: str, file_size: int, budget, need=None) -> bytearray:
+def _read_record(archive, name: str, file_size: int, budget, need=None) -> bytes:
     """The bytes of one zip record (the first ``need`` if given), read with a bounded stream.
 
     The sizes in the central directory and the record's local header are checked against each
     other and against the file before anything is read: a stored record's data must lie inside
     the file, a deflated one cannot declare more than deflate can expand to, and what a deflated
     record expands to beyond its compressed size is charged to ``budget``. The record is then
-    read in chunks of at most 16 MiB up to the declared size, so a stream that decompresses to
-    more than its header says is cut there.
+    read with one bounded ``read(count)`` (zipfile inflates with ``max_length``), so a stream
+    that decompresses to more than its header says is cut at the declared size.
     """
     info = archive.getinfo(name)
     method, packed, size = info.compress_type, info.compress_size, info.file_size
@@ -505,16 +508,11 @@ def _read_record(archive, name: str, file_size: int, budget, need=None) -> bytea
     count = size if need is None else min(size, need)
     if method == zipfile.ZIP_DEFLATED:
         budget.charge(max(count - packed, 0), f"deflated zip record '{name}'")
-    out = bytearray(count)
     with archive.open(info) as stream:
-        done = 0
-        while done < count:
-            chunk = stream.read(min(count - done, _CHUNK))
-            if not chunk:
-                raise _FormatError(f"zip record '{name}' ends after {done} of its {count} bytes")
-            out[done : done + len(chunk)] = chunk
-            done += len(chunk)
-    return out
+        data = stream.read(count)  # stops at `count` bytes, however far the stream would expand
+    if len(data) < count:
+        raise _FormatError(f"zip record '{name}' ends after {len(data)} of its {count} bytes")
+    return data
 
 
 def _load_zip(path: str, budget):
@@ -678,7 +676,7 @@ def load(path) -> Any:
     path = str(path)
     kind = _sniff(path)
     try:
-        return _LOADERS[kind](path, ReadBudget(os.path.getsize(path)))
+        return _LOADERS[kind](path, ReadBudget(os.path.getsize(path), _BUDGET_FACTOR))
     except (_FormatError, ReadLimitError) as err:
         raise WeightsFileError(f'{path}: {err}') from None
     except MemoryError:

@@ -695,3 +695,18 @@ def test_deep_tuple_as_dict_key_is_refused(tmp_path):
     path = tmp_path / 'hash.pth'
     _checkpoint_zip(path, obj, _stored('ckpt/data/0', bytes(16)))
     assert_refused_in_one_line('torch_pth', path, 'as a dict key or set element')
+
+
+@pytest.mark.torch
+def test_views_of_one_storage_may_need_more_than_twice_the_file(tmp_path):
+    """A weight, its transpose and a strided slice of it: the copies take 2.5 x the 48 MB file,
+    which the torch budget (4 x + 16 MB) allows; the same tensor twice is one array."""
+    import torch
+
+    base = torch.randn(3072, 4096)
+    saved = {'w': base, 'w_t': base.t(), 'half': base[::2], 'tied': base}
+    torch.save(saved, tmp_path / 'views.pth')
+    got = torch_pth.load(tmp_path / 'views.pth')
+    for name, tensor in saved.items():
+        _assert_tensor_equal(got[name], tensor)
+    assert got['tied'] is got['w']
