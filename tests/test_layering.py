@@ -22,6 +22,7 @@ LAYER_NAMES = ('weights formats', 'builder and networks', 'data/metrics/training
 LAYERS = {
     'converters': FORMATS,
     'converters.errors': FORMATS,
+    'converters.budget': FORMATS,
     'converters.keys': FORMATS,
     'converters.caffe_npy': FORMATS,
     'converters.torch_pth': FORMATS,
