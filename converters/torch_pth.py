@@ -75,6 +75,14 @@ model classes, ``argparse.Namespace``, sets, NumPy arrays) is refused by name. T
 materialised
 only after unpickling, with offset/size/stride checked against the storage's length. ``nn.Module``
 state-dict ``_metadata`` (module versions) is dropped; lazy conj/neg tensor views are refused.
+
+Bounds (``converters/budget.py``): nothing is allocated that the file cannot back. Pickles are
+pre-scanned (lengths, memo indices, the objects they build); zip records' sizes are checked
+against each other, the file and deflate's 1032:1 limit, and read with one bounded read; legacy
+storage counts and safetensors headers and offsets are checked against the file, and
+safetensors tensors may not overlap. Besides the file itself, arrays and the rest may take at
+most 4 x its size + 16 MB (tensor copies: a weight and its transpose both count), or the load is
+refused with one line naming what declares too much.
 """
 
 from __future__ import annotations
