@@ -11,6 +11,7 @@ from absl import flags
 from converters.errors import UserError
 from dff_tf.model import FEATURE_NETS, saved_config
 from icnet_tf.models import model_class
+from icnet_tf.pspnet import LAYOUTS as PSP_LAYOUTS
 
 FLAGS = flags.FLAGS
 
@@ -26,7 +27,13 @@ def define_model_flags():
     flags.DEFINE_integer(
         'filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1, upper_bound=2
     )
-    flags.DEFINE_enum('psp_layout', 'caffe', ['caffe', 'mmseg'], 'PSPNet101 layout')
+    flags.DEFINE_enum(
+        'psp_layout',
+        'caffe',
+        list(PSP_LAYOUTS),
+        'PSPNet101 layout: caffe (the Caffe prototxt), caffe_tf1 (as the TF1 port runs the '
+        'same weights) or mmseg',
+    )
     flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
     flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
     flags.DEFINE_enum(

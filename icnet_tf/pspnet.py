@@ -1,12 +1,17 @@
-"""PSPNet-101 (Zhao et al., CVPR 2017) on the chained builder, in two layouts.
+"""PSPNet-101 (Zhao et al., CVPR 2017) on the chained builder, in three layouts.
 
-* `layout='caffe'` (default): the Caffe PSPNet-101 as converted by hellochick/PSPNet-tensorflow
-  (`model.py`, class `PSPNet101`) from hszhao/PSPNet `pspnet101_cityscapes_713.prototxt`: deep
-  stem 64/64/128, bottlenecks 3/4/23/3, dilation 2 in every conv4 block and 4 in every conv5
-  block, pyramid pooling (PPM) by plain average pooling, concat(conv5_3, pool6, pool3, pool2,
-  pool1), `conv5_4` 3x3 512 + BN + ReLU, dropout 0.1 (training only) and the classifier `conv6`.
-  Its weights are caffe-tensorflow `.npy` files; the layer names are the Caffe names with '/'
-  replaced by '_' (`conv1_1_3x3_s2_bn`), exactly as in the TF1 code.
+* `layout='caffe'` (default): the Caffe PSPNet-101 as the released weights were trained and
+  evaluated, hszhao/PSPNet `evaluation/prototxt/pspnet101_cityscapes_713.prototxt`: deep stem
+  64/64/128, bottlenecks 3/4/23/3, the stride-2 of conv3_1 in `conv3_1_3x3`, dilation 2 in every
+  conv4 block and 4 in every conv5 block, pyramid pooling (PPM) by plain average pooling,
+  concat(conv5_3, pool6, pool3, pool2, pool1), `conv5_4` 3x3 512 + BN + ReLU, dropout 0.1
+  (training only) and the classifier `conv6`. Its weights are caffe-tensorflow `.npy` files; the
+  layer names are the Caffe names with '/' replaced by '_' (`conv1_1_3x3_s2_bn`), as in the TF1
+  port. `tests/test_pspnet.py` checks every layer against a summary of that prototxt
+  (`tests/data/pspnet101_prototxt.json`).
+* `layout='caffe_tf1'`: the same network and weights as hellochick/PSPNet-tensorflow
+  (`model.py`, class `PSPNet101`) runs them: stride-2 of conv3_1 in `conv3_1_1x1_reduce`,
+  TF 'SAME' stem, no dropout layer, and the prototxt's fixed pyramid kernels at every size.
 * `layout='mmseg'`: mmsegmentation `pspnet_r101-d8` (ResNetV1c backbone + PSPHead): stem
   32/32/64, stride in the 3x3 conv, contracted first dilation of layer3/layer4, PyTorch adaptive
   average pooling, concat(x, pool1, pool2, pool3, pool6), bilinear with align_corners=False.
@@ -14,52 +19,64 @@
   so `net.load('pspnet_r101-d8_....pth')` works (the auxiliary FCN head is training-only and is
   skipped with a note).
 
-Every difference between the two is data (`PSPLayout`); there is one `setup()`.
+Every difference between them is data (`PSPLayout`, table `_LAYOUT_TABLE`); there is one
+`setup()`. All three take the same Caffe-layout weights except mmseg (its own stem widths).
 
-Layout table (`LAYOUTS`):
+    field              caffe (prototxt)      caffe_tf1 (TF1 port)     mmseg
+    stem               (64, 64, 128)         (64, 64, 128)            (32, 32, 64)
+    stem_padding       'caffe'               'same'                   'pytorch'
+    stride_on          '3x3' (conv3_1_3x3)   '1x1' (conv3_1_1x1_red.) '3x3' (layer2.0.conv2)
+    contract_dilation  False                 False                    True
+    ppm_pooling        'floor'               'fixed'                  'adaptive'
+    ppm_resize         'align_corners'       'align_corners'          'half_pixel'
+    ppm_order          'reversed'            'reversed'               'forward'
+    dropout            'element'             'none'                   'channel'
+    input_format       'bgr_mean'            'bgr_mean'               'rgb_mean_std'
+    torch_keys         None                  None                     'mmseg'
 
-    field              caffe                                   mmseg
-    stem               (64, 64, 128)                           (32, 32, 64)
-    stem_padding       'caffe': pad 1 convs, 3x3/2 max pool    'pytorch': pad 1 convs, max pool
-                       with pad 1 in Caffe's ceil mode         pad 1 in floor mode
-    stride_on          '1x1' (conv3_1_1x1_reduce; see below)   '3x3' (layer2.0.conv2)
-    contract_dilation  False (conv4_1 has dilation 2, ...)     True (layer3.0: 1, layer4.0: 2)
-    ppm_pooling        'floor': kernel = stride = floor(h/n)   'adaptive': AdaptiveAvgPool2d(n)
-    ppm_resize         'align_corners' (Caffe Interp)          'half_pixel' (align_corners=False)
-    ppm_order          'reversed': x, pool6, pool3, pool2, p1  'forward': x, pool1, pool2, ...
-    dropout            'element' (Caffe Dropout)               'channel' (nn.Dropout2d)
-    input_format       'bgr_mean'                              'rgb_mean_std'
-    torch_keys         None (no PyTorch weights)               'mmseg'
+Stride position: the prototxt has `conv3_1_1x1_reduce` stride 1 and `conv3_1_3x3` stride 2,
+pad 1; the TF1 port (`conv(1, 1, 128, 2, 2, name='conv3_1_1x1_reduce')`) moved the stride into
+the 1x1 conv, which then samples every other pixel before the 3x3 sees them. The weights fit
+either way (same shapes); only the forward pass differs, and the weights were trained with the
+prototxt's. (`conv3_1_1x1_proj` has stride 2 in both.)
 
-Stride position (a documented ambiguity): the spec and the TF1 code (hellochick `model.py`:
-`conv(1, 1, 128, 2, 2, name='conv3_1_1x1_reduce')`) put the stride-2 of conv3_1 in the first 1x1
-conv, and that is the default here. The Caffe deploy prototxt of hszhao/PSPNet
-(`pspnet101_cityscapes_713.prototxt`) instead has `conv3_1_1x1_reduce` stride 1 and
-`conv3_1_3x3` stride 2, pad 1. The weights are the same either way (only the forward pass
-differs); `PSPNet101(layout=dataclasses.replace(CAFFE, stride_on='3x3'))` runs the prototxt
-variant. (`conv3_1_1x1_proj` has stride 2 in both.)
+Stem padding: the prototxt pads the stem convs by 1 and its max pool by 1 in Caffe's ceil mode
+('caffe'); the TF1 port uses padding='SAME' for both ('same'). They agree whenever the input
+side is 4k+1 (e.g. the canonical 713), and differ by a pixel shift otherwise.
 
-Stem padding: the prototxt pads the stem convs by 1 and its max pool by 1 in Caffe's ceil mode;
-the TF1 code uses padding='SAME' for both (`stem_padding='same'` reproduces it). They agree
-whenever the input side is 4k+1 (e.g. the canonical 713), and differ by a pixel shift otherwise.
+Pyramid pooling: the prototxt and the TF1 port hard-code the kernels of a 90x90 conv5_3 (input
+713 in Caffe, 713 or 720 in the TF1 port): 90/45/30/15, stride = kernel, and the prototxt's
+Interp layers resize to a fixed 90x90. The Caffe network therefore runs only where conv5_3 is
+90x90 (input sides 711..718; elsewhere its Concat refuses the shapes), and hszhao's evaluation
+feeds it nothing else (713x713 sliding crops). There:
+* 'floor' (caffe): `kernel = stride = (floor(h/n), floor(w/n))`, VALID. Equal to the prototxt
+  at 90x90, and keeps n x n bins at every other size (when h < 2n this yields more than n
+  cells, as in the TF1/ICNet rule). Caffe's own Pooling with the fixed kernels would give
+  ceil-mode cells at other sizes (e.g. 2/3/5/9 per side at 128; `pool_cells` in the JSON);
+  no Caffe network runs there, so that is not reproduced.
+* 'fixed' (caffe_tf1): the TF1 port's `avg_pool(90, 90, 90, 90)` ... VALID at every size,
+  i.e. kernel = stride = floor(90/n) (`FIXED_PPM_GRID`), floor mode: at the TF1 evaluation of a
+  whole 1024x2048 Cityscapes image (conv5_3 128x256) pool1 is 1x2, pool6 8x17. It needs conv5_3
+  of at least 90x90 (input 713x713; the TF1 scripts pad to at least 720x720).
+* 'adaptive' (mmseg): PyTorch's adaptive windows `[floor(i*H/n), ceil((i+1)*H/n))` (neighbouring
+  windows overlap when n does not divide H), implemented exactly by `adaptive_avg_pool2d`.
+Each level is resized back to (h, w): align_corners=True (Caffe Interp = TF1 resize_bilinear)
+or half-pixel centres (mmseg).
 
-Pyramid pooling of the Caffe layout: the prototxt and the TF1 code hard-code the kernels of a
-90x90 conv5_3 (input 713x713 in Caffe, 720x720 in the TF1 code): 90/45/30/15, stride = kernel.
-`kernel = stride = (floor(h/n), floor(w/n))` reproduces exactly those at 90x90 and is used at
-every size (when h < 2n this yields more than n cells, as in the TF1/ICNet rule); each level is
-resized back to (h, w) with align_corners=True. The mmseg layout pools with PyTorch's adaptive
-windows `[floor(i*H/n), ceil((i+1)*H/n))` (neighbouring windows overlap when n does not divide
-H), implemented exactly by `adaptive_avg_pool2d`.
+Dropout: the prototxt has `conv5_4/dropout` (ratio 0.1, element-wise, inverted scaling; an
+identity at inference); the TF1 port has no dropout layer ('none'); mmseg uses Dropout2d.
 
 Inputs (float32 NHWC; `preprocess()` makes them from uint8 RGB):
-* caffe: BGR, mean (103.939, 116.779, 123.68) subtracted, no scaling (the project standard);
+* caffe, caffe_tf1: BGR, mean (103.939, 116.779, 123.68) subtracted, no scaling (hszhao's
+  `pre_img.m`; the project standard);
 * mmseg: RGB, (x - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375] (mmseg's
   `data_preprocessor` with `bgr_to_rgb=True`).
 
 Outputs: `net(images)` returns the `conv6` logits at 1/8 of the input: ceil(h/8) x ceil(w/8)
 with 'pytorch' or 'same' stem padding, and with 'caffe' padding whenever the side is 4k+1 or
 4k+2 (713 -> 90); at other sides Caffe's ceil-mode max pool yields one more row/column
-(e.g. 720 -> 181 after pool1), which can reach the logits (71 -> 10, not 9).
+(e.g. 720 -> 181 after pool1), which can reach the logits (71 -> 10, not 9). The prototxt's
+`conv6_interp` (Interp zoom 8: 90 -> 713) is `upsample_logits(logits, (713, 713))`.
 
 For Deep Feature Flow, `net.feature_layer` ('conv5_4_bn': conv5_4 after BN+ReLU) is
 N_feat's output and `net.classify(features, training)` is N_task: the classifier's dropout
@@ -100,14 +117,17 @@ PSP_STAGES = (
 PPM_WIDTH = 512  # channels of each pyramid level's 1x1 conv
 BOTTLENECK_WIDTH = 512  # channels of conv5_4 (mmseg: decode_head.bottleneck)
 DROPOUT_RATIO = 0.1
+# The conv5_3 side the prototxt's pyramid kernels were written for (input 713): 'fixed' pooling
+# uses kernel = stride = FIXED_PPM_GRID // n (90, 45, 30, 15), as the TF1 port hard-codes them.
+FIXED_PPM_GRID = 90
 
 _CHOICES = {
     'stem_padding': ('caffe', 'same', 'pytorch'),
     'stride_on': ('1x1', '3x3'),
-    'ppm_pooling': ('floor', 'adaptive'),
+    'ppm_pooling': ('floor', 'fixed', 'adaptive'),
     'ppm_resize': ('align_corners', 'half_pixel'),
     'ppm_order': ('reversed', 'forward'),
-    'dropout': ('element', 'channel'),
+    'dropout': ('element', 'channel', 'none'),
     'input_format': ('bgr_mean', 'rgb_mean_std'),
     'torch_keys': (None, 'mmseg'),
 }
@@ -115,21 +135,25 @@ _CHOICES = {
 
 @dataclass(frozen=True)
 class PSPLayout:
-    """Everything that differs between the Caffe and the mmsegmentation PSPNet-101.
+    """Everything that differs between the Caffe, the TF1-port and the mmseg PSPNet-101.
 
     stem:              widths of conv1_1_3x3_s2, conv1_2_3x3, conv1_3_3x3.
     stem_padding:      'caffe' (convs pad 1; max pool pad 1, Caffe ceil mode), 'same' (the TF1
                        code: padding='SAME' for the stem convs and the max pool), 'pytorch'
                        (convs pad 1; max pool pad 1, floor mode).
-    stride_on:         which conv of a stage's first bottleneck has the stride: '1x1' (the
-                       1x1 reduce) or '3x3'. The projection shortcut always has it.
+    stride_on:         which conv of a stage's first bottleneck has the stride: '3x3' (Caffe
+                       prototxt, mmseg) or '1x1' (the 1x1 reduce: TF1 port). The projection
+                       shortcut always has it.
     contract_dilation: halve the dilation of a dilated stage's first block (mmseg).
-    ppm_pooling:       'floor' (kernel = stride = floor(h/n), VALID) or 'adaptive' (PyTorch).
+    ppm_pooling:       'floor' (kernel = stride = floor(h/n), VALID), 'fixed' (kernel = stride
+                       = FIXED_PPM_GRID // n, VALID, at every size: TF1 port) or 'adaptive'
+                       (PyTorch).
     ppm_resize:        'align_corners' (Caffe Interp / TF1 resize_bilinear(align_corners=True))
                        or 'half_pixel' (PyTorch F.interpolate(align_corners=False)).
     ppm_order:         concat order: 'reversed' = conv5_3 then the bins last to first (Caffe),
                        'forward' = conv5_3 then the bins in `psp_bins` order (mmseg).
-    dropout:           'element' (Caffe Dropout) or 'channel' (nn.Dropout2d); training only.
+    dropout:           'element' (Caffe Dropout), 'channel' (nn.Dropout2d), both training
+                       only, or 'none' (no dropout layer: TF1 port).
     input_format:      'bgr_mean' or 'rgb_mean_std' (see `preprocess`).
     torch_keys:        the PyTorch key map that loads into this layout ('mmseg') or None.
     """
@@ -156,22 +180,26 @@ class PSPLayout:
             raise ValueError(f'PSPLayout.stem needs three widths, got {self.stem!r}')
 
 
-# The two layouts side by side: (field, Caffe / TF1 ports, mmsegmentation pspnet_r101-d8).
+# The layouts side by side: (field, Caffe prototxt, TF1 port (hellochick/PSPNet-tensorflow),
+# mmsegmentation pspnet_r101-d8).
+_LAYOUT_NAMES = ('caffe', 'caffe_tf1', 'mmseg')
 _LAYOUT_TABLE = (
-    ('stem', (64, 64, 128), (32, 32, 64)),
-    ('stem_padding', 'caffe', 'pytorch'),
-    ('stride_on', '1x1', '3x3'),
-    ('contract_dilation', False, True),
-    ('ppm_pooling', 'floor', 'adaptive'),
-    ('ppm_resize', 'align_corners', 'half_pixel'),
-    ('ppm_order', 'reversed', 'forward'),
-    ('dropout', 'element', 'channel'),
-    ('input_format', 'bgr_mean', 'rgb_mean_std'),
-    ('torch_keys', None, 'mmseg'),
+    ('stem', (64, 64, 128), (64, 64, 128), (32, 32, 64)),
+    ('stem_padding', 'caffe', 'same', 'pytorch'),
+    ('stride_on', '3x3', '1x1', '3x3'),
+    ('contract_dilation', False, False, True),
+    ('ppm_pooling', 'floor', 'fixed', 'adaptive'),
+    ('ppm_resize', 'align_corners', 'align_corners', 'half_pixel'),
+    ('ppm_order', 'reversed', 'reversed', 'forward'),
+    ('dropout', 'element', 'none', 'channel'),
+    ('input_format', 'bgr_mean', 'bgr_mean', 'rgb_mean_std'),
+    ('torch_keys', None, None, 'mmseg'),
 )
-CAFFE = PSPLayout('caffe', **{field: caffe for field, caffe, _ in _LAYOUT_TABLE})
-MMSEG = PSPLayout('mmseg', **{field: mmseg for field, _, mmseg in _LAYOUT_TABLE})
-LAYOUTS = {'caffe': CAFFE, 'mmseg': MMSEG}
+LAYOUTS = {
+    name: PSPLayout(name, **{row[0]: row[1 + i] for row in _LAYOUT_TABLE})
+    for i, name in enumerate(_LAYOUT_NAMES)
+}
+CAFFE, CAFFE_TF1, MMSEG = (LAYOUTS[name] for name in _LAYOUT_NAMES)
 
 
 def get_layout(layout):
@@ -188,7 +216,7 @@ def get_layout(layout):
 def preprocess(rgb, layout='caffe'):
     """uint8 (or 0..255 float) RGB images, HWC or NHWC -> the float32 input `layout` expects.
 
-    caffe: channels reversed to BGR, `CAFFE_BGR_MEAN` subtracted, no scaling.
+    caffe, caffe_tf1: channels reversed to BGR, `CAFFE_BGR_MEAN` subtracted, no scaling.
     mmseg: RGB kept, `(x - MMSEG_RGB_MEAN) / MMSEG_RGB_STD`.
     """
     x = tf.cast(tf.convert_to_tensor(rgb), tf.float32)
@@ -253,6 +281,24 @@ def caffe_pool_padding(size, kernel=3, stride=2, pad=1):
         out -= 1
     after = max(pad, (out - 1) * stride + kernel - size - pad)
     return pad, after
+
+
+def backbone_side(size, stem_padding):
+    """conv5_3's side (= the logits' side) for an input side `size` in a stem padding mode.
+
+    conv1_1 (3x3/2, pad 1 or SAME): ceil(size/2); pool1 (3x3/2): ceil(c/2), or Caffe's
+    ceil-mode size with `caffe_pool_padding`; conv3_1 (stride 2 on a 1x1 without pad or a 3x3
+    with pad 1, the same size): ceil(p/2). Nothing after conv3_1 changes the size.
+    """
+    if stem_padding not in _CHOICES['stem_padding']:
+        raise ValueError(f'stem_padding must be one of {_CHOICES["stem_padding"]}')
+    conv1 = -(-size // 2)
+    if stem_padding == 'caffe':
+        before, after = caffe_pool_padding(conv1)
+        pool = (conv1 + before + after - 3) // 2 + 1
+    else:
+        pool = -(-conv1 // 2)
+    return -(-pool // 2)
 
 
 # --------------------------------------------------------------------------------- chain
@@ -379,8 +425,32 @@ class PSPNet101(Network):
         )
 
     def build_input_shape(self):
-        side = 8 * max(self.psp_bins) + 1
+        """The smallest square input on which the network runs (also what `predict` pads to).
+
+        'floor'/'adaptive' pooling: 8 * max(bins) + 1 (conv5_3 of max(bins) cells); 'fixed':
+        the smallest side whose conv5_3 holds the largest fixed kernel (713 for the TF1 port).
+        """
+        if self.layout.ppm_pooling != 'fixed':
+            side = 8 * max(self.psp_bins) + 1
+        else:
+            need = FIXED_PPM_GRID // min(self.psp_bins)
+            side = 1
+            while backbone_side(side, self.layout.stem_padding) < need:
+                side += 1
         return (1, side, side, 3)
+
+    def build(self):
+        """Create all variables (one eager pass on a small input). 'fixed' pooling needs a
+        713x713 input, a full inference; pooling has no variables, so the pass runs with the
+        'floor' rule on its small input instead (same variables)."""
+        layout = self.layout
+        if not self._built and layout.ppm_pooling == 'fixed':
+            self.layout = dataclasses.replace(layout, ppm_pooling='floor')
+            try:
+                super().build()
+            finally:
+                self.layout = layout
+        return super().build()
 
     def preprocess(self, rgb):
         """uint8 RGB -> this network's input convention (see `preprocess`)."""
@@ -467,6 +537,18 @@ class PSPNet101(Network):
             pool = f'conv5_3_pool{n_bin}'
             if lay.ppm_pooling == 'adaptive':
                 n.adaptive_avg_pool(n_bin, name=pool)
+            elif lay.ppm_pooling == 'fixed':
+                # The TF1 port's avg_pool(90, 90, 90, 90, ...) ... VALID whatever the size: the
+                # prototxt's kernels for a 90x90 conv5_3 (TF1 raises when they do not fit).
+                k = FIXED_PPM_GRID // n_bin
+                if h < k or w < k:
+                    side = self.build_input_shape()[1]
+                    raise ValueError(
+                        f'pyramid bin {n_bin}: the fixed {k}x{k} average pool of layout '
+                        f'{lay.name!r} needs conv5_3 of at least {k}x{k}, got {h}x{w}: the '
+                        f'input is too small (use at least {side}x{side})'
+                    )
+                n.avg_pool(k, k, k, k, name=pool)
             else:
                 if h < n_bin or w < n_bin:
                     side = 8 * (n_bin - 1) + 1
@@ -490,12 +572,13 @@ class PSPNet101(Network):
         )
 
     def classifier(self, n):
-        """N_task: dropout (training only) and the 1x1 classifier `conv6`, on the terminal."""
+        """N_task: dropout (training only; none in caffe_tf1) and the 1x1 `conv6`."""
         keep = 1.0 - DROPOUT_RATIO
         if self.layout.dropout == 'channel':
             n.channel_dropout(keep, name='conv5_4_dropout')
-        else:
+        elif self.layout.dropout == 'element':
             n.dropout(keep, name='conv5_4_dropout')
+        # 'none': the TF1 port feeds conv5_4_bn straight into conv6
         return n.conv(1, 1, self.num_classes, 1, 1, biased=True, relu=False, name='conv6')
 
     # ------------------------------------------------------------------------ weights

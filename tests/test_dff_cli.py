@@ -248,3 +248,20 @@ def test_weights_from_parts_equal_the_whole_checkpoint(snapshot, tmp_path):
         assert a.name == b.name
         if not a.name.startswith(('sub4_out', 'sub24_out')):
             np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+def test_psp_layout_flag_takes_every_pspnet_layout():
+    """`--psp_layout` offers every PSPNet101 layout (caffe, caffe_tf1, mmseg) and passes the
+    chosen one to the feature network."""
+    code = (
+        'import json; from absl import flags; from dff_tf import cli; '
+        'cli.define_model_flags(); flags.FLAGS(["x", "--psp_layout", "caffe_tf1"]); '
+        'print(json.dumps([flags.FLAGS["psp_layout"].parser.enum_values, '
+        'cli.model_config()["feature_net_kwargs"]]))'
+    )
+    proc = subprocess.run(
+        [sys.executable, '-c', code], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    choices, kwargs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert choices == ['caffe', 'caffe_tf1', 'mmseg'] and kwargs == {'layout': 'caffe_tf1'}

@@ -1,7 +1,11 @@
 """PSPNet101 in the Caffe and the mmsegmentation layouts: structure, PyTorch parity, key map."""
 
 import dataclasses
+import functools
+import json
 import math
+import os
+import re
 
 import numpy as np
 import pytest
@@ -13,10 +17,13 @@ from icnet_tf import MODELS, PSPNet101, build_model
 from icnet_tf.network import CAFFE_BGR_MEAN
 from icnet_tf.pspnet import (
     CAFFE,
+    CAFFE_TF1,
+    FIXED_PPM_GRID,
     MMSEG_RGB_MEAN,
     MMSEG_RGB_STD,
     adaptive_avg_pool2d,
     adaptive_windows,
+    backbone_side,
     caffe_pool_padding,
     preprocess,
 )
@@ -565,8 +572,10 @@ def test_stem_padding_modes():
         net(tf.zeros((1, 100, 100, 3)))
         shapes[mode] = net.layers['pool1_3x3_s2'].shape[1]
     assert shapes == {'caffe': 26, 'same': 25, 'pytorch': 25}  # Caffe's ceil-mode pool
-    # At 4k+1 sizes Caffe's pads and the TF1 code's SAME are the same computation.
-    same = PSPNet101(num_classes=3, layout=dataclasses.replace(CAFFE, stem_padding='same'), **SMALL)
+    # At 4k+1 sizes Caffe's pads and the TF1 port's SAME are the same computation.
+    assert CAFFE_TF1.stem_padding == 'same'
+    tf1_stem = dataclasses.replace(CAFFE, stem_padding=CAFFE_TF1.stem_padding)
+    same = PSPNet101(num_classes=3, layout=tf1_stem, **SMALL)
     caffe = PSPNet101(num_classes=3, layout='caffe', **SMALL).build()
     same.load(seeded_weights(caffe.param_shapes(), 2), verbose=False)
     caffe.load(seeded_weights(caffe.param_shapes(), 2), verbose=False)
@@ -575,15 +584,39 @@ def test_stem_padding_modes():
 
 
 def test_stride_position_is_a_layout_field():
+    """Caffe prototxt (default): conv3_1's stride 2 in conv3_1_3x3; TF1 port: in the 1x1."""
     x = tf.zeros((1, 97, 129, 3))
-    one = PSPNet101(num_classes=2, layout='caffe', **SMALL)
-    one(x)
-    assert one.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (13, 17)  # spec / TF1 code
-    three = PSPNet101(num_classes=2, layout=dataclasses.replace(CAFFE, stride_on='3x3'), **SMALL)
+    three = PSPNet101(num_classes=2, layout='caffe', **SMALL)
     three(x)
     assert three.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (25, 33)  # Caffe prototxt
     assert three.layers['conv3_1_3x3_bn'].shape[1:3] == (13, 17)
+    # The TF1 port's stride; 'floor' pooling because its fixed kernels need a 713x713 input.
+    tf1 = dataclasses.replace(CAFFE_TF1, ppm_pooling='floor')
+    one = PSPNet101(num_classes=2, layout=tf1, **SMALL)
+    one(x)
+    assert one.layers['conv3_1_1x1_reduce_bn'].shape[1:3] == (13, 17)  # TF1 port
+    assert one.layers['conv3_1_3x3_bn'].shape[1:3] == (13, 17)
     assert one.param_shapes() == three.param_shapes()  # same weights fit
+
+
+def test_tf1_port_fixed_pyramid_kernels_and_no_dropout():
+    """caffe_tf1 pools with the TF1 port's avg_pool(90, 90, 90, 90) ... (45, 30, 15), VALID, at
+    every size: at conv5_3 94x126 the cells are floor((side - k) / k) + 1 per axis, each the mean
+    of its k x k window; it has no dropout layer; inputs below 713x713 are refused."""
+    net = PSPNet101(num_classes=2, layout='caffe_tf1', blocks=(1, 1, 1, 1), width_multiplier=1 / 8)
+    assert net.build_input_shape() == (1, 713, 713, 3)
+    net(seeded_images((1, 745, 1001, 3), 3))  # SAME stem: ceil(side / 8)
+    c5 = net.layers[net.backbone_output].numpy()
+    assert c5.shape[1:3] == (94, 126)
+    cells = {b: tuple(net.layers[f'conv5_3_pool{b}'].shape[1:3]) for b in (1, 2, 3, 6)}
+    assert cells == {1: (1, 1), 2: (2, 2), 3: (3, 4), 6: (6, 8)}  # floor rule: 3x3, 6x6
+    pool6 = net.layers['conv5_3_pool6'].numpy()
+    np.testing.assert_allclose(pool6[0, 5, 7], c5[0, 75:90, 105:120].mean((0, 1)), rtol=1e-5)
+    assert 'conv5_4_dropout' not in net.layers
+    x = seeded_images((1, 745, 1001, 3), 4)
+    np.testing.assert_array_equal(net(x, training=True), net(x, training=True))  # no dropout
+    with pytest.raises(ValueError, match='at least 713x713'):
+        net(tf.zeros((1, 97, 129, 3)))
 
 
 def test_dilations_per_layout():
@@ -620,6 +653,8 @@ def test_preprocess_and_registry():
         'blocks': [3, 4, 23, 3],
         'width_multiplier': 1,
     }
+    assert build_model('PSPNet101', layout='caffe_tf1').get_config()['layout'] == 'caffe_tf1'
+    np.testing.assert_array_equal(preprocess(rgb, 'caffe_tf1'), preprocess(rgb, 'caffe'))
     with pytest.raises(ValueError, match='layout'):
         PSPNet101(layout='torchvision')
     with pytest.raises(ValueError, match='width_multiplier'):
@@ -634,3 +669,335 @@ def test_eager_and_tf_function_agree():
     eager = net(x).numpy()
     graph = tf.function(lambda t: net(t))(tf.constant(x)).numpy()
     np.testing.assert_allclose(graph, eager, atol=1e-5 * np.abs(eager).max())
+
+
+# ------------------------------------------------------- 6. the Caffe prototxt, layer by layer
+# tests/data/pspnet101_prototxt.json summarises hszhao/PSPNet's pspnet101_cityscapes_713.prototxt
+# (tests/golden/make_pspnet_prototxt_golden.py): every layer's parameters and its top shape at
+# the prototxt's 713x713 input, computed with Caffe's shape rules.
+PROTOTXT = os.path.join(os.path.dirname(__file__), 'data', 'pspnet101_prototxt.json')
+BLOCK_LAYER = re.compile(
+    r'^conv([2-5])_(\d+)(_1x1_reduce|_1x1_increase|_1x1_proj|_3x3)?(/bn|/relu)?$'
+)
+
+
+@functools.cache
+def prototxt():
+    with open(PROTOTXT) as f:
+        return json.load(f)
+
+
+def prototxt_layers(blocks=None):
+    """The prototxt's layers for a network of `blocks` bottlenecks per stage (each >= 2).
+
+    A block past the n-th of its stage must repeat block n layer for layer (type, parameters and
+    top shape equal; names and bottoms renumbered), which is asserted here, so a shallower
+    network still answers for every block; such blocks are dropped and whatever read the
+    stage's last block reads block n.
+    """
+    layers = [dict(e) for e in prototxt()['layers']]
+    if blocks is None:
+        return layers
+    by_name = {e['name']: e for e in layers}
+    # a block is named by its residual sum convS_i (conv5_4 is the pyramid's 3x3, not a block)
+    sums = [e['name'] for e in layers if e['type'] == 'Eltwise']
+    depth = {s: sum(name.startswith(f'conv{s}_') for name in sums) for s in (2, 3, 4, 5)}
+    keep = {s: n for s, n in zip((2, 3, 4, 5), blocks)}
+    assert min(blocks) >= 2 and depth == {2: 3, 3: 4, 4: 23, 5: 3}
+
+    def block_of(name):
+        m = BLOCK_LAYER.match(name)
+        return (int(m[1]), int(m[2])) if m and f'conv{m[1]}_{m[2]}' in sums else None
+
+    def renumber(name, s, i, n):  # block i -> n and the previous block i-1 -> n-1, at once
+        to = {str(i): str(n), str(i - 1): str(n - 1)}
+        return re.sub(rf'^conv{s}_({i}|{i - 1})(?=[_/]|$)', lambda m: f'conv{s}_{to[m[1]]}', name)
+
+    out = []
+    for e in layers:
+        block = block_of(e['name'])
+        if block and block[1] > keep[block[0]]:
+            (s, i), n = block, keep[block[0]]
+            as_n = dict(
+                e,
+                name=renumber(e['name'], s, i, n),
+                bottom=[renumber(b, s, i, n) for b in e['bottom']],
+                top=[renumber(t, s, i, n) for t in e['top']],
+            )
+            assert as_n == by_name[as_n['name']], (e, by_name[as_n['name']])
+            continue
+        last = {f'conv{s}_{depth[s]}': f'conv{s}_{keep[s]}' for s in keep}
+        out.append(dict(e, bottom=[last.get(b, b) for b in e['bottom']]))
+    return out
+
+
+def caffe_channels(net, channels, layer_name):
+    """A prototxt channel count in `net`: times width_multiplier, the classes for conv6."""
+    if layer_name in ('conv6', 'conv6_interp'):
+        return net.num_classes
+    value = channels * net.width_multiplier
+    assert value == int(value)
+    return int(value)
+
+
+def prototxt_param_mismatches(net, layers):
+    """Kernel shapes, biases and batch-norm layers of `net.param_shapes()` vs the prototxt."""
+    shapes = net.param_shapes()
+    bad, expected = [], set()
+    producer = {prototxt()['input']['name']: 3}  # blob -> channels (in `net`)
+    for e in layers:
+        c_in = [producer[b] for b in e['bottom']]
+        if e['type'] == 'Convolution':
+            name, c_out = e['name'], caffe_channels(net, e['num_output'], e['name'])
+            k = e['kernel']
+            want = {f'{name}/weights': (k, k, c_in[0], c_out)}
+            if e['bias']:
+                want[f'{name}/biases'] = (c_out,)
+        elif e['type'] == 'BN':
+            name, c_out = e['name'].replace('/bn', '_bn'), c_in[0]
+            want = {f'{name}/{p}': (c_out,) for p in ('scale', 'offset', 'mean', 'variance')}
+        elif e['type'] == 'Concat':
+            c_out, want = sum(c_in), {}
+        else:
+            c_out, want = c_in[0], {}
+        for key, shape in want.items():
+            if shapes.get(key) != shape:
+                bad.append(f'{key}: {shapes.get(key)} in the network, prototxt {shape}')
+        expected |= set(want)
+        for t in e['top']:
+            producer[t] = c_out
+    bad += [f'{key}: not in the prototxt' for key in sorted(set(shapes) - expected)]
+    return bad
+
+
+def caffe_pool(x, e):
+    """Caffe's Pooling on NHWC `x`: ceil-mode output size (last window starting inside the
+    input or its leading pad), MAX over the window clipped to the input, AVE dividing the
+    clipped sum by the window area clipped to input + pad (caffe pooling_layer.cpp)."""
+    k, s, p = e['kernel'], e['stride'], e['pad']
+    n, h, w, c = x.shape
+
+    def out_size(size):
+        o = math.ceil((size + 2 * p - k) / s) + 1
+        return o - 1 if p and (o - 1) * s >= size + p else o
+
+    oh, ow = out_size(h), out_size(w)
+    out = np.zeros((n, oh, ow, c), np.float64)
+    for i in range(oh):
+        h0, h1 = i * s - p, min(i * s - p + k, h + p)
+        for j in range(ow):
+            w0, w1 = j * s - p, min(j * s - p + k, w + p)
+            win = x[:, max(h0, 0) : min(h1, h), max(w0, 0) : min(w1, w), :]
+            if e['pool'] == 'MAX':
+                out[:, i, j] = win.max(axis=(1, 2))
+            else:
+                out[:, i, j] = win.sum(axis=(1, 2)) / ((h1 - h0) * (w1 - w0))
+    return out
+
+
+def caffe_interp(x, out_h, out_w):
+    """Caffe's Interp (caffe_cpu_interp2): source `i * (in-1)/(out-1)`, linear between its
+    floor and the next row/column (the last one at the border)."""
+
+    def weights(size_in, size_out):
+        r = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        src = r * np.arange(size_out)
+        i0 = np.floor(src).astype(int)
+        i1 = np.minimum(i0 + 1, size_in - 1)
+        m = np.zeros((size_out, size_in))
+        np.add.at(m, (np.arange(size_out), i0), 1 - (src - i0))
+        np.add.at(m, (np.arange(size_out), i1), src - i0)
+        return m
+
+    rows = np.einsum('ih,nhwc->niwc', weights(x.shape[1], out_h), x, optimize=True)
+    return np.einsum('jw,niwc->nijc', weights(x.shape[2], out_w), rows, optimize=True)
+
+
+def caffe_layer(e, ins, params):
+    """One prototxt layer at inference (Caffe TEST phase) on NHWC NumPy inputs."""
+    kind, x = e['type'], ins[0]
+    if kind == 'Convolution':
+        p = params[e['name']]
+        y = tf.nn.convolution(
+            np.pad(x, [(0, 0), (e['pad'],) * 2, (e['pad'],) * 2, (0, 0)]).astype(np.float32),
+            p['weights'],
+            strides=e['stride'],
+            dilations=e['dilation'],
+            padding='VALID',
+        ).numpy()
+        return y + p['biases'] if e['bias'] else y
+    if kind == 'BN':  # frozen: the stored statistics
+        p = params[e['name'].replace('/bn', '_bn')]
+        return (x - p['mean']) / np.sqrt(p['variance'] + e['eps']) * p['scale'] + p['offset']
+    if kind == 'ReLU':
+        return np.maximum(x, 0)
+    if kind == 'Pooling':
+        return caffe_pool(x, e)
+    if kind == 'Interp':
+        if 'height' in e:
+            return caffe_interp(x, e['height'], e['width'])
+        z = e['zoom_factor']
+        return caffe_interp(x, *(s + (s - 1) * (z - 1) for s in x.shape[1:3]))
+    if kind == 'Eltwise':
+        assert e['operation'] == 'SUM'
+        return sum(ins)
+    if kind == 'Concat':
+        return np.concatenate(ins, axis=-1)
+    if kind == 'Dropout':  # identity in the TEST phase
+        return x
+    raise AssertionError(f'unhandled layer type {kind}')
+
+
+def our_output(e, following, ours):
+    """The layer of `ours` holding a prototxt layer's result: the Caffe name with '/' -> '_',
+    except that a BN followed by an in-place ReLU is one layer here (`X_bn`, ReLU included;
+    None for the BN stage), unless the ReLU is separate (`X_bn_relu`, the stem's first)."""
+    name = e['name']
+    if e['type'] == 'BN':
+        base = name[: -len('/bn')]
+        relu = following is not None and following['type'] == 'ReLU'
+        relu = relu and following['bottom'] == e['top']
+        return None if relu and f'{base}_bn_relu' not in ours else f'{base}_bn'
+    if e['type'] == 'ReLU':
+        base = name[: -len('/relu')]
+        return next((c for c in (name, f'{base}_bn_relu') if c in ours), f'{base}_bn')
+    return name.replace('/', '_')
+
+
+def prototxt_forward_mismatches(net, layers, x):
+    """Each prototxt layer run with Caffe's semantics on the network's own tensors for its
+    bottoms, against the network's tensor for its top: shape (also vs the prototxt's top
+    shape) and values. Returns `layer: what` strings, empty when all agree."""
+    net(x)
+    ours = {k: v.numpy() for k, v in net.layers.items()}
+    params = {k: {p: v.numpy() for p, v in ps.items()} for k, ps in net.params.items()}
+    value = {prototxt()['input']['name']: np.asarray(x, np.float32)}
+    bad = []
+    for i, e in enumerate(layers):
+        try:
+            ref = caffe_layer(e, [value[b] for b in e['bottom']], params)
+        except (ValueError, tf.errors.InvalidArgumentError) as err:  # e.g. shapes that differ
+            bad.append(f'{e["name"]}: Caffe cannot run it on the network tensors ({err})')
+            ref = None
+        if e['name'] == 'conv6_interp':  # the evaluation's upsampling, not a layer here
+            got = net.upsample_logits(ours['conv6'], x.shape[1:3]).numpy()
+        else:
+            name = our_output(e, layers[i + 1] if i + 1 < len(layers) else None, ours)
+            if name is None:  # BN whose ReLU is fused: checked after the ReLU
+                value[e['top'][0]] = ref
+                continue
+            if name not in ours:
+                bad.append(f'{e["name"]}: no layer {name} in the network')
+                value[e['top'][0]] = ref
+                continue
+            got = ours[name]
+        c, h, w = e['top_shape']
+        want = (x.shape[0], h, w, caffe_channels(net, c, e['name']))
+        if got.shape != want:
+            bad.append(f'{e["name"]}: shape {got.shape[1:]}, prototxt {want[1:]}')
+        if ref is not None:
+            if ref.shape != got.shape:
+                bad.append(f'{e["name"]}: Caffe gives {ref.shape[1:]} from the same inputs')
+            else:
+                err = np.abs(got - ref).max()
+                if err > 1e-4 * max(np.abs(ref).max(), 1e-3):
+                    bad.append(f'{e["name"]}: values differ by {err:.3g}')
+        value[e['top'][0]] = got
+    return bad
+
+
+def mismatched_layers(bad):
+    return sorted({line.split(':')[0] for line in bad})
+
+
+def test_prototxt_summary():
+    """The summary is the 713x713 Cityscapes network (a sanity check of the generator)."""
+    summary = prototxt()
+    layers = summary['layers']
+    counts = {t: sum(e['type'] == t for e in layers) for t in {e['type'] for e in layers}}
+    assert counts == {
+        'Convolution': 112,
+        'BN': 111,
+        'ReLU': 107,
+        'Eltwise': 33,
+        'Pooling': 5,
+        'Interp': 5,
+        'Concat': 1,
+        'Dropout': 1,
+    }
+    assert summary['input']['dims'] == [1, 3, 713, 713]
+    by_name = {e['name']: e for e in layers}
+    assert (by_name['conv3_1_1x1_reduce']['stride'], by_name['conv3_1_3x3']['stride']) == (1, 2)
+    assert [by_name[f'conv5_3_pool{b}']['kernel'] for b in (1, 2, 3, 6)] == [90, 45, 30, 15]
+    assert by_name['conv6']['top_shape'] == [19, 90, 90]
+
+
+def test_caffe_runs_only_where_conv5_3_is_90():
+    """The prototxt's Interp layers output 90x90, so Caffe runs it only at input sides whose
+    conv5_3 is 90 (`backbone_side` agrees with Caffe's shape rules on all of 300..1200). There
+    the floor rule gives the prototxt's pools; Caffe's ceil-mode Pooling with the same fixed
+    kernels would give other cells at other sizes (not reproduced: no Caffe network runs there)."""
+    summary = prototxt()
+    ours = [s for s in range(300, 1201) if backbone_side(s, 'caffe') == FIXED_PPM_GRID]
+    assert ours == summary['valid_input_sides'] == list(range(711, 719))
+    cells = summary['pool_cells']['conv5_3_side']
+    floor_rule = {side: [side // (side // n) for n in (1, 2, 3, 6)] for side in (90, 128)}
+    assert cells['90'] == floor_rule[90] == [1, 2, 3, 6]
+    assert (cells['128'], floor_rule[128]) == ([2, 3, 5, 9], [1, 2, 3, 6])
+
+
+def test_caffe_layout_kernels_match_the_prototxt_at_full_depth():
+    """Every conv kernel (k, k, c_in, c_out), bias and BN of the full-depth network is the
+    prototxt's (widths at 1/8); the TF1-port layout takes the same weights."""
+    layers = prototxt_layers()
+    for layout in ('caffe', 'caffe_tf1'):
+        net = PSPNet101(num_classes=19, layout=layout, width_multiplier=1 / 8).build()
+        assert prototxt_param_mismatches(net, layers) == [], layout
+
+
+@pytest.fixture(scope='module')
+def at_713():
+    """Seeded weights and a seeded 713x713 input for 2-block-per-stage networks at 1/8 width."""
+    blocks = (2, 2, 2, 2)
+    shapes = PSPNet101(num_classes=19, blocks=blocks, width_multiplier=1 / 8).build()
+    weights = seeded_weights(shapes.param_shapes(), seed=5)
+    x = seeded_images((1, 713, 713, 3), 6)
+    return blocks, weights, x, prototxt_layers(blocks)
+
+
+def psp_at_713(at_713, layout):
+    blocks, weights, x, layers = at_713
+    net = PSPNet101(num_classes=19, layout=layout, blocks=blocks, width_multiplier=1 / 8)
+    net.load(weights, verbose=False)
+    return net, layers, x
+
+
+def test_caffe_layout_runs_the_prototxt_at_713(at_713):
+    """Every prototxt layer (stem, pool1 ceil mode, strides, pads, dilations, projections,
+    BN and ReLU placement, pyramid pools 90/45/30/15, Interp to 90x90, concat order, conv5_4,
+    dropout, conv6, the x8 zoom) computes what Caffe computes, with the prototxt's shapes."""
+    net, layers, x = psp_at_713(at_713, 'caffe')
+    assert prototxt_param_mismatches(net, layers) == []
+    assert prototxt_forward_mismatches(net, layers, x) == []
+
+
+def test_tf1_port_layout_differs_from_the_prototxt_where_expected(at_713):
+    """The same check fails for the TF1 port's conv3_1 stride (the 1x1 samples every other
+    pixel of conv2_3; the 3x3 then has stride 1) and its missing dropout layer; its 'SAME' stem
+    and fixed pyramid kernels agree with Caffe at 713."""
+    net, layers, x = psp_at_713(at_713, dataclasses.replace(CAFFE, stride_on='1x1'))
+    bad = prototxt_forward_mismatches(net, layers, x)
+    assert mismatched_layers(bad) == [
+        'conv3_1_1x1_reduce',
+        'conv3_1_1x1_reduce/relu',
+        'conv3_1_3x3',
+    ], bad
+    assert 'conv3_1_1x1_reduce: shape (90, 90, 16), prototxt (179, 179, 16)' in bad
+    net, layers, x = psp_at_713(at_713, 'caffe_tf1')
+    bad = prototxt_forward_mismatches(net, layers, x)
+    assert mismatched_layers(bad) == [
+        'conv3_1_1x1_reduce',
+        'conv3_1_1x1_reduce/relu',
+        'conv3_1_3x3',
+        'conv5_4/dropout',
+    ], bad
