@@ -541,6 +541,8 @@ class PSPNet101(Network):
                 # The TF1 port's avg_pool(90, 90, 90, 90, ...) ... VALID whatever the size: the
                 # prototxt's kernels for a 90x90 conv5_3 (TF1 raises when they do not fit).
                 k = FIXED_PPM_GRID // n_bin
+                if k < 1:
+                    raise ValueError(f'fixed pyramid pooling takes bins up to {FIXED_PPM_GRID}')
                 if h < k or w < k:
                     side = self.build_input_shape()[1]
                     raise ValueError(
