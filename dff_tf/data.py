@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from converters.errors import UserError
-from icnet_tf.data import augment, decode_image, decode_label, read_list
+from icnet_tf.data import augment, decode_image, decode_label, read_list, shard_samples
 from icnet_tf.network import CAFFE_BGR_MEAN
 
 MAX_KEY_DISTANCE = 9  # training distances are uniform in [0, 9] (the original's MIN_OFFSET -9)
@@ -177,13 +177,16 @@ def train_dataset(
     ignore_label=255,
     seed=0,
     shuffle_buffer=500,
+    input_context=None,
 ):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), label [B,h,w,1])`.
 
     Frames are float32 RGB 0..255; per sample the distance is uniform in [0, max_distance]
     (or `key_distance`), the key is frame t - d clamped to the sequence start; key, current
     and label get the same mirror bit and crop (`icnet_tf.data.augment`), frames padded with
-    the mean colour, labels with ignore_label. Seeded and deterministic.
+    the mean colour, labels with ignore_label. Seeded and deterministic. `batch_size` is the
+    global batch; with `input_context` this worker's per-replica batches of it
+    (`icnet_tf.data.shard_samples`).
     """
     if key_distance is not None:
         max_distance = int(key_distance)
@@ -194,6 +197,7 @@ def train_dataset(
     ds = ds.shuffle(min(shuffle_buffer, len(current)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    ds, batch_size = shard_samples(ds, batch_size, input_context)
     pad = tf.constant(PAD_RGB, tf.float32)
 
     def load(cur_path, label_path, keys, sample_seed):
@@ -374,13 +378,21 @@ def known_flow(shape, dx, hood_top, boxes):
 
 
 def flow_dataset(
-    pairs, *, batch_size, crop_size=None, random_mirror=False, seed=0, shuffle_buffer=2000
+    pairs,
+    *,
+    batch_size,
+    crop_size=None,
+    random_mirror=False,
+    seed=0,
+    shuffle_buffer=2000,
+    input_context=None,
 ):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), (flow [B,h,w,2], valid
     [B,h,w,1]))`: frames (float32 RGB 0..255) and their known flow (`known_flow`). With
     `crop_size` (h, w) both frames are cut at one random place and only pixels whose key
     position lies inside the crop are supervised; a mirrored pair gets its flow x negated.
-    Seeded and deterministic."""
+    Seeded and deterministic. `batch_size` is the global batch; with `input_context` this
+    worker's per-replica batches of it (`icnet_tf.data.shard_samples`)."""
     ds = tf.data.Dataset.from_tensor_slices(
         (pairs.current, pairs.key, pairs.dx, pairs.hood_top, pairs.boxes)
     )
@@ -388,6 +400,7 @@ def flow_dataset(
         min(shuffle_buffer, len(pairs.current)), seed=seed, reshuffle_each_iteration=True
     ).repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    ds, batch_size = shard_samples(ds, batch_size, input_context)
 
     def load(fields, sample_seed):
         cur_path, key_path, dx, hood_top, boxes = fields

@@ -175,11 +175,14 @@ def main(argv):
         if not FLAGS.flownet_weights:
             print('no --flownet_weights: FlowNetS starts from a fresh initialisation')
         load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights, fresh_heads=True)
-    os.makedirs(FLAGS.snapshot_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
-        json.dump(dff.get_config(), f, indent=1)
+    if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
+        os.makedirs(FLAGS.snapshot_dir, exist_ok=True)
+        path = os.path.join(FLAGS.snapshot_dir, CONFIG_NAME)
+        with open(path + '.tmp', 'w', encoding='utf-8') as f:
+            json.dump(dff.get_config(), f, indent=1)
+        os.replace(path + '.tmp', path)
 
-    dataset = train_dataset(
+    dataset = lambda input_context: train_dataset(  # one input pipeline per worker
         videos,
         batch_size=FLAGS.batch_size,
         crop_size=crop,
@@ -188,9 +191,10 @@ def main(argv):
         random_mirror=FLAGS.random_mirror,
         ignore_label=FLAGS.ignore_label,
         seed=FLAGS.seed,
+        input_context=input_context,
     )
     trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
-    print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
+    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 
 if __name__ == '__main__':

@@ -222,12 +222,13 @@ def main(argv):
             print(f'\nstep {step}: validation EPE {value:.3f} px', flush=True)
 
         hooks.append(validate)
-    dataset = flow_dataset(
+    dataset = lambda input_context: flow_dataset(  # one input pipeline per worker
         pairs,
         batch_size=FLAGS.batch_size,
         crop_size=crop,
         random_mirror=FLAGS.random_mirror,
         seed=FLAGS.seed,
+        input_context=input_context,
     )
     trainer.fit(
         dataset,
@@ -236,7 +237,7 @@ def main(argv):
         hook_every=FLAGS.save_pred_every,
         learning_rate=schedule,
     )
-    print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
+    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ random scale in [0.5, 2.0] (image bilinear, label nearest; the TF1 resize defaul
 random left-right mirror (one bit for both) -> pad bottom/right up to the crop (image with 0,
 label with ignore_label) -> random crop of `input_size` at the same offset for both.
 All randomness is stateless and derived from `--seed`, so a run is reproducible.
+With several workers (`shard_samples`) each decodes only its share of every global batch, and
+the union of the replicas' batches is the batch one process would train on.
 """
 
 import os
@@ -130,6 +132,36 @@ def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignor
     return image, label
 
 
+def shard_samples(samples, batch_size, input_context=None):
+    """This input pipeline's share of an endless stream of per-sample records, and the batch
+    size to batch it with: `(samples, batch_size)` unchanged without `input_context`.
+
+    `samples` is what one process would batch as `samples.batch(batch_size)`: cheap records
+    (paths and per-sample seeds), before decoding. With a `tf.distribute.InputContext` of P
+    input pipelines (one per worker) and N replicas in all, global batch k, records
+    [k B, (k + 1) B), is cut into P consecutive slices of B / P records and pipeline i keeps
+    slice i of every global batch; its local replicas then take consecutive per-replica
+    batches of B / N. Replica r of the whole cluster (workers in TF_CONFIG order) thus trains
+    on records [k B + r B / N, k B + (r + 1) B / N): the union over replicas of step k is the
+    very batch one process would train on, with the same per-sample seeds, whatever the number
+    of workers. Every worker walks the cheap stream, but decodes only its own samples.
+    Raises UserError when B is not divisible by N.
+    """
+    if input_context is None:
+        return samples, batch_size
+    replicas = input_context.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UserError(
+            f'the global batch size {batch_size} is not divisible by the {replicas} replicas '
+            'of all workers'
+        )
+    pipelines = input_context.num_input_pipelines
+    if pipelines > 1:
+        samples = samples.batch(batch_size // pipelines, drop_remainder=True)
+        samples = samples.shard(pipelines, input_context.input_pipeline_id).unbatch()
+    return samples, batch_size // replicas
+
+
 def train_dataset(
     pairs,
     *,
@@ -141,18 +173,22 @@ def train_dataset(
     ignore_label=255,
     seed=0,
     shuffle_buffer=500,
+    input_context=None,
 ):
     """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1]).
 
     `preprocess`: the network's input convention (`net.preprocess`), applied to the decoded
     uint8 RGB image before augmentation, as the original subtracts the mean before scaling,
-    padding and cropping (so padding is 0 in the network's input space).
+    padding and cropping (so padding is 0 in the network's input space). `batch_size` is the
+    global batch; with `input_context` (`tf.distribute`'s `distribute_datasets_from_function`)
+    this worker's per-replica batches of it, see `shard_samples`.
     """
     images, labels = (list(p) for p in zip(*pairs))
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    ds, batch_size = shard_samples(ds, batch_size, input_context)
 
     def load(paths, sample_seed):
         image = preprocess(decode_image(tf.io.read_file(paths[0])))

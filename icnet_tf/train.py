@@ -113,7 +113,7 @@ def main(argv):
     else:
         load_skipping_class_heads(net, FLAGS.restore_from)
 
-    dataset = train_dataset(
+    dataset = lambda input_context: train_dataset(  # one input pipeline per worker
         pairs,
         preprocess=net.preprocess,
         batch_size=FLAGS.batch_size,
@@ -122,6 +122,7 @@ def main(argv):
         random_mirror=FLAGS.random_mirror,
         ignore_label=FLAGS.ignore_label,
         seed=FLAGS.seed,
+        input_context=input_context,
     )
     hooks = [image_summary_hook(net, (val_pairs or pairs)[0])]
     if val_pairs:
@@ -133,7 +134,7 @@ def main(argv):
         hook_every=FLAGS.val_every or FLAGS.save_pred_every,
         learning_rate=schedule,
     )
-    print(f'done: step {trainer.step}, checkpoint {trainer.manager.latest_checkpoint}')
+    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 
 if __name__ == '__main__':

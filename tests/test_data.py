@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from converters.errors import UserError
-from icnet_tf.data import augment, check_labels, read_list, train_dataset
+from icnet_tf.data import augment, check_labels, read_list, shard_samples, train_dataset
 from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
 from icnet_tf.network import caffe_bgr_input
 
@@ -129,3 +129,60 @@ def test_dataset_is_deterministic_and_decodes_any_mode(tmp_path):
         np.testing.assert_array_equal(ya, yb)
     assert any(not np.array_equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
     assert a[0][0].shape == (2, 48, 48, 3) and a[0][1].shape == (2, 48, 48, 1)
+
+
+def _context(pipelines, pipeline, replicas):
+    return tf.distribute.InputContext(
+        num_input_pipelines=pipelines, input_pipeline_id=pipeline, num_replicas_in_sync=replicas
+    )
+
+
+@pytest.mark.parametrize('pipelines,replicas', [(1, 1), (1, 3), (2, 2), (2, 4), (3, 6)])
+def test_shard_samples_gives_every_replica_its_slice_of_the_global_batch(pipelines, replicas):
+    """Replica r (pipeline i's local replica j, r = i * local + j, as tf.distribute numbers
+    them) gets records [k B + r B / N, k B + (r + 1) B / N) of global step k."""
+    batch, steps, local = 12, 3, replicas // pipelines
+    stream = tf.data.Dataset.range(1_000_000)
+    one_process = [b.tolist() for b in stream.batch(batch).take(steps).as_numpy_iterator()]
+    per_pipeline = []
+    for i in range(pipelines):
+        ds, per_replica = shard_samples(stream, batch, _context(pipelines, i, replicas))
+        assert per_replica == batch // replicas
+        # a pipeline's local replicas take its consecutive batches, local ones per step
+        batches = ds.batch(per_replica).take(steps * local).as_numpy_iterator()
+        per_pipeline.append([b.tolist() for b in batches])
+    for k in range(steps):
+        by_replica = [
+            per_pipeline[i][k * local + j] for i in range(pipelines) for j in range(local)
+        ]
+        assert sum(by_replica, []) == one_process[k]
+    assert shard_samples(stream, batch) == (stream, batch)  # no context: unchanged
+
+
+def test_shard_samples_refuses_a_batch_the_replicas_do_not_divide():
+    with pytest.raises(UserError, match='global batch size 10 is not divisible by the 4'):
+        shard_samples(tf.data.Dataset.range(100), 10, _context(2, 0, 4))
+
+
+def test_sharded_train_dataset_is_the_one_process_batch(tmp_path):
+    """Two workers' pipelines (same seed) decode and augment exactly the samples, with the
+    same random scale/mirror/crop, that one process puts in its global batch."""
+    lines = [write_pair(str(tmp_path), f's{i}', *blocky(20 + i, h=64, w=64)) for i in range(5)]
+    (tmp_path / 'l.txt').write_text('\n'.join(lines))
+    pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
+    options = dict(
+        preprocess=caffe_bgr_input,
+        batch_size=4,
+        crop_size=(48, 48),
+        random_scale=True,
+        random_mirror=True,
+        seed=3,
+    )
+    one = [x.numpy() for x, _ in train_dataset(pairs, **options).take(3)]
+    shards = []
+    for i in range(2):
+        ds = train_dataset(pairs, **options, input_context=_context(2, i, 2))
+        shards.append([x.numpy() for x, _ in ds.take(3)])
+    for k in range(3):
+        assert shards[0][k].shape == (2, 48, 48, 3)
+        np.testing.assert_array_equal(np.concatenate([shards[0][k], shards[1][k]]), one[k])
