@@ -187,14 +187,20 @@ class _ICNetFamily(Network):
     * auxiliary heads (ICNet_BN only) `sub4_out` and `sub24_out` with the original's loss
       weights LAMBDA1 = 0.16 and LAMBDA2 = 0.4 (the main output has LAMBDA3 = 1.0);
     * serving: batch norm folded into the convolutions (the merged `ICNet`), the exact zoom
-      rewrites and the channel swap folded into the convolutions that read the image.
+      rewrites, the channel swap folded into the convolutions that read the image, and (labels
+      only) the final upsampling computed only where it can change a label.
     """
 
     chain_class = ICNetChain
     output_name = 'conv6_cls'
     output_stride = 4
     feature_layer = 'sub12_sum_interp'
-    serving_rewrites = ('fold_batch_norm', 'zoom_before_conv', 'rgb_input')
+    serving_rewrites = (
+        'fold_batch_norm',
+        'zoom_before_conv',
+        'rgb_input',
+        'sparse_label_upsampling',
+    )
     # The convolutions that read the image itself (directly, or after the channel-wise
     # data_sub2): the 'rgb_input' rewrite reverses their input channels.
     image_convs = ('conv1_sub1', 'conv1_1_3x3_s2')

@@ -7,7 +7,9 @@ and returns `labels` (int32 `[N, H, W]`) and optionally `probabilities` (float32
 `[N, H, W, C]`). Everything around the graph happens inside: the network's `preprocess`, zero
 padding (bottom/right) to the original's multiple of 32 and to at least the network's minimum
 size, the forward pass, the network's `upsample_logits` to the padded size, crop, argmax /
-softmax. Also: SavedModel writing and loading, TFLite conversion and running.
+softmax (labels only: the network's `upsample_labels` when a rewrite gives it one, the same
+labels computed only where they can change). Also: SavedModel writing and loading, TFLite
+conversion and running.
 """
 
 import contextlib
@@ -70,6 +72,9 @@ class SegmentationModule(tf.Module):
         x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after preprocessing
         serving_logits = getattr(self.net, 'serving_logits', None)
         logits = serving_logits(x) if serving_logits else self.net(x, training=False)
+        upsample_labels = getattr(self.net, 'upsample_labels', None)  # sparse_label_upsampling
+        if upsample_labels and not self.with_probabilities:
+            return {'labels': upsample_labels(logits, tf.stack([ph, pw]), (h, w))}
         logits = self.net.upsample_logits(logits, tf.stack([ph, pw]))[:, :h, :w]
         # top_k(1): the argmax (first index among equals) at half the cost of ArgMax on CPU
         out = {'labels': tf.math.top_k(logits, k=1).indices[..., 0]}

@@ -15,7 +15,12 @@ from icnet_tf.fold import fold_batch_norm, fold_weights
 from icnet_tf.icnet import psp_pool_dynamic, psp_pool_geometry
 from icnet_tf.network import resize_bilinear_align_corners
 from icnet_tf.predict import Segmenter
-from icnet_tf.rewrites import LazyZoomNetwork, serving_network, zoom_dilated_conv
+from icnet_tf.rewrites import (
+    LazyZoomNetwork,
+    SparseLabelNetwork,
+    serving_network,
+    zoom_dilated_conv,
+)
 from icnet_tf.serving import SegmentationModule, load_signature, run_tflite, sample_image
 from tests.golden.seeded import seeded_weights
 
@@ -137,6 +142,23 @@ def test_serving_network_equals_the_folded_network(bn_net):
     np.testing.assert_allclose(a['probabilities'].numpy(), b['probabilities'].numpy(), atol=1e-4)
 
 
+def test_labels_only_serving_equals_the_full_resize_and_the_plain_graph(bn_net):
+    """sparse_label_upsampling: the labels-only module gives the labels of the same network
+    with the full resize + top_k bit for bit, and >= 99.99% of the plain folded graph's."""
+    plain = serving_network(bn_net, optimize=False)
+    fast = serving_network(bn_net, optimize=True)
+    assert isinstance(fast, SparseLabelNetwork)
+    for hw, seed in (((160, 300), 1), ((193, 257), 2)):
+        rgb = tf.constant(uint8_image(*hw, seed=seed))
+        got = SegmentationModule(fast, probabilities=False).serve(rgb)
+        assert set(got) == {'labels'} and got['labels'].shape == (1, *hw)
+        # the same network and module with probabilities: its labels come from the full resize
+        ref = SegmentationModule(fast, probabilities=True).serve(rgb)['labels'].numpy()
+        np.testing.assert_array_equal(got['labels'].numpy(), ref)
+        base = SegmentationModule(plain, probabilities=False).serve(rgb)['labels'].numpy()
+        assert np.mean(got['labels'].numpy() == base) >= 0.9999
+
+
 # --------------------------------------------------------------- dynamic pyramid pooling
 @pytest.mark.parametrize('h,w', [(33, 65), (32, 64), (33, 64), (7, 13), (8, 8), (6, 11)])
 @pytest.mark.parametrize('pooling', ['caffe', 'adaptive'])
@@ -229,7 +251,7 @@ def exported(tmp_path_factory, bn_net):
         ','.join(map(str, TFLITE_SIZE)),
     )
     assert done.returncode == 0, done.stderr
-    assert 'served as RGBServingICNet' in done.stdout and 'model.tflite' in done.stdout
+    assert 'served as LabelsRGBServingICNet' in done.stdout and 'model.tflite' in done.stdout
     return export_dir
 
 
