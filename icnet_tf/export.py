@@ -9,9 +9,11 @@ such as PSPNet101 need) and returns `labels` (int32 `[N, H, W]`, trainIds) and, 
 --no_probabilities, `probabilities` (float32 `[N, H, W, C]`); see `icnet_tf.serving`. The
 network's declared exact rewrites are applied (`icnet_tf.rewrites`; for ICNet: batch norm
 folded into the merged `ICNet`, the zoom rewrites, the channel swap folded into the first
-convolutions); --nooptimize applies only batch-norm folding. `--tflite` additionally writes
-`model.tflite` for one fixed `--input_size` from the folded graph, and checks that it runs and
-agrees with the SavedModel on a test image.
+convolutions, labels-only upsampling where labels can change); --nooptimize applies only
+batch-norm folding. `--tflite` additionally writes `model.tflite` for one fixed `--input_size`
+from the graph with the rewrites TFLite takes (`serving_network(tflite=True)`: all of ICNet's
+but the sparse label upsampling, slower on TFLite's kernels), and checks that it runs with the
+XNNPACK delegate and agrees with the SavedModel on a test image.
 
 Load the result with `tf.saved_model.load(DIR).signatures['serving_default']`, or pass DIR as
 `--restore_from` to `python -m icnet_tf.inference`.
@@ -28,14 +30,15 @@ from absl import flags
 
 from converters.errors import UserError
 from icnet_tf import build_model, cli
-from icnet_tf.rewrites import REWRITES
+from icnet_tf.rewrites import applied_rewrites
 from icnet_tf.serving import (
     SIGNATURE,
     export_saved_model,
     is_saved_model,
-    run_tflite,
     sample_image,
+    tflite_interpreter,
     tflite_model,
+    xnnpack_partitions,
 )
 
 FLAGS = flags.FLAGS
@@ -89,7 +92,7 @@ def main(argv):
         input_size=serving_size,
         metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from),
     )
-    applied = [r for r in net.serving_rewrites if FLAGS.optimize or REWRITES[r].always]
+    applied = applied_rewrites(net, FLAGS.optimize)
     outputs = 'labels' + ('' if FLAGS.no_probabilities else ', probabilities')
     print(
         f'wrote SavedModel to {FLAGS.export_dir}/ in {time.perf_counter() - start:.1f} s: '
@@ -100,18 +103,24 @@ def main(argv):
     )
     if tflite_size:
         h, w = tflite_size
-        content = tflite_model(net, (h, w), probabilities=not FLAGS.no_probabilities)
+        content = tflite_model(
+            net, (h, w), probabilities=not FLAGS.no_probabilities, optimize=FLAGS.optimize
+        )
         path = os.path.join(FLAGS.export_dir, 'model.tflite')
-        with open(path, 'wb') as f:
+        with open(path + '.tmp', 'wb') as f:
             f.write(content)
+        os.replace(path + '.tmp', path)
         image = sample_image(h, w)
-        got = run_tflite(content, image)['labels']
+        interpreter = tflite_interpreter(content)
+        got = interpreter.get_signature_runner()(images=image)['labels']
         ref = module.serve(tf.constant(image))['labels'].numpy()
         agreement = float(np.mean(got == ref))
+        rewrites = applied_rewrites(net, FLAGS.optimize, tflite=True)
         print(
-            f'wrote {path} ({len(content) / 1e6:.1f} MB, input uint8 [1, {h}, {w}, 3]); '
-            f'it runs and agrees with the SavedModel on {agreement * 100:.3f}% of the pixels '
-            'of a test image'
+            f'wrote {path} ({len(content) / 1e6:.1f} MB, input uint8 [1, {h}, {w}, 3]; '
+            f'rewrites: {", ".join(rewrites) or "none"}); it runs with '
+            f'{xnnpack_partitions(interpreter)} XNNPACK partitions and agrees with the '
+            f'SavedModel on {agreement * 100:.3f}% of the pixels of a test image'
         )
 
 

@@ -1,12 +1,13 @@
 """Exact serving-graph rewrites: the table the exporter applies to a network that declares them.
 
 A network lists the rewrites it admits in `serving_rewrites` (data, e.g. ICNet's
-`('fold_batch_norm', 'zoom_before_conv', 'rgb_input')`); `serving_network(net, optimize)`
-applies them in that order, each a function `net -> new net` computing the same function in
-exact arithmetic (the results differ only by float rounding; tests check every one against
-the unrewritten network). With `optimize=False` only the rewrites marked `always` run (batch
-norm folding: the export is the merged structure either way). Adding a rewrite is one function
-and one row of `REWRITES`; a network opts in by naming it.
+`('fold_batch_norm', 'zoom_before_conv', 'rgb_input', 'sparse_label_upsampling')`);
+`serving_network(net, optimize)` applies them in that order, each a function `net -> new net`
+computing the same function in exact arithmetic (the results differ only by float rounding;
+tests check every one against the unrewritten network). With `optimize=False` only the
+rewrites marked `always` run (batch norm folding: the export is the merged structure either
+way); a TFLite model gets the rows marked `tflite`. Adding a rewrite is one function and one row
+of `REWRITES`; a network opts in by naming it.
 
 * `fold_batch_norm`: batch norm folded into the preceding convolutions (`icnet_tf.fold`), into
   the structure the network names with `merged_network()`; auxiliary heads dropped.
@@ -88,7 +89,9 @@ def zoom_dilated_conv(x, kernel, bias=None):
     to the border: there the zoom of the padded map holds half the border pixels while the
     original holds its zero padding. Their contribution only reaches output rows 1 and 2h-3
     and columns 1 and 2w-3 and is computed with 1x3 / 3x1 convolutions on those lines. Needs
-    h, w >= 2 (guaranteed by the serving size).
+    h, w >= 2 (guaranteed by the serving size). The lines are subtracted with a scatter when h,
+    w are only known at run time, and by slicing and concatenating when they are static (the
+    ops TFLite's builtins have: `tflite_model` converts this path).
     """
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
@@ -106,13 +109,17 @@ def zoom_dilated_conv(x, kernel, bias=None):
     # Columns of E, without the rows already counted above (its rows 1 and 2h+1).
     cols = tf.pad(tf.concat([x[:, :, :1], x[:, :, -1:]], axis=2), [[0, 0], [1, 1], [0, 0], [0, 0]])
     cols = resize_bilinear_align_corners(cols, tf.stack([2 * h + 3, 2])) * 0.5
-    keep = tf.tensor_scatter_nd_update(
-        tf.ones([2 * h + 3], x.dtype), [[1], [2 * h + 1]], tf.zeros([2], x.dtype)
-    )
+    one, zero = tf.ones([1], x.dtype), tf.zeros([1], x.dtype)
+    keep = tf.concat([one, zero, tf.ones(tf.reshape(2 * h - 1, [1]), x.dtype), zero, one], 0)
     cols = cols * tf.reshape(keep, [1, -1, 1, 1])
     col_left = tf.nn.conv2d(cols[:, :, :1], kernel[:, :1], 1, 'VALID', dilations=2)  # [B,oh,1,C]
     col_right = tf.nn.conv2d(cols[:, :, 1:], kernel[:, 2:], 1, 'VALID', dilations=2)
 
+    out_shape = [x.shape[0], None, None, kernel.shape[3]]
+    if x.shape[1] is not None and x.shape[2] is not None:  # static: slices and concat
+        y = _subtract_lines(y, row_top, row_bottom, axis=1, size=2 * int(x.shape[1]) - 1)
+        y = _subtract_lines(y, col_left, col_right, axis=2, size=2 * int(x.shape[2]) - 1)
+        return tf.ensure_shape(y, out_shape)
     channels = tf.shape(kernel)[3]
     batch = tf.range(b)
     row_index = tf.reshape(
@@ -126,7 +133,22 @@ def zoom_dilated_conv(x, kernel, bias=None):
     )
     col_update = tf.reshape(tf.concat([col_left, col_right], axis=2), [-1, channels])
     y = tf.tensor_scatter_nd_sub(y, col_index, col_update)
-    return tf.ensure_shape(y, [x.shape[0], None, None, kernel.shape[3]])
+    return tf.ensure_shape(y, out_shape)
+
+
+def _subtract_lines(y, first, last, *, axis, size):
+    """`y` minus `first` at index 1 and minus `last` at index `size - 2` along `axis` (both at
+    index 1 when size == 3), by slicing and concatenating (`size` static, >= 3)."""
+
+    def part(start, stop):
+        return y[:, start:stop] if axis == 1 else y[:, :, start:stop]
+
+    if size == 3:
+        parts = [part(0, 1), part(1, 2) - first - last, part(2, 3)]
+    else:
+        parts = [part(0, 1), part(1, 2) - first, part(2, size - 2)]
+        parts += [part(size - 2, size - 1) - last, part(size - 1, size)]
+    return tf.concat(parts, axis)
 
 
 class LazyZoomChain:
@@ -347,7 +369,7 @@ def _top_two(x):
     top = tf.math.top_k(x, 1)
     label = top.indices[..., 0]
     others = tf.where(
-        tf.equal(tf.range(x.shape[-1]), label[..., None]), tf.constant(-float('inf')), x
+        tf.equal(tf.range(x.shape[-1]), tf.expand_dims(label, -1)), tf.constant(-float('inf')), x
     )
     return label, top.values[..., 0], tf.reduce_max(others, -1)
 
@@ -434,7 +456,17 @@ def certain_cells(logits):
     return tf.where(certain, label, -1)
 
 
+def _lines_of_cells(lower, cells):
+    """`(start, count)` of the output lines whose `lower` source line is each of `cells`
+    (`lower` is non-decreasing), by comparisons (TFLite has no searchsorted)."""
+    lower, cells = tf.expand_dims(lower, 0), tf.expand_dims(cells, 1)
+    start = tf.reduce_sum(tf.cast(lower < cells, tf.int32), 1)
+    return start, tf.reduce_sum(tf.cast(lower <= cells, tf.int32), 1) - start
+
+
 def _sparse_labels(logits, size, crop):
+    # (tf.expand_dims rather than x[:, None]: TFLite's builtins lack new-axis strided slices.)
+    expand = tf.expand_dims
     shape = tf.shape(logits)
     h, w = shape[1], shape[2]
     out_h, out_w = crop
@@ -447,13 +479,10 @@ def _sparse_labels(logits, size, crop):
     cols = tf.transpose(tf.gather(tf.transpose(cell_label, [0, 2, 1]), col_lo, axis=1), [0, 2, 1])
     labels = tf.gather(cols, row_lo, axis=1)  # [N, out_h, out_w], -1 where not certain
 
-    # The output rows/columns of each cell row/column (row_lo is non-decreasing).
-    cell_rows, cell_cols = tf.range(h), tf.range(w)
-    row_start = tf.searchsorted(row_lo, cell_rows, side='left')
-    row_count = tf.searchsorted(row_lo, cell_rows, side='right') - row_start
-    col_start = tf.searchsorted(col_lo, cell_cols, side='left')
-    col_count = tf.searchsorted(col_lo, cell_cols, side='right') - col_start
-    used = tf.logical_and((row_count > 0)[None, :, None], (col_count > 0)[None, None, :])
+    # The cells some output pixel reads, not certain: [K] batch, row, column.
+    row_start, row_count = _lines_of_cells(row_lo, tf.range(h))
+    col_start, col_count = _lines_of_cells(col_lo, tf.range(w))
+    used = tf.logical_and(expand(expand(row_count > 0, 0), 2), expand(expand(col_count > 0, 0), 1))
     cells = tf.cast(tf.where(tf.logical_and(tf.logical_not(certain), used)), tf.int32)
     b, i, j = cells[:, 0], cells[:, 1], cells[:, 2]
     flat = tf.reshape(logits, [-1, logits.shape[-1]])
@@ -466,25 +495,26 @@ def _sparse_labels(logits, size, crop):
     bottom_left, bottom_right = corner(i1, j), corner(i1, j1)
     # Every pixel of a cell, as a [K, R, S] block (R, S: the most rows/columns of a cell).
     rows_max, cols_max = tf.reduce_max(row_count), tf.reduce_max(col_count)
-    ys = tf.gather(row_start, i)[:, None] + tf.range(rows_max)[None]  # [K, R]
-    xs = tf.gather(col_start, j)[:, None] + tf.range(cols_max)[None]  # [K, S]
+    r, s = expand(tf.range(rows_max), 0), expand(tf.range(cols_max), 0)
+    ys = expand(tf.gather(row_start, i), 1) + r  # [K, R]
+    xs = expand(tf.gather(col_start, j), 1) + s  # [K, S]
     valid = tf.logical_and(
-        (tf.range(rows_max)[None] < tf.gather(row_count, i)[:, None])[:, :, None],
-        (tf.range(cols_max)[None] < tf.gather(col_count, j)[:, None])[:, None, :],
+        expand(r < expand(tf.gather(row_count, i), 1), 2),
+        expand(s < expand(tf.gather(col_count, j), 1), 1),
     )
-    lx = tf.gather(col_lerp, tf.minimum(xs, out_w - 1))[:, :, None]  # [K, S, 1]
-    ly = tf.gather(row_lerp, tf.minimum(ys, out_h - 1))[:, :, None]  # [K, R, 1]
+    lx = expand(tf.gather(col_lerp, tf.minimum(xs, out_w - 1)), 2)  # [K, S, 1]
+    ly = expand(tf.gather(row_lerp, tf.minimum(ys, out_h - 1)), 2)  # [K, R, 1]
     # The kernel's arithmetic, op for op.
-    top = top_left[:, None] + (top_right - top_left)[:, None] * lx  # [K, S, C]
-    bottom = bottom_left[:, None] + (bottom_right - bottom_left)[:, None] * lx
+    top = expand(top_left, 1) + expand(top_right - top_left, 1) * lx  # [K, S, C]
+    bottom = expand(bottom_left, 1) + expand(bottom_right - bottom_left, 1) * lx
     k, classes = tf.shape(cells)[0], logits.shape[-1]
-    row_shape = [k, 1, cols_max * classes]
+    row_shape = tf.stack([k, 1, cols_max * classes])
     mixed = tf.reshape(top, row_shape) + tf.reshape(bottom - top, row_shape) * ly
-    block = tf.math.top_k(tf.reshape(mixed, [k, rows_max, cols_max, classes]), 1)
-    index = ((b[:, None] * out_h + ys) * out_w)[:, :, None] + xs[:, None, :]  # [K, R, S]
+    block = tf.math.top_k(tf.reshape(mixed, tf.stack([k, rows_max, cols_max, classes])), 1)
+    index = expand((expand(b, 1) * out_h + ys) * out_w, 2) + expand(xs, 1)  # [K, R, S]
     updated = tf.tensor_scatter_nd_update(
         tf.reshape(labels, [-1]),
-        tf.boolean_mask(index, valid)[:, None],
+        expand(tf.boolean_mask(index, valid), 1),
         tf.boolean_mask(block.indices[..., 0], valid),
     )
     return tf.reshape(updated, tf.shape(labels))
@@ -511,22 +541,37 @@ def sparse_label_upsampling(net):
 class Rewrite:
     apply: Callable
     always: bool = False  # also with optimize=False
+    # Also for TFLite (`serving_network(tflite=True)`): the converter accepts it with TFLite's
+    # builtin ops and it is not slower there.
+    tflite: bool = True
 
 
 REWRITES = {
     'fold_batch_norm': Rewrite(fold_batch_norm, always=True),
     'zoom_before_conv': Rewrite(zoom_before_conv),
     'rgb_input': Rewrite(rgb_input),
-    'sparse_label_upsampling': Rewrite(sparse_label_upsampling),
+    # Its gathers, top_k and scatter run on TFLite's builtin kernels (not XNNPACK), slower than
+    # the delegated full resize: measured 191 vs 153 ms at 512x1024 (bench/RESULTS.md).
+    'sparse_label_upsampling': Rewrite(sparse_label_upsampling, tflite=False),
 }
 
 
-def serving_network(net, optimize=True):
+def serving_network(net, optimize=True, *, tflite=False):
     """`net` with its declared `serving_rewrites` applied (only the `always` ones unless
-    `optimize`); a network that declares none is served as it is."""
+    `optimize`; only the `tflite` ones for a TFLite model); a network that declares none is
+    served as it is."""
+    for name in applied_rewrites(net, optimize, tflite=tflite):
+        net = REWRITES[name].apply(net)
+    return net
+
+
+def applied_rewrites(net, optimize=True, *, tflite=False):
+    """The names of the rewrites `serving_network` applies to `net`, in order."""
+    names = []
     for name in net.serving_rewrites:
         if name not in REWRITES:
             raise ValueError(f'{type(net).__name__} declares an unknown rewrite {name!r}')
-        if optimize or REWRITES[name].always:
-            net = REWRITES[name].apply(net)
-    return net
+        row = REWRITES[name]
+        if (optimize or row.always) and (row.tflite or not tflite):
+            names.append(name)
+    return names

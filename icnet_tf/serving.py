@@ -145,11 +145,14 @@ def load_signature(export_dir):
 # ---------------------------------------------------------------------------------------------
 # TFLite
 # ---------------------------------------------------------------------------------------------
-def tflite_model(net, input_size, *, probabilities=True):
-    """TFLite flatbuffer (bytes) of the plain folded graph for uint8 images [1, H, W, 3]."""
+def tflite_model(net, input_size, *, probabilities=True, optimize=True):
+    """TFLite flatbuffer (bytes) for uint8 images [1, H, W, 3]: `net` with the serving rewrites
+    TFLite takes (`serving_network(tflite=True)`; only batch-norm folding unless `optimize`)."""
     h, w = input_size
     module = SegmentationModule(
-        serving_network(net, optimize=False), probabilities=probabilities, name='icnet_tflite'
+        serving_network(net, optimize, tflite=True),
+        probabilities=probabilities,
+        name='icnet_tflite',
     )
     fixed = tf.function(
         module.segment, input_signature=[tf.TensorSpec([1, h, w, 3], tf.uint8, name='images')]
@@ -186,15 +189,28 @@ def _captured_stderr():
             os.close(saved)
 
 
-def run_tflite(model_content, images, num_threads=None):
-    """Run a `tflite_model` on uint8 images [1, H, W, 3]; returns {output name: array}.
+def tflite_interpreter(model_content, num_threads=None):
+    """A `tf.lite.Interpreter` for a `tflite_model`, tensors allocated.
 
-    `allocate_tensors()` comes first: TFLite applies its XNNPACK delegate only then (a model
-    used only through `get_signature_runner()` runs without it, about 2x slower on CPU).
+    `allocate_tensors()` comes first: TFLite applies its default XNNPACK delegate only then (a
+    model used only through `get_signature_runner()` runs without it: `xnnpack_partitions` is
+    0 and the convolutions run on TFLite's own kernels).
     """
     interpreter = tf.lite.Interpreter(model_content=model_content, num_threads=num_threads)
     interpreter.allocate_tensors()
-    runner = interpreter.get_signature_runner()
+    return interpreter
+
+
+def xnnpack_partitions(interpreter):
+    """How many parts of the graph a delegate (XNNPACK, the CPU default) runs: its DELEGATE
+    nodes (0: no delegate applied)."""
+    return sum(op['op_name'] == 'DELEGATE' for op in interpreter._get_ops_details())
+
+
+def run_tflite(model_content, images, num_threads=None):
+    """Run a `tflite_model` on uint8 images [1, H, W, 3] (XNNPACK on, see
+    `tflite_interpreter`); returns {output name: array}."""
+    runner = tflite_interpreter(model_content, num_threads).get_signature_runner()
     return runner(images=np.asarray(images, np.uint8))
 
 

@@ -21,7 +21,14 @@ from icnet_tf.rewrites import (
     serving_network,
     zoom_dilated_conv,
 )
-from icnet_tf.serving import SegmentationModule, load_signature, run_tflite, sample_image
+from icnet_tf.serving import (
+    SegmentationModule,
+    load_signature,
+    run_tflite,
+    sample_image,
+    tflite_interpreter,
+    xnnpack_partitions,
+)
 from tests.golden.seeded import seeded_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -252,6 +259,8 @@ def exported(tmp_path_factory, bn_net):
     )
     assert done.returncode == 0, done.stderr
     assert 'served as LabelsRGBServingICNet' in done.stdout and 'model.tflite' in done.stdout
+    # the TFLite model is written from the optimised graph, minus the label rewrite
+    assert 'rewrites: fold_batch_norm, zoom_before_conv, rgb_input); it runs with' in done.stdout
     return export_dir
 
 
@@ -290,6 +299,11 @@ def test_saved_model_cli_lists_the_serving_signature(exported):
 def test_tflite_model_runs_and_agrees_with_the_saved_model(exported):
     with open(os.path.join(exported, 'model.tflite'), 'rb') as f:
         content = f.read()
+    # XNNPACK runs the graph only once the tensors are allocated (run_tflite does that)
+    assert xnnpack_partitions(tflite_interpreter(content)) > 0
+    bare = tf.lite.Interpreter(model_content=content)
+    bare.get_signature_runner()
+    assert xnnpack_partitions(bare) == 0
     image = sample_image(*TFLITE_SIZE, seed=4)
     got = run_tflite(content, image)
     signature, _loaded = load_signature(exported)

@@ -12,6 +12,7 @@ from icnet_tf.rewrites import (
     REWRITES,
     SparseLabelNetwork,
     align_corners_table,
+    applied_rewrites,
     bilinear_labels,
     certain_cells,
     serving_network,
@@ -175,6 +176,12 @@ def test_sparse_label_upsampling_is_a_rewrite_row_and_checks_the_network():
     served = serving_network(net)
     assert isinstance(served, SparseLabelNetwork)
     assert not isinstance(serving_network(net, optimize=False), SparseLabelNetwork)
+    assert applied_rewrites(net, tflite=True) == [
+        'fold_batch_norm',
+        'zoom_before_conv',
+        'rgb_input',
+    ]
+    assert applied_rewrites(net, optimize=False, tflite=True) == ['fold_batch_norm']
 
     class HalfPixelICNet(ICNet):
         def upsample_logits(self, logits, size):
