@@ -332,7 +332,7 @@ def rgb_input(net):
 # ---------------------------------------------------------------------------------------------
 # A margin above MARGIN_SCALE * M + MARGIN_FLOOR (M: largest |logit| among the four corners of a
 # cell) cannot be closed by the float rounding of TF's bilinear kernel (see `bilinear_labels`).
-MARGIN_SCALE = 2.0**-18  # 64 units in the last place of float32; the rounding needs < 31
+MARGIN_SCALE = 2.0**-18  # 64 u (u = 2**-24); two mixed logits' rounding: < 20.1 u M
 MARGIN_FLOOR = 2.0**-126  # the smallest normal float32: covers subnormal rounding (< 2**-145)
 # Logits of at least this magnitude (or not finite) take the plain resize + top_k instead.
 LOGIT_LIMIT = 2.0**126
@@ -550,8 +550,8 @@ REWRITES = {
     'fold_batch_norm': Rewrite(fold_batch_norm, always=True),
     'zoom_before_conv': Rewrite(zoom_before_conv),
     'rgb_input': Rewrite(rgb_input),
-    # Its gathers, top_k and scatter run on TFLite's builtin kernels (not XNNPACK), slower than
-    # the delegated full resize: measured 191 vs 153 ms at 512x1024 (bench/RESULTS.md).
+    # Its gathers, top_k and scatter run on TFLite's builtin kernels (not XNNPACK): with it 191,
+    # without it 153 ms at 512x1024 (XNNPACK, 1 thread; bench/RESULTS.md).
     'sparse_label_upsampling': Rewrite(sparse_label_upsampling, tflite=False),
 }
 

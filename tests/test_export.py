@@ -23,6 +23,7 @@ from icnet_tf.rewrites import (
 )
 from icnet_tf.serving import (
     SegmentationModule,
+    export_saved_model,
     load_signature,
     run_tflite,
     sample_image,
@@ -275,6 +276,23 @@ def test_saved_model_round_trip_on_any_size(exported, bn_net, hw):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
     expected = Segmenter(bn_net, compiled=False)(rgb)  # in memory, unfolded, eager
     assert np.mean(labels == expected) >= 0.9999
+
+
+@pytest.mark.slow
+def test_labels_only_saved_model_equals_the_plain_folded_graph(bn_net, tmp_path):
+    """The exported labels-only SavedModel (sparse label upsampling inside) on images of any
+    size: >= 99.99% of the plain folded graph's labels, identical to its own full resize."""
+    export_saved_model(bn_net, str(tmp_path / 'labels'), probabilities=False)
+    signature, _loaded = load_signature(str(tmp_path / 'labels'))
+    plain = SegmentationModule(serving_network(bn_net, optimize=False), probabilities=False)
+    full = SegmentationModule(serving_network(bn_net), probabilities=True)
+    for hw, seed in (((193, 257), 3), ((224, 320), 4)):
+        rgb = tf.constant(uint8_image(*hw, seed=seed))
+        got = signature(images=rgb)
+        assert set(got) == {'labels'} and got['labels'].shape == (1, *hw)
+        np.testing.assert_array_equal(got['labels'].numpy(), full.serve(rgb)['labels'].numpy())
+        agree = np.mean(got['labels'].numpy() == plain.serve(rgb)['labels'].numpy())
+        assert agree >= 0.9999
 
 
 def test_saved_model_cli_lists_the_serving_signature(exported):
