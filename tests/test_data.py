@@ -9,6 +9,7 @@ from PIL import Image
 
 from converters.errors import UserError
 from icnet_tf.data import augment, check_labels, read_list, shard_samples, train_dataset
+from icnet_tf.datasets import others
 from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
 from icnet_tf.network import caffe_bgr_input
 
@@ -58,9 +59,10 @@ def test_check_labels_reports_line_and_values(tmp_path):
     lines.append(write_pair(str(tmp_path), 'bad', rgb, label))
     (tmp_path / 'l.txt').write_text('\n'.join(lines))
     pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
-    check_labels(pairs[:1], 4, 255)
-    with pytest.raises(UserError, match=r'l.txt:2: .*bad_label.png: label values \[7\]'):
-        check_labels(pairs, 4, 255, str(tmp_path / 'l.txt'))
+    spec = others(4)
+    assert check_labels(pairs[:1], spec).decoder == 'png8'
+    with pytest.raises(UserError, match=r'l.txt:2: .*bad_label.png: values \[7\] are not'):
+        check_labels(pairs, spec, str(tmp_path / 'l.txt'))
 
 
 def _decoded_class(image):
