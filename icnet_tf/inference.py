@@ -77,15 +77,19 @@ def find_images(img_path):
     if os.path.isfile(img_path):
         return [img_path]
     if os.path.isdir(img_path):
-        found = sorted(
-            os.path.join(img_path, name)
+        images = [
+            name
             for name in os.listdir(img_path)
             if name.lower().endswith(IMAGE_EXTENSIONS)
             and os.path.isfile(os.path.join(img_path, name))
-            and not is_own_output(name)
-        )
+        ]
+        found = sorted(os.path.join(img_path, n) for n in images if not is_own_output(n))
         if not found:
-            raise UserError(f'{img_path}: folder holds no images ({", ".join(IMAGE_EXTENSIONS)})')
+            own = len(images)
+            skipped = f'; {own} files named like its outputs skipped' if own else ''
+            raise UserError(
+                f'{img_path}: folder holds no images ({", ".join(IMAGE_EXTENSIONS)}){skipped}'
+            )
         return found
     if not glob.has_magic(img_path):
         raise UserError(f'{img_path}: no such file or directory')
