@@ -46,6 +46,16 @@ def define_model_flags():
     cli.define_dataset_flags()
 
 
+def define_video_data_flags():
+    """--data_list (a video list), --data_dir, --label_encoding, --videos_json."""
+    cli.define_data_flags('video list: "<image> <label>" per labelled frame', split=False)
+    flags.DEFINE_string(
+        'videos_json',
+        None,
+        'videos.json placing frames in sequences (default: from Cityscapes file names)',
+    )
+
+
 def define_weights_flags():
     """--restore_from and --flownet_weights of a trained DFF (evaluate, inference, export)."""
     flags.DEFINE_string(

@@ -36,7 +36,13 @@ import numpy as np
 from absl import flags
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
+from dff_tf.cli import (
+    define_model_flags,
+    define_video_data_flags,
+    define_weights_flags,
+    model_and_dataset,
+    quiet_tf,
+)
 from dff_tf.data import read_video_list
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
@@ -238,12 +244,7 @@ def main(argv):
 
 
 def define_flags():
-    cli.define_data_flags('video list: "<image> <label>" per labelled frame', split=False)
-    flags.DEFINE_string(
-        'videos_json',
-        None,
-        'videos.json placing frames in sequences (default: from Cityscapes file names)',
-    )
+    define_video_data_flags()
     define_weights_flags()
     flags.DEFINE_string('distances', '1,5,9', 'key-frame distances to evaluate')
     flags.DEFINE_integer(

@@ -25,7 +25,12 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from dff_tf.cli import define_model_flags, model_and_dataset, quiet_tf
+from dff_tf.cli import (
+    define_model_flags,
+    define_video_data_flags,
+    model_and_dataset,
+    quiet_tf,
+)
 from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
 from dff_tf.model import (
     CONFIG_NAME,
@@ -42,12 +47,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    cli.define_data_flags('video list: "<image> <label>" per labelled frame', split=False)
-    flags.DEFINE_string(
-        'videos_json',
-        None,
-        'videos.json placing frames in sequences (default: from Cityscapes file names)',
-    )
+    define_video_data_flags()
     cli.define_training_flags(
         batch_size=4,
         input_size='',
