@@ -1,6 +1,7 @@
 """Flags and helpers shared by the DFF command-line tools (train, evaluate, inference, export).
 
-Command-line layer: only the `dff_tf` CLIs import this module.
+The dataset group (`--dataset`, `--num_classes`, `--ignore_label`, `--class_names_json`) is
+`icnet_tf.cli`'s. Command-line layer: only the `dff_tf` CLIs import this module.
 """
 
 import inspect
@@ -9,7 +10,8 @@ import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
-from dff_tf.model import FEATURE_NETS, saved_config
+from dff_tf.model import CONFIG_NAME, FEATURE_NETS, saved_config
+from icnet_tf import cli
 from icnet_tf.models import model_class
 from icnet_tf.pspnet import LAYOUTS as PSP_LAYOUTS
 
@@ -23,7 +25,6 @@ def define_model_flags():
         'pspnet101',
         f'feature network N_feat: {", ".join(FEATURE_NETS)} or any registered model',
     )
-    flags.DEFINE_integer('num_classes', 19, 'number of classes', lower_bound=1)
     flags.DEFINE_integer(
         'filter_scale', 1, 'ICNet width multiplier (1 or 2)', lower_bound=1, upper_bound=2
     )
@@ -42,6 +43,29 @@ def define_model_flags():
         ['plain', 'bn'],
         "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)",
     )
+    cli.define_dataset_flags()
+
+
+def define_video_data_flags():
+    """--data_list (a video list), --data_dir, --label_encoding, --videos_json."""
+    cli.define_data_flags('video list: "<image> <label>" per labelled frame', split=False)
+    flags.DEFINE_string(
+        'videos_json',
+        None,
+        'videos.json placing frames in sequences (default: from Cityscapes file names)',
+    )
+
+
+def define_weights_flags():
+    """--restore_from and --flownet_weights of a trained DFF (evaluate, inference, export)."""
+    flags.DEFINE_string(
+        'restore_from',
+        None,
+        'DFF checkpoint (directory or prefix), or '
+        'feature-network weights (then FlowNetS from --flownet_weights)',
+    )
+    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    flags.mark_flags_as_required(['restore_from'])
 
 
 _MODEL_FLAGS = (
@@ -55,10 +79,27 @@ _MODEL_FLAGS = (
 )
 
 
+def model_and_dataset(restore_from=None, train_feature_net=False, snapshot_dir=None):
+    """(DFF constructor arguments, `DatasetSpec`): `model_config`, whose class count comes from
+    --num_classes, else the saved dff_config.json, else the dataset (`icnet_tf.cli.
+    dataset_spec`). The dataset recorded next to the checkpoints (dataset.json) is the default
+    of --dataset: of `snapshot_dir` when training (a resumed run), else of `restore_from`."""
+    config = model_config(restore_from, train_feature_net, snapshot_dir)
+    source = snapshot_dir if snapshot_dir is not None else restore_from
+    record, holder = cli.saved_dataset(source)
+    spec = cli.dataset_spec(
+        held_classes=config['num_classes'],
+        record=record,
+        holder=holder or f'{source} ({CONFIG_NAME})',
+    )
+    return dict(config, num_classes=spec.num_classes), spec
+
+
 def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
     """DFF constructor arguments: flags given on the command line win, then the
     dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
-    --restore_from when it is a DFF checkpoint, then the flag defaults."""
+    --restore_from when it is a DFF checkpoint, then the flag defaults (`num_classes` None
+    when neither flag nor file gives it: `model_and_dataset` fills it in)."""
     saved = (
         (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(restore_from) or {}
     )

@@ -178,6 +178,7 @@ def train_dataset(
     seed=0,
     shuffle_buffer=500,
     input_context=None,
+    labels=None,
 ):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), label [B,h,w,1])`.
 
@@ -186,14 +187,16 @@ def train_dataset(
     and label get the same mirror bit and crop (`icnet_tf.data.augment`), frames padded with
     the mean colour, labels with ignore_label. Seeded and deterministic. `batch_size` is the
     global batch; with `input_context` this worker's per-replica batches of it
-    (`icnet_tf.data.shard_samples`).
+    (`icnet_tf.data.shard_samples`). `labels`: the `icnet_tf.data.LabelFormat` of
+    `check_labels` (train ids by meaning); None reads the stored values of greyscale PNGs
+    as train ids.
     """
     if key_distance is not None:
         max_distance = int(key_distance)
     table = videos.key_table(max_distance)
     current = [s.image for s in videos.samples]
-    labels = [s.label for s in videos.samples]
-    ds = tf.data.Dataset.from_tensor_slices((current, labels, table))
+    label_paths = [s.label for s in videos.samples]
+    ds = tf.data.Dataset.from_tensor_slices((current, label_paths, table))
     ds = ds.shuffle(min(shuffle_buffer, len(current)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
@@ -208,7 +211,10 @@ def train_dataset(
             d = tf.constant(int(key_distance))
         key = decode_image(tf.io.read_file(keys[d]))
         cur = decode_image(tf.io.read_file(cur_path))
-        label = decode_label(tf.io.read_file(label_path))
+        if labels is None:
+            label = decode_label(tf.io.read_file(label_path))
+        else:
+            label = labels.decode(label_path)
         tf.debugging.assert_equal(
             tf.shape(key), tf.shape(cur), message='key and current frames differ in size'
         )

@@ -4,6 +4,7 @@ baseline on the same frames, plus frames/s.
     python -m dff_tf.evaluate --data_list list/video_val.txt --data_dir DIR \
         --restore_from snapshots_dff/ [--flownet_weights W] [--videos_json DIR/videos.json]
         [--distances 1,5,9] [--key_interval 5] [--max_samples N] [--save_dir out/]
+        [--dataset cityscapes|ade20k|others] [--overwrite]
 
 Protocol. A labelled frame t is evaluated when frames t - d exist in its sequence for every
 d in --distances (toy city videos: every labelled frame t >= max(d); Cityscapes
@@ -18,30 +19,36 @@ so every setting is scored on exactly the same frames:
 Logits are resized to the frame the feature network's way (ICNet / Caffe PSPNet:
 align_corners=True) and argmaxed; frames are used at their size, without padding. The
 confusion matrix skips ignore_label pixels; mIoU is over classes present in labels or
-predictions (`icnet_tf.evaluate.scores`).
+predictions (`icnet_tf.metrics.scores`). Labels are read by meaning for --dataset (default: the
+one recorded next to the DFF checkpoint), validated first (`icnet_tf.data.check_labels`).
 
 Speed: every key step (N_feat + N_task + resize + argmax) and propagation step (FlowNetS +
 warp + N_task + resize + argmax) is timed (compiled, batch 1, input already decoded; the first
 call of each kind, which traces, is left out). Frames/s = 1 / median; overall at key interval
-l = l / (t_key + (l - 1) t_propagate). Everything goes to `<save_dir>/dff_metrics.json`.
+l = l / (t_key + (l - 1) t_propagate). Everything goes to `<save_dir>/dff_metrics.json`, which
+is never replaced without --overwrite.
 """
 
-import json
 import os
 import time
 
 import numpy as np
 from absl import flags
-from PIL import Image
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, model_config, quiet_tf
+from dff_tf.cli import (
+    define_model_flags,
+    define_video_data_flags,
+    define_weights_flags,
+    model_and_dataset,
+    quiet_tf,
+)
 from dff_tf.data import read_video_list
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
-from icnet_tf.data import check_labels
+from icnet_tf.datasets import others
+from icnet_tf.labels import read_label
 from icnet_tf.metrics import confusion_matrix, scores
-from icnet_tf.palette import CLASS_NAMES
 from icnet_tf.predict import read_image
 from icnet_tf.training import Progress
 
@@ -57,19 +64,6 @@ def parse_distances(text):
     if not values or values[0] < 1:
         raise UserError(f'--distances must be positive integers, got {text!r}')
     return values
-
-
-def read_label(path, image_shape, where):
-    try:
-        with Image.open(path) as img:
-            label = np.asarray(img)
-    except OSError as e:
-        raise UserError(f'{where}: unreadable label {path} ({e})') from None
-    if label.shape != tuple(image_shape[:2]):
-        raise UserError(
-            f'{where}: label {label.shape} and image {tuple(image_shape[:2])} sizes differ ({path})'
-        )
-    return label
 
 
 def spread(items, limit):
@@ -89,9 +83,11 @@ def evaluate(
     key_interval=5,
     max_samples=0,
     progress=True,
+    labels=None,
 ):
     """Confusion matrices {'per-frame': cm, 1: cm, 5: cm, ...}, the runner (timings), the
-    number of evaluated frames."""
+    number of evaluated frames. `labels`: the list's `icnet_tf.data.LabelFormat` (train ids
+    by meaning; `check_labels` has validated values and sizes); None reads train ids."""
     samples = [
         s for s in videos.samples if all(videos.exact_key(s, d) is not None for d in distances)
     ]
@@ -105,10 +101,20 @@ def evaluate(
     cms = {k: np.zeros((num_classes, num_classes), np.int64) for k in [BASELINE, *distances]}
     bar = Progress(0, len(samples)) if progress else None
     checked = set()
+    if labels is None:
+        spec = others(num_classes, ignore_label)
+        read = lambda p: read_label(p, spec)  # noqa: E731
+    else:
+        read = labels.read
     for index, sample in enumerate(samples):
         where = f'{videos.list_path}:{sample.line}'
         current = read_image(sample.image)
-        label = read_label(sample.label, current.shape, where)
+        label = read(sample.label)
+        if label.shape != current.shape[:2]:
+            raise UserError(
+                f'{where}: label {label.shape} and image {current.shape[:2]} sizes differ '
+                f'({sample.label})'
+            )
         if current.shape not in checked:
             check_frame_size(dff, *current.shape[:2], f'{sample.image}: frame size')
             checked.add(current.shape)
@@ -158,14 +164,17 @@ def summary(cms, speed, class_names=None):
     results = {k: scores(cms[k]) for k in keys}
     num = len(results[keys[0]][0])
     names = class_names or [f'class {i}' for i in range(num)]
-    lines = [f'{"IoU (%)":>14s} ' + ' '.join(f'{h:>9s}' for h in header)]
+    width = max(14, *(len(n) for n in names))
+    lines = [f'{"IoU (%)":>{width}s} ' + ' '.join(f'{h:>9s}' for h in header)]
     for c in range(num):
         values = [results[k][0][c] for k in keys]
         if all(np.isnan(v) for v in values):
             continue
-        lines.append(f'{names[c]:>14s} ' + ' '.join(f'{v * 100:9.2f}' for v in values))
-    lines.append(f'{"mIoU":>14s} ' + ' '.join(f'{results[k][1] * 100:9.2f}' for k in keys))
-    lines.append(f'{"pixel acc.":>14s} ' + ' '.join(f'{results[k][2] * 100:9.2f}' for k in keys))
+        lines.append(f'{names[c]:>{width}s} ' + ' '.join(f'{v * 100:9.2f}' for v in values))
+    lines.append(f'{"mIoU":>{width}s} ' + ' '.join(f'{results[k][1] * 100:9.2f}' for k in keys))
+    lines.append(
+        f'{"pixel acc.":>{width}s} ' + ' '.join(f'{results[k][2] * 100:9.2f}' for k in keys)
+    )
     n = speed['samples']
     lines.append(
         f'speed (medians of {max(n["key"] - 1, 1)} key and {max(n["propagate"] - 1, 1)} '
@@ -203,14 +212,11 @@ def main(argv):
     distances = parse_distances(FLAGS.distances)
     if FLAGS.interval_miou:
         distances = sorted(set(distances) | set(range(1, FLAGS.key_interval)))
+    path = os.path.join(FLAGS.save_dir or '.', 'dff_metrics.json')
+    cli.refuse_existing([path], FLAGS.overwrite)
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
-    config = model_config(FLAGS.restore_from)
-    check_labels(
-        [(s.image, s.label) for s in videos.samples],
-        config['num_classes'],
-        FLAGS.ignore_label,
-        FLAGS.data_list,
-    )
+    config, spec = model_and_dataset(FLAGS.restore_from)
+    labels = cli.check_labels([(s.image, s.label) for s in videos.samples], spec, FLAGS.data_list)
     dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     start = time.perf_counter()
@@ -219,42 +225,27 @@ def main(argv):
         videos,
         distances,
         num_classes=dff.num_classes,
-        ignore_label=FLAGS.ignore_label,
+        ignore_label=spec.ignore_label,
         key_interval=FLAGS.key_interval,
         max_samples=FLAGS.max_samples,
+        labels=labels,
     )
     speed = runner.speed()
     if FLAGS.interval_miou:
         cms = add_interval(cms, FLAGS.key_interval)
-    names = CLASS_NAMES if dff.num_classes == len(CLASS_NAMES) else None
     print(
         f'{count} labelled frames x ({len(distances)} distances + per-frame) in '
-        f'{time.perf_counter() - start:.1f} s; DFF({dff.feature_net_name})'
+        f'{time.perf_counter() - start:.1f} s; DFF({dff.feature_net_name}), {spec.name}'
     )
-    print(summary(cms, speed, names))
-    out_dir = FLAGS.save_dir or '.'
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, 'dff_metrics.json')
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(metrics(cms, speed, count, dff.get_config()), f, indent=1)
+    print(summary(cms, speed, spec.class_names))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cli.write_json(path, metrics(cms, speed, count, dff.get_config()))
     print(f'wrote {path}')
 
 
 def define_flags():
-    flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
-    flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_string(
-        'videos_json',
-        None,
-        'videos.json placing frames in sequences (default: from Cityscapes file names)',
-    )
-    flags.DEFINE_string(
-        'restore_from',
-        None,
-        'DFF checkpoint (directory or prefix), or '
-        'feature-network weights (then FlowNetS from --flownet_weights)',
-    )
-    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    define_video_data_flags()
+    define_weights_flags()
     flags.DEFINE_string('distances', '1,5,9', 'key-frame distances to evaluate')
     flags.DEFINE_integer(
         'key_interval',
@@ -274,9 +265,9 @@ def define_flags():
         'evaluate at most N labelled frames, evenly spread over the list (0: all)',
         lower_bound=0,
     )
-    flags.DEFINE_integer('ignore_label', 255, 'label value excluded from the metric')
     flags.DEFINE_string('save_dir', None, 'where to write dff_metrics.json (default: .)')
-    flags.mark_flags_as_required(['data_list', 'restore_from'])
+    flags.DEFINE_bool('overwrite', False, 'replace an existing dff_metrics.json')
+    flags.mark_flags_as_required(['data_list'])
     define_model_flags()
 
 

@@ -29,10 +29,11 @@ import tensorflow as tf
 from absl import flags, logging
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, model_config, quiet_tf
+from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
 from dff_tf.model import build_dff, check_frame_size, load_weights
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
+from icnet_tf.datasets import to_record
 
 FLAGS = flags.FLAGS
 
@@ -78,8 +79,8 @@ class DFFExport(tf.Module):
         }
 
 
-def export(dff, height, width, export_dir):
-    """Write the SavedModel (+ dff_export.json); returns the module."""
+def export(dff, height, width, export_dir, spec=None):
+    """Write the SavedModel (+ dff_export.json, with the dataset `spec`); returns the module."""
     module = DFFExport(dff, height, width)
     signatures = {
         'key_frame': module.key_frame.get_concrete_function(),
@@ -87,7 +88,10 @@ def export(dff, height, width, export_dir):
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     with open(os.path.join(export_dir, 'dff_export.json'), 'w', encoding='utf-8') as f:
-        json.dump(module.description(), f, indent=1)
+        description = module.description()
+        if spec is not None:
+            description['dataset'] = to_record(spec)
+        json.dump(description, f, indent=1)
     return module
 
 
@@ -97,12 +101,12 @@ def main(argv):
     if not FLAGS.input_size:
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')
-    config = model_config(FLAGS.restore_from)
+    config, spec = model_and_dataset(FLAGS.restore_from)
     dff = build_dff(config)
     check_frame_size(dff, height, width, '--input_size')
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     logging.set_verbosity(logging.WARNING)  # SavedModel's INFO chatter
-    module = export(dff, height, width, FLAGS.export_dir)
+    module = export(dff, height, width, FLAGS.export_dir, spec)
     print(
         f'wrote a SavedModel for {width}x{height} frames to {FLAGS.export_dir}/ '
         f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
@@ -111,16 +115,9 @@ def main(argv):
 
 
 def define_flags():
-    flags.DEFINE_string(
-        'restore_from',
-        None,
-        'DFF checkpoint (directory or prefix), or '
-        'feature-network weights (then FlowNetS from --flownet_weights)',
-    )
-    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    define_weights_flags()
     flags.DEFINE_string('input_size', None, 'frame size H,W of the exported graph')
     flags.DEFINE_string('export_dir', 'dff_saved_model', 'SavedModel directory')
-    flags.mark_flags_as_required(['restore_from'])
     define_model_flags()
 
 

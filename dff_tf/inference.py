@@ -7,7 +7,8 @@ Frames are the image files of a directory or of a glob pattern, in natural name 
 (frame_2 before frame_10); all must have the size of the first readable one. The first frame
 and then every --key_interval-th frame is a key frame (N_feat + N_task); the others reuse the
 cached key features (FlowNetS + warp + N_task). Writes `<save_dir>/<frame name>_color.png`
-(the segmentation in the Cityscapes colours) and `<save_dir>/video.gif` (input | segmentation
+(the segmentation in the colours of --dataset, default: the one recorded next to the DFF
+checkpoint) and `<save_dir>/video.gif` (input | segmentation
 side by side, scaled to --gif_width), and prints frames/s of key frames, propagated frames and
 overall. A frame that cannot be read or has another size is skipped (the schedule goes on with
 the next frame) and reported at the end, with exit status 1.
@@ -21,7 +22,7 @@ from absl import flags
 from PIL import Image
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, model_config, quiet_tf
+from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
 from dff_tf.data import frame_paths
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
@@ -59,8 +60,11 @@ def side_by_side(image, colour, width):
     return both
 
 
-def segment_video(dff, paths, *, key_interval, save_dir, gif_width=1024, log=print):
-    """Run the schedule over `paths`, write PNGs and the GIF; returns (runner, problems, n)."""
+def segment_video(
+    dff, paths, *, key_interval, save_dir, gif_width=1024, log=print, palette='cityscapes'
+):
+    """Run the schedule over `paths`, write PNGs (in the colours `palette`) and the GIF;
+    returns (runner, problems, n)."""
     runner = VideoRunner(dff, key_interval=key_interval)
     problems, gif = [], []
     features = key_frame = None
@@ -73,7 +77,7 @@ def segment_video(dff, paths, *, key_interval, save_dir, gif_width=1024, log=pri
             key_frame = image
         else:
             labels = runner.propagate_step(features, key_frame, image)
-        colour = colorize(labels, num_classes=dff.num_classes)
+        colour = colorize(labels, palette, dff.num_classes)
         name = os.path.splitext(os.path.basename(path))[0] + '_color.png'
         Image.fromarray(colour).save(os.path.join(save_dir, name))
         gif.append(side_by_side(image, colour, gif_width))
@@ -108,7 +112,7 @@ def main(argv):
     del argv
     quiet_tf()
     paths = frame_paths(FLAGS.frames)
-    config = model_config(FLAGS.restore_from)
+    config, spec = model_and_dataset(FLAGS.restore_from)
     dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     os.makedirs(FLAGS.save_dir, exist_ok=True)
@@ -119,6 +123,7 @@ def main(argv):
         key_interval=FLAGS.key_interval,
         save_dir=FLAGS.save_dir,
         gif_width=FLAGS.gif_width,
+        palette=spec.palette,
     )
     if count:
         print(speed_line(runner, count, time.perf_counter() - start))
@@ -130,19 +135,13 @@ def main(argv):
 
 def define_flags():
     flags.DEFINE_string('frames', None, 'directory of frames or a glob pattern ("v/*.png")')
-    flags.DEFINE_string(
-        'restore_from',
-        None,
-        'DFF checkpoint (directory or prefix), or '
-        'feature-network weights (then FlowNetS from --flownet_weights)',
-    )
-    flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights (.pth or checkpoint)')
+    define_weights_flags()
     flags.DEFINE_integer('key_interval', 5, 'a key frame every N frames', lower_bound=1)
     flags.DEFINE_string('save_dir', 'dff_output', 'where to write PNGs and video.gif')
     flags.DEFINE_integer(
         'gif_width', 1024, 'width of the side-by-side GIF (0: full size)', lower_bound=0
     )
-    flags.mark_flags_as_required(['frames', 'restore_from'])
+    flags.mark_flags_as_required(['frames'])
     define_model_flags()
 
 

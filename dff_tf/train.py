@@ -25,8 +25,12 @@ import os
 import tensorflow as tf
 from absl import flags
 
-from converters.errors import UserError
-from dff_tf.cli import define_model_flags, model_config, quiet_tf
+from dff_tf.cli import (
+    define_model_flags,
+    define_video_data_flags,
+    model_and_dataset,
+    quiet_tf,
+)
 from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
 from dff_tf.model import (
     CONFIG_NAME,
@@ -36,35 +40,25 @@ from dff_tf.model import (
 )
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
-from icnet_tf.data import check_labels
 from icnet_tf.losses import PolyLR, TF1Momentum, global_sum, masked_xent_sum, num_replicas
-from icnet_tf.training import Trainer, make_strategy
+from icnet_tf.training import Trainer
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string('data_list', None, 'video list: "<image> <label>" per labelled frame')
-    flags.DEFINE_string('data_dir', '', 'directory the list paths are relative to')
-    flags.DEFINE_string(
-        'videos_json',
-        None,
-        'videos.json placing frames in sequences (default: from Cityscapes file names)',
-    )
-    flags.DEFINE_integer(
-        'batch_size', 4, 'global batch size (split across replicas)', lower_bound=1
-    )
-    flags.DEFINE_string('input_size', '', 'crop size h,w (default: the frame size)')
-    flags.DEFINE_float(
-        'learning_rate',
-        2.5e-4,
-        'base learning rate of the poly schedule (the original DFF: 0.00025)',
-    )
-    flags.DEFINE_float('momentum', 0.9, 'momentum (TF1 MomentumOptimizer semantics)')
-    flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
-    flags.DEFINE_integer('num_steps', 20000, 'number of optimizer steps', lower_bound=1)
-    flags.DEFINE_float(
-        'weight_decay', 5e-4, 'L2 factor on the trained conv kernels (the original DFF: 0.0005)'
+    define_video_data_flags()
+    cli.define_training_flags(
+        batch_size=4,
+        input_size='',
+        learning_rate=2.5e-4,
+        num_steps=20000,
+        weight_decay=5e-4,
+        snapshot_dir='./snapshots_dff/',
+        save_pred_every=500,
+        input_size_help='crop size h,w (default: the frame size)',
+        learning_rate_help='base learning rate of the poly schedule (the original DFF: 0.00025)',
+        weight_decay_help='L2 factor on the trained conv kernels (the original DFF: 0.0005)',
     )
     flags.DEFINE_integer(
         'key_distance',
@@ -77,7 +71,6 @@ def define_flags():
     )
     flags.DEFINE_bool('train_feature_net', False, 'also train N_feat (default: frozen)')
     flags.DEFINE_bool('random_mirror', False, 'random left-right mirroring (same for the pair)')
-    flags.DEFINE_integer('ignore_label', 255, 'label value ignored by the loss')
     flags.DEFINE_string(
         'restore_from', None, 'feature-network weights (.npy, checkpoint, .pth) or a DFF checkpoint'
     )
@@ -85,12 +78,6 @@ def define_flags():
         'flownet_weights',
         None,
         'FlowNetS weights (.pth/.pth.tar of FlowNetPytorch, or a checkpoint)',
-    )
-    flags.DEFINE_string('snapshot_dir', './snapshots_dff/', 'checkpoints and TensorBoard logs')
-    flags.DEFINE_integer('save_pred_every', 500, 'checkpoint every N steps', lower_bound=1)
-    flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and sampling')
-    flags.DEFINE_enum(
-        'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
     )
     flags.mark_flag_as_required('data_list')
     define_model_flags()
@@ -118,27 +105,17 @@ def make_loss_fn(dff, *, ignore_label, weight_decay):
 def main(argv):
     del argv
     quiet_tf()
-    videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
-    check_labels(
-        [(s.image, s.label) for s in videos.samples],
-        FLAGS.num_classes,
-        FLAGS.ignore_label,
-        FLAGS.data_list,
-    )
-    crop = (
-        parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size else first_frame_size(videos)
-    )
-    strategy = make_strategy(FLAGS.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if FLAGS.batch_size % replicas:
-        raise UserError(
-            f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} replicas'
-        )
-    config = model_config(
+    config, spec = model_and_dataset(
         FLAGS.restore_from,
         train_feature_net=FLAGS.train_feature_net,
         snapshot_dir=FLAGS.snapshot_dir,
     )
+    videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
+    labels = cli.check_labels([(s.image, s.label) for s in videos.samples], spec, FLAGS.data_list)
+    crop = (
+        parse_size(FLAGS.input_size, 'input_size') if FLAGS.input_size else first_frame_size(videos)
+    )
+    strategy, replicas = cli.strategy()
     with strategy.scope():
         dff = build_dff(config, seed=FLAGS.seed)
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
@@ -150,7 +127,8 @@ def main(argv):
         else f'key distance uniform in [0, {FLAGS.max_key_distance}]'
     )
     print(
-        f'{len(videos)} labelled frames in {len(videos.frames)} sequences, {distance}, '
+        f'{len(videos)} labelled frames in {len(videos.frames)} sequences ({spec.name}, '
+        f'{labels.encoding} labels), {distance}, '
         f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
         f'DFF({dff.feature_net_name}, flow_scale={dff.flow_scale}, '
         f'scale_field={dff.scale_field is not None}), N_feat '
@@ -162,7 +140,7 @@ def main(argv):
         model=dff,
         optimizer=optimizer,
         variables=dff.trained_variables(),
-        loss_fn=make_loss_fn(dff, ignore_label=FLAGS.ignore_label, weight_decay=FLAGS.weight_decay),
+        loss_fn=make_loss_fn(dff, ignore_label=spec.ignore_label, weight_decay=FLAGS.weight_decay),
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
     )
@@ -181,6 +159,7 @@ def main(argv):
         with open(path + '.tmp', 'w', encoding='utf-8') as f:
             json.dump(dff.get_config(), f, indent=1)
         os.replace(path + '.tmp', path)
+        cli.save_dataset(FLAGS.snapshot_dir, spec)
 
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
         videos,
@@ -189,9 +168,10 @@ def main(argv):
         key_distance=FLAGS.key_distance,
         max_distance=FLAGS.max_key_distance,
         random_mirror=FLAGS.random_mirror,
-        ignore_label=FLAGS.ignore_label,
+        ignore_label=spec.ignore_label,
         seed=FLAGS.seed,
         input_context=input_context,
+        labels=labels,
     )
     trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
     print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')

@@ -41,7 +41,7 @@ from dff_tf.model import flow_input_size, flownet_pair
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, num_replicas
-from icnet_tf.training import Trainer, make_strategy
+from icnet_tf.training import Trainer
 
 FLAGS = flags.FLAGS
 SCALE_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2..flow6, FlowNetPytorch multiscaleEPE
@@ -53,17 +53,20 @@ def define_flags():
     flags.DEFINE_string('videos_json', None, "videos.json with each sequence's camera_x")
     flags.DEFINE_string('val_list', None, 'video list of validation sequences (EPE)')
     flags.DEFINE_integer('val_pairs', 64, 'validation pairs used (evenly spread)', lower_bound=1)
-    flags.DEFINE_integer('batch_size', 8, 'global batch size', lower_bound=1)
-    flags.DEFINE_string(
-        'input_size',
-        '',
-        'random crop h,w of the frames (default: whole '
-        'frames); only pixels whose match lies in the crop are supervised',
+    cli.define_training_flags(
+        batch_size=8,
+        input_size='',
+        learning_rate=1e-4,
+        num_steps=2000,
+        weight_decay=4e-4,
+        snapshot_dir='./snapshots_flow/',
+        save_pred_every=250,
+        momentum=False,
+        input_size_help='random crop h,w of the frames (default: whole frames); only pixels '
+        'whose match lies in the crop are supervised',
+        learning_rate_help='Adam learning rate (FlowNetPytorch: 1e-4)',
+        weight_decay_help='L2 factor on kernels (FlowNetPytorch: 4e-4)',
     )
-    flags.DEFINE_float('learning_rate', 1e-4, 'Adam learning rate (FlowNetPytorch: 1e-4)')
-    flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
-    flags.DEFINE_integer('num_steps', 2000, 'number of optimizer steps', lower_bound=1)
-    flags.DEFINE_float('weight_decay', 4e-4, 'L2 factor on kernels (FlowNetPytorch: 4e-4)')
     flags.DEFINE_integer(
         'max_key_distance', MAX_KEY_DISTANCE, 'largest frame distance', lower_bound=1
     )
@@ -71,12 +74,6 @@ def define_flags():
     flags.DEFINE_enum('flownet', 'plain', ['plain', 'bn'], 'FlowNetS variant')
     flags.DEFINE_bool('random_mirror', True, 'random left-right mirroring of pairs')
     flags.DEFINE_string('restore_from', None, 'FlowNetS weights to start from (.pth, checkpoint)')
-    flags.DEFINE_string('snapshot_dir', './snapshots_flow/', 'checkpoints and TensorBoard logs')
-    flags.DEFINE_integer('save_pred_every', 250, 'checkpoint every N steps', lower_bound=1)
-    flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and mirroring')
-    flags.DEFINE_enum(
-        'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
-    )
     flags.mark_flag_as_required('data_list')
     flags.mark_flag_as_required('videos_json')
 
@@ -168,12 +165,7 @@ def main(argv):
     train_size = crop or frame_size
     if not FLAGS.flow_scale > 0:
         raise UserError(f'--flow_scale must be positive, got {FLAGS.flow_scale}')
-    strategy = make_strategy(FLAGS.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if FLAGS.batch_size % replicas:
-        raise UserError(
-            f'--batch_size {FLAGS.batch_size} is not divisible by the {replicas} replicas'
-        )
+    strategy, replicas = cli.strategy()
     with strategy.scope():
         flownet = FlowNetS(batch_norm=FLAGS.flownet == 'bn', seed=FLAGS.seed).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)

@@ -1,8 +1,18 @@
 """List files and the training input pipeline (the original `image_reader.py`, in tf.data).
 
 List file (Cityscapes / ICNet-tensorflow format): one sample per line,
-`<image_rel> <label_rel>`, separated by whitespace, paths relative to `--data_dir`. Labels are
-trainId PNGs (`*_labelTrainIds.png`): values in [0, num_classes) or `ignore_label` (255).
+`<image_rel> <label_rel>`, separated by whitespace, paths relative to `--data_dir`.
+
+Labels are read by meaning (`icnet_tf.labels`): the dataset (`icnet_tf.datasets.DatasetSpec`)
+and the list's one label encoding (Cityscapes `*_gtFine_labelIds.png` through the official
+labelId -> trainId table, trainIds, ADE20K annotations with 0 -> ignore and 1..150 -> 0..149,
+RGB colours through the palette) turn stored values into train ids. `check_labels`, the
+validation pass run before training and evaluation, decodes every label once, refuses a mix of
+encodings, values outside the encoding and an image/label size mismatch, and chooses how the
+pipeline decodes (`LabelFormat`): 8-bit and 16-bit greyscale PNGs with `tf.io.decode_png` and
+the encoding's lookup table (by value), anything else (palette-mode PNGs, whose indices
+`decode_png` would turn into luminance; RGB labels; other file types) with PIL
+(`labels.read_label`, palette indices) inside `tf.numpy_function`.
 
 Training sample, as the original (`--random_scale`, `--random_mirror` optional):
 decode (any PNG/JPEG, any mode -> 3 channels) -> the network's `preprocess` (ICNet: RGB->BGR,
@@ -17,12 +27,15 @@ the union of the replicas' batches is the batch one process would train on.
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from converters.errors import UserError
+from icnet_tf import labels as label_files
+from icnet_tf.datasets import COLOR
 
 SCALE_RANGE = (0.5, 2.0)  # the original's --random-scale range
 
@@ -58,31 +71,98 @@ def read_list(list_path, data_dir=''):
     return pairs
 
 
-def check_labels(pairs, num_classes, ignore_label, list_path='list', workers=8):
-    """Decode every label once; raise UserError for values outside [0, C) other than ignore."""
+@dataclass(frozen=True, eq=False)
+class LabelFormat:
+    """How the labels of one list are read: dataset, encoding, and the pipeline's decoder
+    ('png8' / 'png16': `tf.io.decode_png` + lookup table; 'pil': `labels.read_label`)."""
 
-    def bad_values(index):
-        path = pairs[index][1]
-        try:
-            with Image.open(path) as img:
-                label = np.asarray(img)
-        except OSError as e:
-            return index, f'unreadable label ({e})'
-        if label.ndim != 2:
-            return index, f'label must be single-channel, found shape {label.shape}'
-        values = np.unique(label)
-        bad = values[(values >= num_classes) & (values != ignore_label)]
-        if bad.size:
-            return index, (
-                f'label values {bad[:8].tolist()} outside [0, {num_classes}) '
-                f'and != ignore_label {ignore_label}'
+    spec: object  # icnet_tf.datasets.DatasetSpec
+    encoding: str  # a name in spec.encodings, or datasets.COLOR
+    decoder: str = 'pil'
+
+    def read(self, path):
+        """One label file -> train ids [H, W] (NumPy)."""
+        return label_files.read_label(path, self.spec, self.encoding)
+
+    def decode(self, path):
+        """A label path (string tensor) -> int32 train ids [H, W, 1] inside tf.data."""
+        if self.decoder in ('png8', 'png16'):
+            raw = tf.io.decode_png(
+                tf.io.read_file(path),
+                channels=1,
+                dtype=tf.uint8 if self.decoder == 'png8' else tf.uint16,
             )
-        return index, None
+            table = tf.constant(self.spec.encoding(self.encoding).to_train)
+            label = tf.gather(table, tf.cast(raw, tf.int32))  # values checked by check_labels
+        else:
 
+            def read(p):
+                return self.read(p.decode()).astype(np.int32)
+
+            label = tf.numpy_function(read, [path], tf.int32, stateful=False)[..., None]
+        label.set_shape([None, None, 1])
+        return label
+
+
+def _png_kind(path):
+    """'png8' / 'png16' for greyscale PNGs that `tf.io.decode_png` reads by value, else 'pil'."""
+    with Image.open(path) as img:
+        if img.format != 'PNG':
+            return 'pil'
+        if img.mode == 'L':
+            return 'png8'
+        return 'png16' if img.mode.startswith('I;16') else 'pil'
+
+
+def check_labels(pairs, spec, list_path=None, encoding=None, protocol=None, workers=8):
+    """The validation pass: decode every label once, before any training or evaluation.
+
+    The list's encoding is `encoding` or `labels.detect_encoding` over its label files (a mix
+    is refused); every label must hold values of that encoding and have its image's size, and
+    with `protocol` (`predict.Protocol`) every image must fit its padding size. Raises one
+    UserError naming the file (`<list>:<line>: ...` for a list file). Returns the `LabelFormat`
+    the pipeline reads the labels with.
+    """
+    encoding = encoding or label_files.detect_encoding([p[1] for p in pairs], spec)
+    if encoding != COLOR:
+        spec.encoding(encoding)  # a one-line error for an unknown --label_encoding
+
+    def problem(index):
+        image_path, label_path = pairs[index]
+        try:
+            label = label_files.read_label(label_path, spec, encoding)
+            kind = _png_kind(label_path)
+        except UserError as e:
+            return index, str(e), None
+        try:
+            with Image.open(image_path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            return index, f'{image_path}: not a readable image ({e})', None
+        if label.shape != (height, width):
+            return (
+                index,
+                (
+                    f'{image_path}: the image is {height}x{width} (HxW) but its label '
+                    f'{label_path} is {label.shape[0]}x{label.shape[1]}'
+                ),
+                None,
+            )
+        if protocol is not None:
+            try:
+                protocol.check(height, width, image_path)
+            except UserError as e:
+                return index, str(e), None
+        return index, None, kind
+
+    kinds = set()
     with ThreadPoolExecutor(workers) as pool:
-        for index, problem in pool.map(bad_values, range(len(pairs))):
-            if problem:
-                raise UserError(f'{list_path}:{index + 1}: {pairs[index][1]}: {problem}')
+        for index, message, kind in pool.map(problem, range(len(pairs))):
+            if message:
+                raise UserError(f'{list_path}:{index + 1}: {message}' if list_path else message)
+            kinds.add(kind)
+    decoder = kinds.pop() if len(kinds) == 1 and encoding != COLOR else 'pil'
+    return LabelFormat(spec, encoding, decoder)
 
 
 def decode_image(data):
@@ -93,6 +173,7 @@ def decode_image(data):
 
 
 def decode_label(data):
+    """Stored values of a greyscale PNG, as they are (no `LabelFormat`: train ids on disk)."""
     label = tf.io.decode_png(data, channels=1)
     label.set_shape([None, None, 1])
     return label
@@ -174,8 +255,12 @@ def train_dataset(
     seed=0,
     shuffle_buffer=500,
     input_context=None,
+    labels=None,
 ):
     """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1]).
+
+    `labels`: the `LabelFormat` of `check_labels` (train ids by meaning); None reads the
+    stored values of greyscale PNGs as train ids.
 
     `preprocess`: the network's input convention (`net.preprocess`), applied to the decoded
     uint8 RGB image before augmentation, as the original subtracts the mean before scaling,
@@ -183,8 +268,8 @@ def train_dataset(
     global batch; with `input_context` (`tf.distribute`'s `distribute_datasets_from_function`)
     this worker's per-replica batches of it, see `shard_samples`.
     """
-    images, labels = (list(p) for p in zip(*pairs))
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    images, label_paths = (list(p) for p in zip(*pairs))
+    ds = tf.data.Dataset.from_tensor_slices((images, label_paths))
     ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
@@ -192,7 +277,10 @@ def train_dataset(
 
     def load(paths, sample_seed):
         image = preprocess(decode_image(tf.io.read_file(paths[0])))
-        label = decode_label(tf.io.read_file(paths[1]))
+        if labels is None:
+            label = decode_label(tf.io.read_file(paths[1]))
+        else:
+            label = labels.decode(paths[1])
         return augment(
             image,
             label,

@@ -514,6 +514,12 @@ def others(num_classes=None, ignore_label=255, names_json=None):
             raise UserError(f'--num_classes must be >= 1, got {num_classes}')
         names = tuple(f'class_{i}' for i in range(num_classes))
         palette = generated_palette(num_classes)
+    return custom(names, palette, ignore_label)
+
+
+def custom(class_names, palette, ignore_label=255):
+    """The `others` spec of given names and colours (uint8 [C, 3]): identity `trainIds`."""
+    names = tuple(class_names)
     n = len(names)
     if not (0 <= ignore_label <= 65535) or ignore_label < n:
         raise UserError(
@@ -524,7 +530,7 @@ def others(num_classes=None, ignore_label=255, names_json=None):
     return DatasetSpec(
         name='others',
         class_names=names,
-        palette=palette,
+        palette=np.asarray(palette, np.uint8),
         ignore_label=ignore_label,
         encodings={
             'trainIds': Encoding.from_pairs(
@@ -534,6 +540,31 @@ def others(num_classes=None, ignore_label=255, names_json=None):
         official_encoding='trainIds',
         name_rules=(('*', 'trainIds'),),
     )
+
+
+def to_record(spec):
+    """What a model file keeps of its dataset (SavedModel metadata, dff_config.json): the
+    preset's name, or for `others` its names, colours and ignore label (JSON types)."""
+    if spec.name in DATASETS:
+        return {'name': spec.name}
+    return {
+        'name': spec.name,
+        'class_names': list(spec.class_names),
+        'palette': spec.palette.tolist(),
+        'ignore_label': int(spec.ignore_label),
+    }
+
+
+def from_record(record, source='model'):
+    """The spec `to_record` describes; UserError starting with `source` if it is not one."""
+    try:
+        if record['name'] in DATASETS:
+            return DATASETS[record['name']]
+        if record['name'] == 'others':
+            return custom(record['class_names'], record['palette'], int(record['ignore_label']))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f'{source}: unreadable dataset record {record!r} ({e})') from None
+    raise UserError(f'{source}: unknown dataset {record.get("name")!r}')
 
 
 def get_dataset(name, num_classes=None, ignore_label=None, names_json=None):

@@ -1,6 +1,7 @@
 """`make demo`: the main job on built-in data, start to finish, with the real command-line tools.
 
     python -m icnet_tf.demo [--out_dir demo_output] [--num_steps 400] [--weights W.npy]
+        [--dataset cityscapes|ade20k|others --weights W]
 
 1. generate a small toy city (`python -m data.toycity`),
 2. train ICNet_BN on it from scratch for a few minutes (`python -m icnet_tf.train`),
@@ -13,7 +14,9 @@
 Each command is printed before it runs, so the demo doubles as a usage example. With
 `--weights` (a `.npy` or checkpoint for 19 Cityscapes classes) training is skipped and those
 weights are used. A few minutes of CPU training gives a rough segmentation (bench/RESULTS.md has
-what longer training reaches).
+what longer training reaches). The toy city is labelled with the Cityscapes classes; with
+another `--dataset` (its `--weights` required) the demo segments the toy city with that
+dataset's classes and colours and leaves out training, evaluation and the ground truth.
 """
 
 import json
@@ -27,6 +30,7 @@ from absl import flags
 from PIL import Image
 
 from icnet_tf import build_model, cli
+from icnet_tf.labels import read_label
 from icnet_tf.palette import colorize
 from icnet_tf.predict import Segmenter, read_image
 
@@ -43,8 +47,21 @@ def step(title, cmd):
     return time.perf_counter() - start
 
 
+def dataset_args():
+    """The dataset flags given to the demo, for the tools it runs."""
+    names = ('dataset', 'num_classes', 'ignore_label', 'class_names_json')
+    return [a for n in names if FLAGS[n].present for a in (f'--{n}', str(FLAGS[n].value))]
+
+
 def main(argv):
     del argv
+    spec = cli.dataset_spec(restore_from=FLAGS.weights)
+    toy_labels = spec.name == 'cityscapes'  # the toy city's labels are Cityscapes trainIds
+    if not toy_labels and not FLAGS.weights:
+        raise cli.UserError(
+            f'--dataset {spec.name}: the toy city is labelled with the Cityscapes classes, so '
+            'the demo cannot train for it: pass --weights of a model for that dataset'
+        )
     out = os.path.abspath(FLAGS.out_dir)
     data, snapshots = os.path.join(out, 'toycity'), os.path.join(out, 'snapshots')
     py = sys.executable
@@ -105,25 +122,32 @@ def main(argv):
         )
         print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
         weights = snapshots
-    step(
-        'evaluate on the validation images',
-        [
-            py,
-            '-m',
-            'icnet_tf.evaluate',
-            '--data_list',
-            f'{data}/list/val.txt',
-            '--data_dir',
-            data,
-            '--restore_from',
-            weights,
-            '--save_dir',
-            os.path.join(out, 'eval'),
-        ],
-    )
-    miou = json.load(open(os.path.join(out, 'eval', 'metrics.json')))['mIoU']
+    miou = None
+    if toy_labels:
+        step(
+            'evaluate on the validation images',
+            [
+                py,
+                '-m',
+                'icnet_tf.evaluate',
+                '--data_list',
+                f'{data}/list/val.txt',
+                '--data_dir',
+                data,
+                '--restore_from',
+                weights,
+                '--save_dir',
+                os.path.join(out, 'eval'),
+                # the toy city's 256x512 frames at their size, not padded to Cityscapes' 1025x2049
+                '--protocol',
+                'whole',
+                '--overwrite',  # the demo's own folder: a second run replaces its files
+                *dataset_args(),
+            ],
+        )
+        miou = json.load(open(os.path.join(out, 'eval', 'metrics.json')))['mIoU']
 
-    net = build_model('ICNet_BN', num_classes=19)
+    net = build_model('ICNet_BN', num_classes=spec.num_classes)
     net.load(weights, skip=('sub4_out', 'sub24_out'), verbose=False)
     segmenter = Segmenter(net)
     with open(os.path.join(data, 'list', 'val.txt')) as f:
@@ -131,14 +155,15 @@ def main(argv):
     written = []
     for i, (img_rel, lab_rel) in enumerate(pairs):
         image = read_image(os.path.join(data, img_rel))
-        label = np.asarray(Image.open(os.path.join(data, lab_rel)))
-        panel = np.concatenate([image, colorize(label), colorize(segmenter(image))], axis=1)
+        panels = [image, colorize(segmenter(image), spec.palette, spec.num_classes)]
+        if toy_labels:
+            label = read_label(os.path.join(data, lab_rel), spec)
+            panels.insert(1, colorize(label, spec.palette, spec.num_classes))
         written.append(os.path.join(out, f'val_{i}.png'))
-        Image.fromarray(panel).save(written[-1])
-    print(
-        f'\nvalidation mIoU {miou * 100:.1f}; wrote {len(written)} pictures '
-        f'(photo | ground truth | prediction): {", ".join(written)}'
-    )
+        Image.fromarray(np.concatenate(panels, axis=1)).save(written[-1])
+    what = 'photo | ground truth | prediction' if toy_labels else 'photo | prediction'
+    score = f'validation mIoU {miou * 100:.1f}; ' if miou is not None else ''
+    print(f'\n{score}wrote {len(written)} pictures ({what}): {", ".join(written)}')
 
     video = os.path.join(out, 'toyvideo')
     if not os.path.isdir(os.path.join(video, 'leftImg8bit_sequence')):
@@ -182,6 +207,7 @@ def main(argv):
     ]
     if FLAGS.flownet_weights:
         dff_cmd += ['--flownet_weights', FLAGS.flownet_weights]
+    dff_cmd += dataset_args()
     step('Deep Feature Flow on the toy video (key frame every 5)', dff_cmd)
     print(f'wrote {os.path.join(out, "dff", "video.gif")}')
 
@@ -193,4 +219,5 @@ if __name__ == '__main__':
     flags.DEFINE_integer('num_pictures', 3, 'validation images to draw')
     flags.DEFINE_integer('seed', 0, 'seed of the data and the training')
     flags.DEFINE_string('flownet_weights', None, 'FlowNetS weights for the DFF part (.pth)')
+    cli.define_dataset_flags()
     cli.run(main)

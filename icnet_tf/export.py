@@ -1,6 +1,6 @@
 """`python -m icnet_tf.export`: a SavedModel (and optionally TFLite) of any registered network.
 
-    python -m icnet_tf.export --restore_from W --model ICNet_BN --num_classes 19 \
+    python -m icnet_tf.export --restore_from W --model ICNet_BN [--dataset cityscapes|ade20k|others]
         [--filter_scale 1] --export_dir DIR [--no_probabilities] [--tflite --input_size 1024,2048]
 
 The SavedModel's `serving_default` signature takes `images`: uint8 RGB `[N, H, W, 3]` of any
@@ -13,7 +13,9 @@ convolutions, labels-only upsampling where labels can change); --nooptimize appl
 batch-norm folding. `--tflite` additionally writes `model.tflite` for one fixed `--input_size`
 from the graph with the rewrites TFLite takes (`serving_network(tflite=True)`: all of ICNet's
 but the sparse label upsampling, slower on TFLite's kernels), and checks that it runs with the
-XNNPACK delegate and agrees with the SavedModel on a test image.
+XNNPACK delegate and agrees with the SavedModel on a test image. The class count comes from
+`--dataset` (or `--num_classes`), and the dataset is recorded in the SavedModel's metadata, so
+that `icnet_tf.inference` names and colours its classes without being told again.
 
 Load the result with `tf.saved_model.load(DIR).signatures['serving_default']`, or pass DIR as
 `--restore_from` to `python -m icnet_tf.inference`.
@@ -21,7 +23,6 @@ Load the result with `tf.saved_model.load(DIR).signatures['serving_default']`, o
 
 import logging
 import os
-import sys
 import time
 
 import numpy as np
@@ -30,6 +31,7 @@ from absl import flags
 
 from converters.errors import UserError
 from icnet_tf import build_model, cli
+from icnet_tf.datasets import to_record
 from icnet_tf.rewrites import applied_rewrites
 from icnet_tf.serving import (
     SIGNATURE,
@@ -63,26 +65,22 @@ def main(argv):
         raise UserError(
             f'--psp_bins: expected integers like 1,2,3,6, got {FLAGS.psp_bins!r}'
         ) from None
+    spec = cli.dataset_spec(restore_from=FLAGS.restore_from)
     try:
         net = build_model(
             FLAGS.model,
-            num_classes=FLAGS.num_classes,
+            num_classes=spec.num_classes,
             filter_scale=FLAGS.filter_scale,
             psp_bins=bins,
             psp_pooling=FLAGS.psp_pooling if FLAGS['psp_pooling'].present else None,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
-    if FLAGS.restore_from:
-        if is_saved_model(FLAGS.restore_from):
-            raise UserError(f'{FLAGS.restore_from}: is already an exported SavedModel')
-        print(net.load(FLAGS.restore_from, skip=tuple(net.aux_heads), verbose=False))
-    else:
-        print(
-            'warning: no --restore_from given: exporting RANDOM weights (useful for tests '
-            'and benchmarks only)',
-            file=sys.stderr,
-        )
+    if FLAGS.restore_from and is_saved_model(FLAGS.restore_from):
+        raise UserError(f'{FLAGS.restore_from}: is already an exported SavedModel')
+    cli.load_or_warn(
+        net, FLAGS.restore_from, 'exporting RANDOM weights (useful for tests and benchmarks only)'
+    )
     start = time.perf_counter()
     module = export_saved_model(
         net,
@@ -90,7 +88,7 @@ def main(argv):
         probabilities=not FLAGS.no_probabilities,
         optimize=FLAGS.optimize,
         input_size=serving_size,
-        metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from),
+        metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from, dataset=to_record(spec)),
     )
     applied = applied_rewrites(net, FLAGS.optimize)
     outputs = 'labels' + ('' if FLAGS.no_probabilities else ', probabilities')

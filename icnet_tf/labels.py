@@ -134,7 +134,7 @@ def _ambiguous(path, values, candidates, spec):
     hint = f'; name the files {" or ".join(rules)}' if rules else ''
     return UserError(
         f'{path}: cannot tell the label encoding: values {values[:8].tolist()} fit '
-        f'{" and ".join(candidates)}{hint} or pass the encoding'
+        f'{" and ".join(candidates)}{hint} or pass --label_encoding'
     )
 
 
@@ -269,3 +269,57 @@ def write_label_png(base, train_ids, spec, fmt, *, rgb=None, overwrite=False, wr
         raise
     written.add(os.path.abspath(path))
     return path
+
+
+def output_stems(paths):
+    """`{path: stem}` for output names `<stem>_<fmt>.png`: the file name without its extension,
+    with the extension kept where two inputs share a stem (`a.png`, `a.jpg` -> `a.png`,
+    `a.jpg`) and `_2`, `_3`... where two inputs share a file name (a glob over folders)."""
+    stems = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    counts = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    out, used = {}, set()
+    for p, stem in stems.items():
+        name = stem if counts[stem] == 1 else os.path.basename(p)
+        base, k = name, 1
+        while name in used:
+            k += 1
+            name = f'{base}_{k}'
+        used.add(name)
+        out[p] = name
+    return out
+
+
+# What the tools wrote before `<stem>_<fmt>.png` (inference's `_labelTrainIds.png`), too.
+_OWN_SUFFIXES = tuple(f'_{fmt}.png' for fmt in FORMATS) + ('_labelTrainIds.png',)
+
+
+def is_own_output(path):
+    """True for a file name the tools write (`<stem>_<fmt>.png`, fmt in `FORMATS`, and the old
+    `_labelTrainIds.png`): a folder scan for input images skips those."""
+    return os.path.basename(path).endswith(_OWN_SUFFIXES)
+
+
+def check_outputs(save_dir, stems, formats, overwrite=False):
+    """Before a run: UserError naming the first `<save_dir>/<stem>_<fmt>.png` that exists
+    (with the count) unless `overwrite`, so a run never stops half-way on a file of an
+    earlier run. Also refuses an unknown format."""
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise UserError(
+                f'--output_format: unknown format {fmt!r} (choose from {", ".join(FORMATS)})'
+            )
+    if overwrite:
+        return
+    existing = [
+        os.path.join(save_dir, f'{stem}_{fmt}.png')
+        for stem in stems
+        for fmt in formats
+        if os.path.lexists(os.path.join(save_dir, f'{stem}_{fmt}.png'))
+    ]
+    if existing:
+        more = f' (and {len(existing) - 1} more outputs)' if len(existing) > 1 else ''
+        raise UserError(
+            f'{existing[0]}: exists{more}: pass --overwrite or choose another --save_dir'
+        )

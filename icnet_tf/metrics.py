@@ -3,14 +3,17 @@
 The confusion matrix counts pixels whose label is not `ignore_label` (rows = ground truth,
 columns = prediction); IoU = TP / (TP + FP + FN) per class, mIoU = mean over the classes that
 occur in labels or predictions (the others have no defined IoU and are reported as nan).
+Category IoU (Cityscapes' 7 categories) comes from the same matrix with rows and columns summed
+per category, which is what cityscapesScripts computes from its pixel counts.
 """
 
 import os
 
 import numpy as np
-from PIL import Image
 
 from converters.errors import UserError
+from icnet_tf import labels as label_files
+from icnet_tf.datasets import others
 from icnet_tf.predict import Segmenter, read_image
 from icnet_tf.progress import Progress
 
@@ -36,36 +39,61 @@ def scores(cm):
     return iou, miou, accuracy
 
 
+def category_matrix(cm, category_of, num_categories):
+    """[K, K] confusion of categories: `cm` summed over the classes of each category."""
+    onehot = np.zeros((len(category_of), num_categories), np.int64)
+    onehot[np.arange(len(category_of)), category_of] = 1
+    return onehot.T @ np.asarray(cm, np.int64) @ onehot
+
+
 def evaluate(
     net,
     pairs,
     *,
-    num_classes,
+    spec=None,
+    labels=None,
+    num_classes=None,
     ignore_label=255,
     pad_to=None,
+    resize_to=None,
     flip=False,
     save_dir=None,
+    formats=('trainIds',),
+    overwrite=False,
     list_path='list',
     progress=True,
 ):
-    """Confusion matrix of `net` over (image, label) pairs; optionally writes trainId PNGs."""
-    segmenter = Segmenter(net, pad_to=pad_to, flip=flip)
-    cm = np.zeros((num_classes, num_classes), np.int64)
+    """Confusion matrix of `net` over (image, label) pairs.
+
+    Labels are read by meaning: `labels` (a `data.LabelFormat` from `data.check_labels`), or
+    `labels.read_label` with `spec` (default: `others(num_classes or net.num_classes,
+    ignore_label)`, train ids on disk). With `save_dir` the predictions are written as
+    `<save_dir>/<stem>_<fmt>.png` for every fmt of `formats` (`labels.write_label_png`, never
+    over a file this run did not write unless `overwrite`).
+    """
+    if labels is not None:
+        spec = labels.spec
+    spec = spec or others(num_classes or net.num_classes, ignore_label)
+    read = labels.read if labels is not None else lambda p: label_files.read_label(p, spec)
+    segmenter = Segmenter(net, pad_to=pad_to, resize_to=resize_to, flip=flip)
+    n = spec.num_classes
+    cm = np.zeros((n, n), np.int64)
+    stems = label_files.output_stems([image for image, _ in pairs]) if save_dir else {}
     bar = Progress(0, len(pairs)) if progress else None
     for index, (image_path, label_path) in enumerate(pairs):
         image = read_image(image_path)
-        with Image.open(label_path) as img:
-            label = np.asarray(img)
+        label = read(label_path)
         if label.shape != image.shape[:2]:
             raise UserError(
                 f'{list_path}:{index + 1}: label {label.shape} and image '
                 f'{image.shape[:2]} sizes differ ({label_path})'
             )
         pred = segmenter(image)
-        cm += confusion_matrix(pred, label, num_classes, ignore_label)
+        cm += confusion_matrix(pred, label, n, spec.ignore_label)
         if save_dir:
-            name = os.path.splitext(os.path.basename(image_path))[0] + '_trainIds.png'
-            Image.fromarray(pred.astype(np.uint8)).save(os.path.join(save_dir, name))
+            base = os.path.join(save_dir, stems[image_path])
+            for fmt in formats:
+                label_files.write_label_png(base, pred, spec, fmt, rgb=image, overwrite=overwrite)
         if bar:
             bar.update(index + 1, {'mIoU': scores(cm)[1]}, force=index + 1 == len(pairs))
     if bar:
@@ -73,9 +101,43 @@ def evaluate(
     return cm
 
 
-def report(cm, class_names=None):
+def report(cm, class_names=None, categories=None, category_of=None):
+    """Per-class IoU, mIoU and pixel accuracy (in %); with `categories` (names) and
+    `category_of` (class -> category index) the category IoU in a column beside the classes
+    and the category mIoU under the mIoU (Cityscapes)."""
     iou, miou, accuracy = scores(cm)
-    names = class_names or [f'class {i}' for i in range(len(iou))]
-    lines = [f'{name:>14s}: {value * 100:6.2f}' for name, value in zip(names, iou)]
-    lines += [f'{"mIoU":>14s}: {miou * 100:6.2f}', f'{"pixel acc.":>14s}: {accuracy * 100:6.2f}']
-    return '\n'.join(lines)
+    names = list(class_names or [f'class {i}' for i in range(len(iou))])
+    width = max(14, *(len(n) for n in names))
+    rows = [f'{name:>{width}s}: {value * 100:6.2f}' for name, value in zip(names, iou)]
+    tail = [f'{"mIoU":>{width}s}: {miou * 100:6.2f}']
+    if categories:
+        cat_iou, cat_miou, _ = scores(category_matrix(cm, category_of, len(categories)))
+        side = [f'{name:>14s}: {v * 100:6.2f}' for name, v in zip(categories, cat_iou)]
+        head = f'{"class IoU":>{width + 8}s}    {"category IoU":>22s}'
+        rows = [head] + [
+            f'{row}    {side[i]}' if i < len(side) else row for i, row in enumerate(rows)
+        ]
+        tail.append(f'{"category mIoU":>{width}s}: {cat_miou * 100:6.2f}')
+    tail.append(f'{"pixel acc.":>{width}s}: {accuracy * 100:6.2f}')
+    return '\n'.join(rows + tail)
+
+
+def metrics_dict(cm, spec=None):
+    """What evaluate writes to metrics.json (IoU per class by name; category IoU if any)."""
+    iou, miou, accuracy = scores(cm)
+    out = {
+        'mIoU': miou,
+        'pixel_accuracy': accuracy,
+        'iou': [None if np.isnan(v) else float(v) for v in iou],
+    }
+    if spec is not None:
+        out['dataset'] = spec.name
+        out['class_names'] = list(spec.class_names)
+        if spec.categories:
+            cm7 = category_matrix(cm, spec.category_of, len(spec.categories))
+            cat_iou, cat_miou, _ = scores(cm7)
+            out['category_mIoU'] = cat_miou
+            out['category_iou'] = {
+                name: None if np.isnan(v) else float(v) for name, v in zip(spec.categories, cat_iou)
+            }
+    return out

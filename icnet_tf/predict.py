@@ -7,9 +7,15 @@ either side is not a multiple, both grow by `x // 32 + 1`). Postprocessing: the 
 the network's way (`net.upsample_logits`; ICNet: bilinear, align_corners=True) to the padded
 size, cropped to the image, argmax. (The original's current inference path forgets the mean
 subtraction because of an argument-order slip; this port does not copy that bug.)
+
+Evaluation protocols (`Protocol`): `whole` (the above), `pad` (zero-pad to one fixed size,
+the original's Cityscapes evaluation: 1024x2048 -> 1025x2049; an image larger than that size is
+an error) and `resize` (the original's ADE20K evaluation: the preprocessed image resized to a
+fixed size with bilinear, align_corners=True, the logits resized straight to the image size).
 """
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -74,11 +80,57 @@ def padded_size(h, w, multiple=32):
     )
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How images meet the network: `pad_to` (H, W), `resize_to` (H, W), or neither (whole
+    image, padded to multiples of 32). `source` names where it came from, for messages."""
+
+    pad_to: tuple | None = None
+    resize_to: tuple | None = None
+    source: str = 'whole image'
+
+    @classmethod
+    def of_dataset(cls, spec):
+        """The dataset's evaluation protocol (`spec.eval_resize`, `spec.eval_size`)."""
+        where = f'the {spec.name} evaluation protocol'
+        if spec.eval_resize == 'pad':
+            return cls(pad_to=tuple(spec.eval_size), source=where)
+        if spec.eval_resize == 'resize':
+            return cls(resize_to=tuple(spec.eval_size), source=where)
+        return cls()
+
+    def options(self):
+        """Keyword arguments of `Segmenter`."""
+        return {'pad_to': self.pad_to, 'resize_to': self.resize_to}
+
+    def check(self, h, w, path):
+        """UserError naming `path` if an H x W image does not fit `pad_to`."""
+        if self.pad_to and (h > self.pad_to[0] or w > self.pad_to[1]):
+            ph, pw = self.pad_to
+            raise UserError(
+                f'{path}: the image is {h}x{w} (HxW), larger than the {ph}x{pw} of {self.source}'
+                ': give an --input_size at least as large, or --protocol whole'
+            )
+
+    def describe(self):
+        if self.pad_to:
+            return f'zero-padded to {self.pad_to[0]}x{self.pad_to[1]} ({self.source})'
+        if self.resize_to:
+            h, w = self.resize_to
+            return f'resized to {h}x{w}, align_corners ({self.source})'
+        return 'whole image, padded to multiples of 32'
+
+
 class Segmenter:
     """uint8 RGB images -> trainId labels with the original's pre- and postprocessing.
 
-    `pad_to=(H, W)`: zero-pad to at least this size instead of the next multiple of 32 (the
-    Cityscapes evaluation protocol pads 1024x2048 to 1025x2049). `flip=True`: average the
+    `pad_to=(H, W)`: zero-pad to this size instead of the next multiple of 32 (the
+    Cityscapes evaluation protocol pads 1024x2048 to 1025x2049); a larger image is a UserError
+    (`Protocol.check` names the file first). `resize_to=(H, W)`: the original's ADE20K
+    evaluation: the preprocessed image is resized to H x W (bilinear, align_corners=True, TF1
+    `resize_images`), and the logits are resized the network's way straight to the image size;
+    when H x W itself needs padding the logits go to the padded size, are cropped to H x W and
+    then resized (align_corners) to the image. `flip=True`: average the
     softmax of the image and of its mirror image (the original parsed `--flipped-eval` but never
     implemented it). `compiled=True` runs the network in a `tf.function` (one trace per padded
     size); with `reduce_retracing=True` TF traces once more with unknown height and width after
@@ -86,9 +138,21 @@ class Segmenter:
     run-time-shape paths, e.g. the dynamic pyramid pooling; equal up to float rounding).
     """
 
-    def __init__(self, net, *, pad_to=None, flip=False, compiled=True, reduce_retracing=False):
+    def __init__(
+        self,
+        net,
+        *,
+        pad_to=None,
+        resize_to=None,
+        flip=False,
+        compiled=True,
+        reduce_retracing=False,
+    ):
         self.net = net
         self.pad_to = tuple(pad_to) if pad_to else None
+        self.resize_to = tuple(resize_to) if resize_to else None
+        if self.pad_to and self.resize_to:
+            raise ValueError('Segmenter: pad_to and resize_to exclude each other')
         self.flip = flip
         self.min_size = net.build_input_shape()[1]
         forward = lambda x: net(x, training=False)  # noqa: E731
@@ -97,28 +161,43 @@ class Segmenter:
         )
 
     def padded_size(self, h, w):
+        if self.pad_to and (h > self.pad_to[0] or w > self.pad_to[1]):
+            raise UserError(f'a {h}x{w} image does not fit the padding size {self.pad_to}')
         ph, pw = self.pad_to if self.pad_to else padded_size(h, w)
         return max(ph, h, self.min_size), max(pw, w, self.min_size)
 
     def probabilities(self, rgb):
         """Softmax [N, H, W, C] at the input size of uint8 RGB images [N, H, W, 3]."""
         rgb = np.asarray(rgb)
-        h, w = rgb.shape[1:3]
-        ph, pw = self.padded_size(h, w)
-        x = self.net.preprocess(rgb)
-        x = tf.pad(x, [[0, 0], [0, ph - h], [0, pw - w], [0, 0]])  # zeros after preprocessing
-        probs = self._probs(x, h, w)
+        probs = self._probs(rgb)
         if self.flip:
-            mirrored = tf.pad(
-                self.net.preprocess(rgb[:, :, ::-1]), [[0, 0], [0, ph - h], [0, pw - w], [0, 0]]
-            )
-            probs = (probs + self._probs(mirrored, h, w)[:, :, ::-1]) / 2.0
+            probs = (probs + self._probs(rgb[:, :, ::-1])[:, :, ::-1]) / 2.0
         return probs
 
-    def _probs(self, x, h, w):
-        """Logits resized the network's way to the padded size, cropped to h x w, softmax."""
-        logits = self.net.upsample_logits(self._forward(x), tf.shape(x)[1:3])
-        return tf.nn.softmax(logits[:, :h, :w])
+    def _probs(self, rgb):
+        """Preprocess, (resize,) zero-pad, forward, logits resized the network's way to the
+        padded size and cropped (or, resized without padding, straight to the image), softmax."""
+        h, w = rgb.shape[1:3]
+        x = self.net.preprocess(rgb)
+        if self.resize_to:
+            # The original's ADE20K evaluation (`_eval_preprocess`): `tf.image.resize_images(
+            # align_corners=True)` of the mean-subtracted image, no padding.
+            x = tf.raw_ops.ResizeBilinear(
+                images=x, size=self.resize_to, align_corners=True, half_pixel_centers=False
+            )
+        rh, rw = self.resize_to or (h, w)
+        ph, pw = self.padded_size(rh, rw)
+        x = tf.pad(x, [[0, 0], [0, ph - rh], [0, pw - rw], [0, 0]])  # zeros after preprocessing
+        logits = self._forward(x)
+        if self.resize_to and (ph, pw) == (rh, rw):
+            # its eval graph: logits resized (align_corners) straight to the label size
+            return tf.nn.softmax(self.net.upsample_logits(logits, (h, w)))
+        logits = self.net.upsample_logits(logits, (ph, pw))[:, :rh, :rw]
+        if self.resize_to:
+            logits = tf.raw_ops.ResizeBilinear(
+                images=logits, size=(h, w), align_corners=True, half_pixel_centers=False
+            )
+        return tf.nn.softmax(logits)
 
     def __call__(self, rgb, return_probabilities=False):
         rgb = np.asarray(rgb)

@@ -346,29 +346,42 @@ def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
     return loss_fn
 
 
-def image_summary_hook(net, pair):
-    """TensorBoard images: the input, its label and the prediction, in colour."""
+def image_summary_hook(net, pair, labels=None):
+    """TensorBoard images: the input, its label and the prediction, in colour.
+
+    `labels`: the list's `data.LabelFormat` (train ids and colours of its dataset); None reads
+    the label's stored values as train ids, in the Cityscapes colours."""
     image = read_image(pair[0])
-    with Image.open(pair[1]) as img:
-        label = np.asarray(img)
+    if labels is None:
+        with Image.open(pair[1]) as img:
+            label = np.asarray(img)
+        palette = 'cityscapes'
+    else:
+        label, palette = labels.read(pair[1]), labels.spec.palette
     segmenter = Segmenter(net)
 
     def hook(step, writer):
         pred = segmenter(image)
         with writer.as_default(step=step):
             tf.summary.image('input', image[None])
-            tf.summary.image('label', colorize(label, num_classes=net.num_classes)[None])
-            tf.summary.image('prediction', colorize(pred, num_classes=net.num_classes)[None])
+            tf.summary.image('label', colorize(label, palette, net.num_classes)[None])
+            tf.summary.image('prediction', colorize(pred, palette, net.num_classes)[None])
 
     return hook
 
 
-def validation_hook(net, pairs, *, ignore_label=255):
-    """Periodic mIoU on `pairs`, printed and written to TensorBoard."""
+def validation_hook(net, pairs, *, ignore_label=255, labels=None):
+    """Periodic mIoU on `pairs` (labels read with the `data.LabelFormat` `labels`, else as
+    train ids), printed and written to TensorBoard."""
 
     def hook(step, writer):
         cm = evaluate(
-            net, pairs, num_classes=net.num_classes, ignore_label=ignore_label, progress=False
+            net,
+            pairs,
+            labels=labels,
+            num_classes=net.num_classes,
+            ignore_label=ignore_label,
+            progress=False,
         )
         miou = scores(cm)[1]
         print(f'\nstep {step}: validation mIoU {miou * 100:.2f} on {len(pairs)} images')

@@ -9,6 +9,7 @@ from PIL import Image
 
 from converters.errors import UserError
 from icnet_tf.data import augment, check_labels, read_list, shard_samples, train_dataset
+from icnet_tf.datasets import others
 from icnet_tf.network import CAFFE_BGR_MEAN as IMG_MEAN_BGR
 from icnet_tf.network import caffe_bgr_input
 
@@ -58,9 +59,10 @@ def test_check_labels_reports_line_and_values(tmp_path):
     lines.append(write_pair(str(tmp_path), 'bad', rgb, label))
     (tmp_path / 'l.txt').write_text('\n'.join(lines))
     pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
-    check_labels(pairs[:1], 4, 255)
-    with pytest.raises(UserError, match=r'l.txt:2: .*bad_label.png: label values \[7\]'):
-        check_labels(pairs, 4, 255, str(tmp_path / 'l.txt'))
+    spec = others(4)
+    assert check_labels(pairs[:1], spec).decoder == 'png8'
+    with pytest.raises(UserError, match=r'l.txt:2: .*bad_label.png: values \[7\] are not'):
+        check_labels(pairs, spec, str(tmp_path / 'l.txt'))
 
 
 def _decoded_class(image):
@@ -186,3 +188,111 @@ def test_sharded_train_dataset_is_the_one_process_batch(tmp_path):
     for k in range(3):
         assert shards[0][k].shape == (2, 48, 48, 3)
         np.testing.assert_array_equal(np.concatenate([shards[0][k], shards[1][k]]), one[k])
+
+
+# ------------------------------------------------------------------ labels read by meaning
+def one_pair(root, name, label, *, mode=None, label_name=None, size=None):
+    """An image (its colour: noise) and a label file, as a one-line list's pairs."""
+    h, w = size or label.shape[:2]
+    rng = np.random.default_rng(len(name))
+    image = os.path.join(root, f'{name}_leftImg8bit.png')
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+    path = os.path.join(root, label_name or f'{name}_label.png')
+    img = Image.fromarray(label) if mode is None else Image.fromarray(label, mode)
+    img.save(path)
+    return [(image, path)]
+
+
+def pipeline_labels(pairs, labels):
+    """The label tensor train_dataset gives for a one-pair list (no augmentation)."""
+    h, w = Image.open(pairs[0][1]).size[::-1]
+    ds = train_dataset(
+        pairs, preprocess=caffe_bgr_input, batch_size=1, crop_size=(h, w), labels=labels
+    )
+    return next(iter(ds))[1].numpy()[0, ..., 0]
+
+
+def test_pipeline_reads_label_ids_palette_indices_and_sixteen_bit(tmp_path):
+    from cityscapesscripts.helpers import labels as cs_labels
+
+    from icnet_tf.datasets import CITYSCAPES
+    from icnet_tf.labels import read_label
+
+    rng = np.random.default_rng(3)
+    # Cityscapes labelIds (all 34 ids), through the official table (cityscapesscripts')
+    ids = rng.integers(0, 34, (24, 40)).astype(np.uint8)
+    pairs = one_pair(str(tmp_path), 'a', ids, label_name='a_gtFine_labelIds.png')
+    fmt = check_labels(pairs, CITYSCAPES)
+    assert (fmt.encoding, fmt.decoder) == ('labelIds', 'png8')
+    official = np.array([cs_labels.id2label[i].trainId for i in range(34)])
+    want = np.where((official[ids] < 0) | (official[ids] == 255), 255, official[ids])
+    np.testing.assert_array_equal(pipeline_labels(pairs, fmt), want)
+    # a palette-mode PNG: its indices, not the luminance of its (noise) colours
+    train = rng.integers(0, 19, (24, 40)).astype(np.uint8)
+    train[:3] = 255
+    pal = Image.fromarray(train, 'L').convert('P')
+    pal.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+    path = tmp_path / 'p_gtFine_labelTrainIds.png'
+    pal.save(path)
+    pairs = one_pair(str(tmp_path), 'p', train, label_name='ignored.png')
+    pairs = [(pairs[0][0], str(path))]
+    fmt = check_labels(pairs, CITYSCAPES)
+    assert (fmt.encoding, fmt.decoder) == ('trainIds', 'pil')
+    np.testing.assert_array_equal(pipeline_labels(pairs, fmt), train)
+    luminance = tf.io.decode_png(tf.io.read_file(str(path)), channels=1).numpy()[..., 0]
+    assert not np.array_equal(luminance, train)  # what decode_png alone would have given
+    # 16-bit labels of a dataset with 300 classes, by value
+    spec = others(300, ignore_label=65535)
+    big = rng.integers(0, 300, (24, 40)).astype(np.uint16)
+    big[0, 0] = 65535
+    pairs = one_pair(str(tmp_path), 'b', big)
+    fmt = check_labels(pairs, spec)
+    assert fmt.decoder == 'png16'
+    np.testing.assert_array_equal(pipeline_labels(pairs, fmt), big.astype(np.int64))
+    np.testing.assert_array_equal(read_label(pairs[0][1], spec, 'trainIds'), big)
+
+
+def test_ade20k_zero_labels_are_left_out_of_the_loss(tmp_path):
+    """Stored 0 ("other") becomes ignore in the pipeline, and the head's loss is the mean cross
+    entropy over the other pixels only (NumPy, labels nearest-sampled to the logits grid)."""
+    from icnet_tf.datasets import ADE20K
+    from icnet_tf.training import make_loss_fn
+    from tests.test_models import TinyNet
+
+    rng = np.random.default_rng(4)
+    raw = rng.integers(1, 151, (64, 64)).astype(np.uint8)
+    raw[rng.random(raw.shape) < 0.3] = 0
+    pairs = one_pair(str(tmp_path), 'ADE_train_00000001', raw, label_name='ADE_train_00000001.png')
+    fmt = check_labels(pairs, ADE20K)
+    assert (fmt.encoding, fmt.decoder) == ('ade', 'png8')
+    net = TinyNet(num_classes=150, seed=3).build()
+    ds = train_dataset(
+        pairs, preprocess=net.preprocess, batch_size=1, crop_size=(64, 64), labels=fmt
+    )
+    images, labels = next(iter(ds))
+    np.testing.assert_array_equal(labels.numpy()[0, ..., 0], np.where(raw == 0, 255, raw - 1))
+    loss_fn = make_loss_fn(net, ignore_label=255, weight_decay=0.0, update_mean_var=False)
+    _, parts = loss_fn((images, labels))
+    logits = net.layers['logits'].numpy()[0].astype(np.float64)  # 16x16, stride 4
+    stored = raw[::4, ::4].astype(np.int64)  # TF1 nearest resize by 1/4: pixel 4i
+    keep = stored != 0
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_softmax, np.maximum(stored - 1, 0)[..., None], -1)[..., 0]
+    assert 0 < keep.sum() < keep.size
+    assert float(parts['logits']) == pytest.approx(-picked[keep].mean(), rel=1e-5)
+
+
+def test_validation_pass_names_both_files_of_a_size_mismatch(tmp_path):
+    from icnet_tf.datasets import CITYSCAPES
+    from icnet_tf.predict import Protocol
+
+    label = np.zeros((20, 30), np.uint8)
+    pairs = one_pair(str(tmp_path), 'm', label, label_name='m_gtFine_labelIds.png', size=(20, 31))
+    with pytest.raises(UserError) as info:
+        check_labels(pairs, CITYSCAPES, 'val.txt')
+    text = str(info.value)
+    assert text.startswith(f'val.txt:1: {pairs[0][0]}: the image is 20x31') and pairs[0][1] in text
+    pairs = one_pair(str(tmp_path), 'n', label, label_name='n_gtFine_labelIds.png')
+    with pytest.raises(UserError, match=r'n_leftImg8bit.png: the image is 20x30 .* 16x64'):
+        check_labels(pairs, CITYSCAPES, protocol=Protocol(pad_to=(16, 64), source='--input_size'))
+    assert check_labels(pairs, CITYSCAPES, protocol=Protocol(pad_to=(20, 30))).decoder == 'png8'

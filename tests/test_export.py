@@ -345,7 +345,7 @@ def test_inference_cli_runs_an_exported_saved_model(exported, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert 'exported SavedModel' in done.stdout
-    got = np.asarray(Image.open(tmp_path / 'out' / 'frame_labelTrainIds.png'))
+    got = np.asarray(Image.open(tmp_path / 'out' / 'frame_trainIds.png'))
     signature, _loaded = load_signature(exported)
     np.testing.assert_array_equal(got, signature(images=tf.constant(rgb[None]))['labels'][0])
 

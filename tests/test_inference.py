@@ -11,6 +11,7 @@ from PIL import Image
 
 from converters.errors import UserError
 from icnet_tf import ICNet_BN
+from icnet_tf.datasets import others
 from icnet_tf.inference import find_images, output_stems
 from icnet_tf.palette import CITYSCAPES, ORIGINAL, colorize, overlay
 from icnet_tf.predict import Segmenter, read_image
@@ -131,13 +132,14 @@ def test_folder_of_mixed_images_writes_every_output_at_the_input_size(folder_run
     for name, (_, h, w) in IMAGES.items():  # ...but every good image is written
         stem = os.path.splitext(name)[0]
         colour = np.asarray(Image.open(out / f'{stem}_color.png'))
-        with Image.open(out / f'{stem}_labelTrainIds.png') as img:
+        with Image.open(out / f'{stem}_trainIds.png') as img:
             assert img.mode == 'L'
             labels = np.asarray(img)
         over = np.asarray(Image.open(out / f'{stem}_overlay.png'))
         assert colour.shape == (h, w, 3) and labels.shape == (h, w) and over.shape == (h, w, 3)
         assert labels.max() < NUM_CLASSES
-        np.testing.assert_array_equal(colour, CITYSCAPES[labels])
+        # --num_classes 5 and no --dataset: a dataset of its own, in the generated colours
+        np.testing.assert_array_equal(colour, others(NUM_CLASSES).palette[labels])
     written = sorted(os.listdir(out))
     assert len(written) == 3 * len(IMAGES) and not any('corrupt' in n for n in written)
 
@@ -158,12 +160,13 @@ def test_results_equal_the_segmenter_in_process(folder_run, image_folder, seeded
     for name in IMAGES:
         rgb = read_image(str(image_folder / name))
         expected = segmenter(rgb)
-        got = np.asarray(Image.open(out / f'{os.path.splitext(name)[0]}_labelTrainIds.png'))
+        got = np.asarray(Image.open(out / f'{os.path.splitext(name)[0]}_trainIds.png'))
         # The CLI's tf.function uses reduce_retracing (run-time shapes after the second size):
         # equal up to float rounding, so allow the odd pixel at a near-tie.
         assert np.mean(got == expected) >= 0.999, name
         over = np.asarray(Image.open(out / f'{os.path.splitext(name)[0]}_overlay.png'))
-        np.testing.assert_array_equal(over, overlay(rgb, got, num_classes=NUM_CLASSES))
+        palette = others(NUM_CLASSES).palette
+        np.testing.assert_array_equal(over, overlay(rgb, got, palette, num_classes=NUM_CLASSES))
 
 
 def test_missing_path_and_missing_flag_are_one_line_each(tmp_path):
@@ -207,7 +210,7 @@ def test_original_palette_and_random_weights(tmp_path, image_folder):
     )
     assert done.returncode == 0, done.stderr
     assert 'RANDOM weights' in done.stderr  # no --restore_from: said clearly
-    labels = np.asarray(Image.open(tmp_path / 'pal_labelTrainIds.png'))
+    labels = np.asarray(Image.open(tmp_path / 'pal_trainIds.png'))
     colour = np.asarray(Image.open(tmp_path / 'pal_color.png'))
     assert labels.shape == IMAGES['pal.png'][1:]
     np.testing.assert_array_equal(colour, ORIGINAL[labels])
@@ -232,3 +235,25 @@ def test_original_palette_is_the_off_by_one_table():
     np.testing.assert_array_equal(
         colorize(labels, 'original'), [[(69, 69, 69), (69, 129, 180)], [(0, 0, 0), (128, 64, 128)]]
     )
+
+
+def test_save_dir_that_is_the_input_folder_is_refused(tmp_path):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / 'a.png')
+    done = run_cli('--img_path', str(tmp_path), '--save_dir', str(tmp_path))
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and 'is the folder of the input' in lines[0], done.stderr
+    assert os.listdir(tmp_path) == ['a.png']
+
+
+def test_a_folder_scan_skips_what_the_tools_wrote(tmp_path):
+    for name in ('a.png', 'a_trainIds.png', 'a_labelIds.png', 'a_color.png', 'a_overlay.png',
+                 'old_labelTrainIds.png', 'b.jpg'):  # fmt: skip
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name)
+    assert [os.path.basename(p) for p in find_images(str(tmp_path))] == ['a.png', 'b.jpg']
+    assert [os.path.basename(p) for p in find_images(str(tmp_path / 'a*.png'))] == ['a.png']
+    assert find_images(str(tmp_path / 'a_color.png')) == [str(tmp_path / 'a_color.png')]
+    for name in ('a.png', 'b.jpg'):
+        os.remove(tmp_path / name)
+    with pytest.raises(UserError, match='5 files named like its outputs skipped'):
+        find_images(str(tmp_path))

@@ -201,6 +201,7 @@ def test_two_workers_checkpoint_once_resume_and_survive_a_lost_worker(toy, tmp_p
         'ckpt-2.index',
         'ckpt-4.data-00000-of-00001',
         'ckpt-4.index',
+        'dataset.json',  # the dataset the checkpoints were trained on (icnet_tf.cli)
         'logs',
     ]
     assert checkpoint_series(snap) == ['ckpt-2', 'ckpt-4']

@@ -1,0 +1,86 @@
+"""`icnet_tf.cli`: the shared dataset flag group (presets, explicit flags, what a model file
+recorded) and the output helpers, on private absl FlagValues (no subprocess)."""
+
+import json
+
+import pytest
+from absl import flags
+
+from converters.errors import UserError
+from icnet_tf import cli
+from icnet_tf.datasets import ADE20K, CITYSCAPES, to_record
+
+
+def spec_of(*argv, **kwargs):
+    fv = flags.FlagValues()
+    cli.define_dataset_flags(flag_values=fv)
+    fv(['prog', *argv])
+    return cli.dataset_spec(flag_values=fv, **kwargs)
+
+
+def test_presets_and_the_default():
+    assert spec_of() is CITYSCAPES
+    assert spec_of('--dataset', 'ade20k') is ADE20K
+    assert spec_of('--dataset', 'ade20k', '--num_classes', '150', '--ignore_label', '255') is ADE20K
+
+
+def test_explicit_preset_and_flag_conflicts_are_one_line():
+    for argv, fragment in [
+        (('--dataset', 'ade20k', '--num_classes', '19'), 'has 150 classes but --num_classes is 19'),
+        (('--dataset', 'ade20k', '--ignore_label', '0'), '0 is the stored "other" value'),
+        (('--dataset', 'cityscapes', '--num_classes', '5'), 'use --dataset others'),
+        (('--dataset', 'others',), 'needs --num_classes or --class_names_json'),
+    ]:  # fmt: skip
+        with pytest.raises(UserError, match=fragment) as info:
+            spec_of(*argv)
+        assert '\n' not in str(info.value)
+
+
+def test_explicit_class_count_overrides_the_default_preset(tmp_path):
+    spec = spec_of('--num_classes', '5')
+    assert spec.name == 'others' and spec.num_classes == 5 and spec.ignore_label == 255
+    assert spec_of('--num_classes', '19', '--ignore_label', '254').ignore_label == 254
+    names = tmp_path / 'names.json'
+    names.write_text(json.dumps({'classes': [{'name': 'a', 'color': [1, 2, 3]}]}))
+    spec = spec_of('--class_names_json', str(names))
+    assert spec.class_names == ('a',) and spec.palette.tolist() == [[1, 2, 3]]
+
+
+def test_what_a_model_file_holds_and_recorded():
+    # a SavedModel / DFF snapshot with 150 classes and no record: --dataset must agree
+    with pytest.raises(UserError, match='cityscapes has 19 classes but saved/ holds 150'):
+        spec_of('--dataset', 'cityscapes', held_classes=150, holder='saved/')
+    assert spec_of('--dataset', 'ade20k', held_classes=150) is ADE20K
+    assert spec_of(held_classes=7).num_classes == 7  # no --dataset: its own dataset
+    # the recorded dataset is the default of --dataset, an explicit one wins
+    assert spec_of(held_classes=150, record=to_record(ADE20K)) is ADE20K
+    own = spec_of('--num_classes', '3')
+    back = spec_of(held_classes=3, record=to_record(own))
+    assert back.class_names == own.class_names and (back.palette == own.palette).all()
+    with pytest.raises(UserError, match='ade20k has 150 classes but m holds 19'):
+        spec_of('--dataset', 'ade20k', held_classes=19, record=to_record(CITYSCAPES), holder='m')
+
+
+def test_dataset_json_next_to_a_checkpoint(tmp_path):
+    cli.write_json(str(tmp_path / cli.DATASET_FILE), to_record(ADE20K))
+    assert spec_of(restore_from=str(tmp_path)) is ADE20K
+    (tmp_path / 'ckpt-3.index').write_bytes(b'')
+    assert spec_of(restore_from=str(tmp_path / 'ckpt-3')) is ADE20K
+    assert spec_of('--dataset', 'cityscapes', restore_from=str(tmp_path)) is CITYSCAPES
+    (tmp_path / cli.DATASET_FILE).write_text('{not json')
+    with pytest.raises(UserError, match='dataset.json: unreadable dataset record'):
+        spec_of(restore_from=str(tmp_path))
+
+
+def test_save_dir_and_existing_files(tmp_path):
+    image = tmp_path / 'in' / 'a.png'
+    with pytest.raises(UserError, match='is the folder of the input'):
+        cli.check_save_dir(str(tmp_path / 'in' / '.'), [str(image)])
+    cli.check_save_dir(str(tmp_path / 'out'), [str(image)])
+    (tmp_path / 'metrics.json').write_text('precious')
+    with pytest.raises(UserError, match=r'metrics.json: exists: pass --overwrite'):
+        cli.refuse_existing([str(tmp_path / 'metrics.json')], overwrite=False)
+    cli.refuse_existing([str(tmp_path / 'metrics.json')], overwrite=True)
+    cli.write_json(str(tmp_path / 'metrics.json'), {'a': 1})
+    assert json.loads((tmp_path / 'metrics.json').read_text()) == {'a': 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.json']  # no temporary file
