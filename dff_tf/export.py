@@ -32,7 +32,7 @@ from converters.errors import UserError
 from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
 from dff_tf.model import build_dff, check_frame_size, load_weights
 from icnet_tf import cli
-from icnet_tf.cli import parse_size
+from icnet_tf.cli import check_output_dir, parse_size, replacing_dir
 from icnet_tf.datasets import to_record
 
 FLAGS = flags.FLAGS
@@ -101,12 +101,14 @@ def main(argv):
     if not FLAGS.input_size:
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')
+    check_output_dir(FLAGS.export_dir, 'export_dir', FLAGS.overwrite)
     config, spec = model_and_dataset(FLAGS.restore_from)
     dff = build_dff(config)
     check_frame_size(dff, height, width, '--input_size')
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     logging.set_verbosity(logging.WARNING)  # SavedModel's INFO chatter
-    module = export(dff, height, width, FLAGS.export_dir, spec)
+    with replacing_dir(FLAGS.export_dir) as tmp:
+        module = export(dff, height, width, tmp, spec)
     print(
         f'wrote a SavedModel for {width}x{height} frames to {FLAGS.export_dir}/ '
         f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
@@ -118,6 +120,7 @@ def define_flags():
     define_weights_flags()
     flags.DEFINE_string('input_size', None, 'frame size H,W of the exported graph')
     flags.DEFINE_string('export_dir', 'dff_saved_model', 'SavedModel directory')
+    flags.DEFINE_bool('overwrite', False, 'replace an existing, non-empty --export_dir')
     define_model_flags()
 
 

@@ -12,9 +12,12 @@ DFF model's): the dataset (`--dataset`, `--num_classes`, `--ignore_label`,
 predictions (`--save_dir`, `--output_format`, `--overwrite`).
 """
 
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -378,3 +381,31 @@ def write_json(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_output_dir(path, flag, overwrite):
+    """A folder a tool will write as a whole (a SavedModel): refuse a file, or a folder that
+    already holds something, unless `overwrite`; one line naming the flag."""
+    if not path:
+        raise UserError(f'--{flag} is required: the directory to write to')
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f'--{flag} {path}: exists and is a file, not a directory')
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise UserError(f'--{flag} {path}: exists and is not empty (pass --overwrite)')
+
+
+@contextlib.contextmanager
+def replacing_dir(path):
+    """Write a folder under a temporary name next to `path`, then put it in place: a run that
+    fails leaves `path` as it was (the temporary folder is removed)."""
+    parent = os.path.dirname(os.path.abspath(path)) or '.'
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(path))}.', dir=parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.isdir(path):  # only reached with --overwrite (check_output_dir)
+        shutil.rmtree(path)
+    os.replace(tmp, path)

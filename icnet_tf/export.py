@@ -49,10 +49,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     tf.get_logger().setLevel(logging.ERROR)  # SavedModel/converter INFO chatter
-    if not FLAGS.export_dir:
-        raise UserError('--export_dir is required: the directory to write the SavedModel to')
-    if os.path.exists(FLAGS.export_dir) and os.listdir(FLAGS.export_dir) and not FLAGS.overwrite:
-        raise UserError(f'{FLAGS.export_dir}: exists and is not empty (pass --overwrite)')
+    cli.check_output_dir(FLAGS.export_dir, 'export_dir', FLAGS.overwrite)
     if FLAGS.tflite and not FLAGS.input_size:
         raise UserError('--tflite needs --input_size H,W (TFLite models have a fixed size)')
     tflite_size = cli.parse_size(FLAGS.input_size, 'input_size') if FLAGS.tflite else None
@@ -82,14 +79,17 @@ def main(argv):
         net, FLAGS.restore_from, 'exporting RANDOM weights (useful for tests and benchmarks only)'
     )
     start = time.perf_counter()
-    module = export_saved_model(
-        net,
-        FLAGS.export_dir,
-        probabilities=not FLAGS.no_probabilities,
-        optimize=FLAGS.optimize,
-        input_size=serving_size,
-        metadata=dict(model=FLAGS.model, restore_from=FLAGS.restore_from, dataset=to_record(spec)),
-    )
+    with cli.replacing_dir(FLAGS.export_dir) as tmp:
+        module = export_saved_model(
+            net,
+            tmp,
+            probabilities=not FLAGS.no_probabilities,
+            optimize=FLAGS.optimize,
+            input_size=serving_size,
+            metadata=dict(
+                model=FLAGS.model, restore_from=FLAGS.restore_from, dataset=to_record(spec)
+            ),
+        )
     applied = applied_rewrites(net, FLAGS.optimize)
     outputs = 'labels' + ('' if FLAGS.no_probabilities else ', probabilities')
     print(

@@ -21,6 +21,8 @@ and cityscapesScripts' evaluator read. Files this run did not write are never re
 `--restore_from`: a caffe-tensorflow `.npy`, a TF checkpoint (directory or prefix), or a
 SavedModel written by `python -m icnet_tf.export` (then the model flags are not used and its
 `serving_default` signature does everything; its dataset is the one recorded at export).
+A SavedModel is a program, not only weights: loading one runs the graph it carries, so pass
+only SavedModels you exported yourself or trust (weights files are read as data only).
 Without it the network keeps random weights and says so. Processing follows the original:
 RGB -> BGR, mean, zero padding to a multiple of 32, forward, align-corners resize of the
 logits, crop, argmax; the network runs in a `tf.function` that retraces at most once for
@@ -264,7 +266,10 @@ def main(argv):
 if __name__ == '__main__':
     flags.DEFINE_string('img_path', None, 'an image, a folder of images or a quoted glob')
     flags.DEFINE_string(
-        'restore_from', None, '.npy, TF checkpoint (directory or prefix) or exported SavedModel dir'
+        'restore_from',
+        None,
+        '.npy, .pth, TF1/TF2 checkpoint or an exported SavedModel dir (a SavedModel runs the '
+        'graph it carries: load only ones you trust)',
     )
     cli.define_output_flags('output/', 'trainIds,color', 'where to write the PNGs')
     cli.define_protocol_flags('whole')

@@ -84,3 +84,42 @@ def test_save_dir_and_existing_files(tmp_path):
     cli.write_json(str(tmp_path / 'metrics.json'), {'a': 1})
     assert json.loads((tmp_path / 'metrics.json').read_text()) == {'a': 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.json']  # no temporary file
+
+
+def test_output_dirs_are_checked_and_replaced_whole(tmp_path):
+    from converters.errors import UserError
+    from icnet_tf.cli import check_output_dir, replacing_dir
+
+    user = tmp_path / 'user'
+    user.mkdir()
+    (user / 'mine.txt').write_text('keep me')
+    with pytest.raises(UserError, match='exists and is not empty'):
+        check_output_dir(str(user), 'export_dir', overwrite=False)
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(UserError, match='is a file'):
+        check_output_dir(str(tmp_path / 'file'), 'export_dir', overwrite=True)
+    # A failed write leaves the folder as it was, and no temporary folder behind.
+    with pytest.raises(RuntimeError), replacing_dir(str(user)) as tmp:
+        (tmp_path / tmp / 'saved_model.pb').write_text('half')
+        raise RuntimeError('export failed')
+    assert (user / 'mine.txt').read_text() == 'keep me'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file', 'user']
+    with replacing_dir(str(tmp_path / 'new')) as tmp:
+        (tmp_path / tmp / 'saved_model.pb').write_text('whole')
+    assert (tmp_path / 'new' / 'saved_model.pb').read_text() == 'whole'
+
+
+def test_converter_refuses_a_folder_that_holds_a_checkpoint(tmp_path):
+    """A training snapshot folder given as --out_dir is left byte-identical."""
+    from converters.errors import UserError
+    from icnet_tf.convert import check_out_dir
+
+    snap = tmp_path / 'snapshots'
+    snap.mkdir()
+    files = {'checkpoint': b'model_checkpoint_path: "ckpt-7"\n', 'ckpt-7.index': b'\x00\x01'}
+    for name, data in files.items():
+        (snap / name).write_bytes(data)
+    with pytest.raises(UserError, match=r'snapshots: already holds a checkpoint'):
+        check_out_dir(str(snap), overwrite=False)
+    assert {p.name: p.read_bytes() for p in snap.iterdir()} == files
+    check_out_dir(str(tmp_path / 'fresh'), overwrite=False)  # a new folder is fine
