@@ -23,6 +23,7 @@ files' missing auxiliary heads, are skipped with a message) or from a fresh init
 
 from absl import flags
 
+from converters.errors import UserError
 from icnet_tf import build_model, cli
 from icnet_tf.cli import parse_size
 from icnet_tf.data import read_list, train_dataset
@@ -86,6 +87,12 @@ def main(argv):
         ).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = TF1Momentum(schedule, momentum=FLAGS.momentum)
+    min_h, min_w = net.build_input_shape()[1:3]
+    if crop[0] < min_h or crop[1] < min_w:
+        raise UserError(
+            f'--input_size {crop[0]},{crop[1]} is below the smallest input {FLAGS.model} '
+            f'takes ({min_h}x{min_w}: its pyramid pooling needs that much)'
+        )
     loss_fn = make_loss_fn(
         net,
         ignore_label=spec.ignore_label,

@@ -229,6 +229,18 @@ def test_bad_list_is_one_line_and_nonzero(toy, tmp_path):
     ]
 
 
+def test_input_size_below_the_networks_minimum_is_one_line(toy, tmp_path):
+    cmd = _train_cli(toy, str(tmp_path / 's'))
+    cmd[cmd.index('--input_size') + 1] = '100,150'
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-1000:]
+    assert r.stderr.strip().splitlines() == [
+        'error: --input_size 100,150 is below the smallest input ICNet_BN takes (193x193: '
+        'its pyramid pooling needs that much)'
+    ]
+    assert not os.path.exists(tmp_path / 's' / 'checkpoint')
+
+
 TWO_REPLICAS = textwrap.dedent("""
     import json, sys
     import numpy as np
