@@ -204,7 +204,7 @@ def main(argv):
     if FLAGS.interval_miou:
         distances = sorted(set(distances) | set(range(1, FLAGS.key_interval)))
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
-    config = model_config(FLAGS.restore_from)
+    config = model_config(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     check_labels(
         [(s.image, s.label) for s in videos.samples],
         config['num_classes'],

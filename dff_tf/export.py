@@ -97,7 +97,7 @@ def main(argv):
     if not FLAGS.input_size:
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')
-    config = model_config(FLAGS.restore_from)
+    config = model_config(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     dff = build_dff(config)
     check_frame_size(dff, height, width, '--input_size')
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
