@@ -1,4 +1,5 @@
-"""How much of DFF's accuracy loss is the flow network's? Learned flow vs the exact camera flow.
+"""How much of DFF's accuracy loss is the flow network's? Learned flow vs no flow vs the exact
+camera flow.
 
     python bench/dff_oracle.py --restore_from runs/dff_bench/dff [--videos runs/dff_bench/videos]
     python bench/dff_oracle.py --restore_from FEATURE_WEIGHTS --feature_net icnet_bn \
@@ -11,8 +12,10 @@ N_task: with FlowNetS' flow (what DFF does) and with the camera flow in its plac
 (`DFF.propagate(..., raw_flow=...)`: (camera_x[t] - camera_x[t-d]) frame pixels, converted to
 FlowNetS' raw units). The camera flow is still wrong on moving objects and cannot fill what
 entered the frame since the key, so the oracle row is the accuracy DFF keeps with a perfect
-FlowNetS on the static world. Key interval 5 = summed confusion matrices of per-frame and
-d = 1..4 (the DFF paper's protocol, as `dff_tf.evaluate`).
+FlowNetS on the static world; the zero-flow row (key features used unwarped) is what the flow
+network is there to beat. Key interval 5 = summed confusion matrices of per-frame and d = 1..4
+(the DFF paper's protocol, as `dff_tf.evaluate`). A flow network pretrained by
+`dff_tf.train_flownet` is rebuilt from the flownet_config.json next to --flownet_weights.
 """
 
 import argparse
@@ -46,7 +49,13 @@ def main():
     from dff_tf.data import json_sequence_name, read_video_list
     from dff_tf.evaluate import spread
     from dff_tf.flownet import DIV_FLOW
-    from dff_tf.model import CONFIG_NAME, DFF, dff_checkpoint_prefix, load_weights
+    from dff_tf.model import (
+        CONFIG_NAME,
+        DFF,
+        dff_checkpoint_prefix,
+        load_weights,
+        saved_flownet_config,
+    )
     from icnet_tf.metrics import confusion_matrix, scores
     from icnet_tf.predict import read_image
 
@@ -63,10 +72,17 @@ def main():
         config.pop('train_feature_net', None)
         dff = DFF(**config)
     else:
-        dff = DFF(args.feature_net, 19)
+        flow = saved_flownet_config(args.flownet_weights) or {}
+        dff = DFF(
+            args.feature_net,
+            19,
+            flownet=flow.get('flownet', 'plain'),
+            flow_scale=flow.get('flow_scale', 0.5),
+        )
     load_weights(dff, args.restore_from, args.flownet_weights, log=lambda *a: None)
     samples = spread([s for s in videos.samples if s.frame >= max(DISTANCES)], args.max_samples)
-    keys = ['per-frame'] + [('flow', d) for d in DISTANCES] + [('oracle', d) for d in DISTANCES]
+    kinds = ('flow', 'zero', 'oracle')
+    keys = ['per-frame'] + [(kind, d) for kind in kinds for d in DISTANCES]
     cms = {k: np.zeros((dff.num_classes,) * 2, np.int64) for k in keys}
     for n, s in enumerate(samples):
         cur = read_image(s.image)[None]
@@ -79,10 +95,9 @@ def main():
             key = read_image(videos.exact_key(s, d))[None]
             features = dff.key_features(key)
             dx = camera[s.sequence][s.frame] - camera[s.sequence][s.frame - d]
-            oracle = tf.zeros([1, -(-fh // 4), -(-fw // 4), 2]) + tf.constant(
-                [dx * fw / size[1] / DIV_FLOW, 0.0]
-            )
-            for kind, raw in (('flow', None), ('oracle', oracle)):
+            zero = tf.zeros([1, -(-fh // 4), -(-fw // 4), 2])
+            oracle = zero + tf.constant([dx * fw / size[1] / DIV_FLOW, 0.0])
+            for kind, raw in (('flow', None), ('zero', zero), ('oracle', oracle)):
                 logits = dff.propagate(features, key, cur, raw_flow=raw)
                 pred = dff.labels(logits, size)[0].numpy()
                 cms[kind, d] += confusion_matrix(pred, label, dff.num_classes)
@@ -99,8 +114,10 @@ def main():
         + ' | key interval 5 | l=5 minus per-frame |',
         '|---|' + '---|' * (len(DISTANCES) + 2),
     ]
+    flownet = dff.get_config()['flownet']
     for kind, name in (
-        ('flow', 'FlowNetS (learned)'),
+        ('flow', f'{flownet} FlowNetS at {dff.flow_scale:g} (learned)'),
+        ('zero', 'zero flow (key features unwarped)'),
         ('oracle', 'camera flow (exact on static content)'),
     ):
         interval = miou(cms['per-frame'] + sum(cms[kind, d] for d in (1, 2, 3, 4)))

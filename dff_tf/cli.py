@@ -10,7 +10,8 @@ import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
-from dff_tf.model import CONFIG_NAME, FEATURE_NETS, saved_config
+from dff_tf.flownet import FLOWNET_VARIANTS
+from dff_tf.model import CONFIG_NAME, FEATURE_NETS, saved_config, saved_flownet_config
 from icnet_tf import cli
 from icnet_tf.models import model_class
 from icnet_tf.pspnet import LAYOUTS as PSP_LAYOUTS
@@ -37,11 +38,17 @@ def define_model_flags():
     )
     flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS runs at this fraction of the frame size')
     flags.DEFINE_bool('scale_field', False, 'use the scale field S (1x1 conv, weights 0, bias 1)')
+    define_flownet_flag()
+
+
+def define_flownet_flag():
     flags.DEFINE_enum(
         'flownet',
         'plain',
-        ['plain', 'bn'],
-        "FlowNetS variant: 'plain' (flownets) or 'bn' (flownets_bn)",
+        list(FLOWNET_VARIANTS),
+        "flow network: FlowNetS 'plain' (FlowNetPytorch flownets) or 'bn' (flownets_bn), or "
+        "the light 'half' / 'quarter' (every layer 1/2 or 1/4 as wide; no published weights: "
+        'pretrain with dff_tf.train_flownet)',
     )
     cli.define_dataset_flags()
 
@@ -79,12 +86,14 @@ _MODEL_FLAGS = (
 )
 
 
-def model_and_dataset(restore_from=None, train_feature_net=False, snapshot_dir=None):
+def model_and_dataset(
+    restore_from=None, train_feature_net=False, snapshot_dir=None, flownet_weights=None
+):
     """(DFF constructor arguments, `DatasetSpec`): `model_config`, whose class count comes from
     --num_classes, else the saved dff_config.json, else the dataset (`icnet_tf.cli.
     dataset_spec`). The dataset recorded next to the checkpoints (dataset.json) is the default
     of --dataset: of `snapshot_dir` when training (a resumed run), else of `restore_from`."""
-    config = model_config(restore_from, train_feature_net, snapshot_dir)
+    config = model_config(restore_from, train_feature_net, snapshot_dir, flownet_weights)
     source = snapshot_dir if snapshot_dir is not None else restore_from
     record, holder = cli.saved_dataset(source)
     spec = cli.dataset_spec(
@@ -95,14 +104,22 @@ def model_and_dataset(restore_from=None, train_feature_net=False, snapshot_dir=N
     return dict(config, num_classes=spec.num_classes), spec
 
 
-def model_config(restore_from=None, train_feature_net=False, snapshot_dir=None):
+def model_config(
+    restore_from=None, train_feature_net=False, snapshot_dir=None, flownet_weights=None
+):
     """DFF constructor arguments: flags given on the command line win, then the
     dff_config.json of the checkpoint training resumes from (`snapshot_dir`) or of
-    --restore_from when it is a DFF checkpoint, then the flag defaults (`num_classes` None
-    when neither flag nor file gives it: `model_and_dataset` fills it in)."""
+    --restore_from when it is a DFF checkpoint, then (for --flownet and --flow_scale) the
+    flownet_config.json that `dff_tf.train_flownet` wrote next to --flownet_weights, then the
+    flag defaults (`num_classes` None when neither flag nor file gives it: `model_and_dataset`
+    fills it in)."""
     saved = (
         (saved_config(snapshot_dir) if snapshot_dir else None) or saved_config(restore_from) or {}
     )
+    flow_saved = saved_flownet_config(flownet_weights) or {}
+    for name in ('flownet', 'flow_scale'):
+        if name in flow_saved and name not in saved:
+            saved = dict(saved, **{name: flow_saved[name]})
     kwargs_saved = saved.get('feature_net_kwargs', {})
     value = {}
     for name in _MODEL_FLAGS:

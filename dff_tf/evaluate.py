@@ -215,7 +215,7 @@ def main(argv):
     path = os.path.join(FLAGS.save_dir or '.', 'dff_metrics.json')
     cli.refuse_existing([path], FLAGS.overwrite)
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
-    config, spec = model_and_dataset(FLAGS.restore_from)
+    config, spec = model_and_dataset(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     labels = cli.check_labels([(s.image, s.label) for s in videos.samples], spec, FLAGS.data_list)
     dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)

@@ -102,7 +102,7 @@ def main(argv):
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')
     check_output_dir(FLAGS.export_dir, 'export_dir', FLAGS.overwrite)
-    config, spec = model_and_dataset(FLAGS.restore_from)
+    config, spec = model_and_dataset(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     dff = build_dff(config)
     check_frame_size(dff, height, width, '--input_size')
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)

@@ -47,6 +47,20 @@ which shifts the sampling grid of that stride-2 output by one input pixel (on od
 inputs the two happen to agree). So each conv is an explicit `zero_padding((k - 1) // 2)`
 followed by a VALID conv, whatever the input size.
 
+Light variants (`width`)
+------------------------
+`FlowNetS(width=w)` multiplies the output channels of every encoder conv and every `deconv*`
+by `w` (`round(c * w)`, at least 1); the flow predictors and flow upsamplers keep their 2
+channels, and the input channels of every layer follow from the layers it reads. Layer names,
+the key map and the parameter list are those of FlowNetS; only the sizes shrink (convolution
+cost by about w^2). `width=1` is FlowNetS exactly (the default). Named variants
+(`FLOWNET_VARIANTS`, the `flownet` argument of `dff_tf.DFF` and `--flownet` of the DFF CLIs):
+'plain' (`flownets`), 'bn' (`flownets_bn`), 'half' (width 1/2 without BN: "FlowNet Half" of
+the DFF paper, Zhu et al. 2017, Table 3, about 1/4 of FlowNetS' computation) and 'quarter'
+(width 1/4 without BN, about 1/16). No published weights exist for the light variants: they are
+trained here (`python -m dff_tf.train_flownet --flownet half`). Parameters: half 9,693,936,
+quarter 2,436,160 (FlowNetS 38,675,536).
+
 Differences from the original, none numerical at inference: BN momentum is the builder's 0.95
 (PyTorch's default is 0.1 in its convention, i.e. 0.9 here), and fresh weights are the builder's
 He-normal, not PyTorch's `kaiming_normal_(a=0.1)`. Load trained weights for real use.
@@ -106,6 +120,14 @@ DECODER = (
     DecoderLevel(2, 'conv2', 64),
 )
 
+# Named FlowNetS variants: name -> FlowNetS constructor arguments.
+FLOWNET_VARIANTS = {
+    'plain': dict(batch_norm=False, width=1.0),
+    'bn': dict(batch_norm=True, width=1.0),
+    'half': dict(batch_norm=False, width=0.5),
+    'quarter': dict(batch_norm=False, width=0.25),
+}
+
 FLOW_OUTPUTS = ('predict_flow2', 'predict_flow3', 'predict_flow4', 'predict_flow5', 'predict_flow6')
 
 
@@ -140,7 +162,8 @@ class FlowNetChain(Chain):
 
 
 class FlowNetS(Network):
-    """FlowNetS; `batch_norm=True` is FlowNetPytorch's `flownets_bn`, False its `flownets`.
+    """FlowNetS; `batch_norm=True` is FlowNetPytorch's `flownets_bn`, False its `flownets`;
+    `width` < 1 gives the light variants (see the module docstring).
 
     Its part of the network contract: `preprocess` normalises a frame pair the FlowNetPytorch
     way; the main output `predict_flow2` is at 1/4 of the input; `aux_heads` are flow3..flow6
@@ -167,12 +190,36 @@ class FlowNetS(Network):
         frames = int(x.shape[-1]) // 3
         return x - tf.constant(FLOWNET_MEAN_RGB * frames, tf.float32)
 
-    def __init__(self, batch_norm=False, *, seed=0, name=None):
-        super().__init__(seed=seed, name=name or ('FlowNetS_BN' if batch_norm else 'FlowNetS'))
+    def __init__(self, batch_norm=False, *, width=1.0, seed=0, name=None):
+        width = float(width)
+        if not (0 < width <= 4):
+            raise ValueError(f'FlowNetS width must be in (0, 4], got {width!r}')
+        if name is None:
+            name = 'FlowNetS_BN' if batch_norm else 'FlowNetS'
+            if width != 1.0:
+                name += '_w' + f'{width:g}'.replace('.', '_')
+        super().__init__(seed=seed, name=name)
         self.batch_norm = bool(batch_norm)
+        self.width = width
 
     def get_config(self):
-        return dict(batch_norm=self.batch_norm)
+        return dict(batch_norm=self.batch_norm, width=self.width)
+
+    @property
+    def variant(self):
+        """The `FLOWNET_VARIANTS` name of this configuration, or None."""
+        config = self.get_config()
+        return next((k for k, v in FLOWNET_VARIANTS.items() if v == config), None)
+
+    def channels(self, c):
+        """Output channels of a layer that has `c` in FlowNetS: `max(1, round(c * width))`."""
+        return max(1, round(c * self.width))
+
+    def concat_channels(self, level):
+        """Channels of `concat<level>` (level 2..5): skip + deconv output + 2 (flow)."""
+        d = next(d for d in DECODER if d.level == level)
+        skip = next(e for e in ENCODER if e.name == d.skip)
+        return self.channels(skip.width) + self.channels(d.deconv_width) + 2
 
     def build_input_shape(self):
         return (1, 64, 64, self.input_channels)
@@ -180,7 +227,7 @@ class FlowNetS(Network):
     def setup(self, n):
         source = 'data'
         for spec in ENCODER:
-            n.feed(source).unit(spec.k, spec.width, spec.stride, name=spec.name)
+            n.feed(source).unit(spec.k, self.channels(spec.width), spec.stride, name=spec.name)
             source = n.out(spec.name)
 
         features = n.out(ENCODER[-1].name)
@@ -199,7 +246,7 @@ class FlowNetS(Network):
             )
             (
                 n.feed(features)
-                .upsample(d.deconv_width, name=f'deconv{d.level}')
+                .upsample(self.channels(d.deconv_width), name=f'deconv{d.level}')
                 .leaky_relu(LEAKY_SLOPE, name=f'deconv{d.level}/lrelu')
             )
             (n.feed(f'deconv{d.level}/lrelu', skip).crop_like(name=f'out_deconv{d.level}'))
@@ -212,6 +259,9 @@ class FlowNetS(Network):
         n.feed(features).predict_flow(name='predict_flow2')
 
     # ----------------------------------------------------------------------- PyTorch weights
+    # The key map does not depend on the width: a light variant's state dict (of a
+    # FlowNetPytorch FlowNetS with narrower layers) maps with the same names; the loader
+    # checks the shapes against this network's.
     def torch_key_map(self, state_dict):
         """FlowNetPytorch state dict -> `{layer: {param: array}}` (used by `net.load(.pth)`)."""
         return flownet_keys.convert(state_dict, batch_norm=self.batch_norm)
@@ -219,3 +269,28 @@ class FlowNetS(Network):
     def torch_state_dict_shapes(self):
         """`{pytorch_key: shape}` of the FlowNetPytorch model this network corresponds to."""
         return flownet_keys.torch_shapes(self.build().param_shapes(), self.batch_norm)
+
+
+def build_flownet(flownet='plain', seed=0):
+    """A FlowNetS from a `FLOWNET_VARIANTS` name, a dict of FlowNetS arguments
+    (`{'batch_norm': False, 'width': 0.5}`) or a FlowNetS (returned as it is)."""
+    if isinstance(flownet, FlowNetS):
+        return flownet
+    if isinstance(flownet, str):
+        if flownet not in FLOWNET_VARIANTS:
+            raise ValueError(
+                f'flownet must be one of {", ".join(FLOWNET_VARIANTS)}, a dict of FlowNetS '
+                f'arguments or a FlowNetS, got {flownet!r}'
+            )
+        return FlowNetS(seed=seed, **FLOWNET_VARIANTS[flownet])
+    if isinstance(flownet, dict):
+        unknown = set(flownet) - {'batch_norm', 'width'}
+        if unknown:
+            raise ValueError(f'unknown FlowNetS arguments {sorted(unknown)} in {flownet!r}')
+        return FlowNetS(seed=seed, **flownet)
+    raise TypeError(f'flownet must be a name, a dict or a FlowNetS, got {type(flownet).__name__}')
+
+
+def flownet_config(flownet):
+    """What `build_flownet` takes to rebuild `flownet`: its variant name, else its arguments."""
+    return flownet.variant or flownet.get_config()

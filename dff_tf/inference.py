@@ -112,7 +112,7 @@ def main(argv):
     del argv
     quiet_tf()
     paths = frame_paths(FLAGS.frames)
-    config, spec = model_and_dataset(FLAGS.restore_from)
+    config, spec = model_and_dataset(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
     os.makedirs(FLAGS.save_dir, exist_ok=True)

@@ -9,10 +9,13 @@ Parts, all on icnet_tf's builder:
   PSPNet's dropout when training), using the SAME variables, so a key frame's logits are
   exactly the feature network's logits.
 * FlowNetS (`dff_tf.flownet`) on `concat([current, key])`, run at `flow_scale` of the frame
-  size (default 1/2, as the original's 2x2 average pooling).
+  size (default 1/2, as the original's 2x2 average pooling), or one of its light variants
+  (`flownet='half'` / `'quarter'`: every layer 1/2 or 1/4 as wide; the DFF paper's
+  "FlowNet Half"), which make DFF pay off with a real-time feature network (bench/RESULTS.md).
 * An optional scale field S: a 1x1 conv on FlowNetS' last decoder concat (`concat2`, 194
-  channels) to one value per feature channel, weights 0 and bias 1 (S == 1 at init), as the
-  original's `Convolution5_scale`; the bias is frozen (its `lr_mult` is 0 there).
+  channels in FlowNetS, 98 / 50 in the half / quarter variants) to one value per feature
+  channel, weights 0 and bias 1 (S == 1 at init), as the original's `Convolution5_scale`; the
+  bias is frozen (its `lr_mult` is 0 there).
 * The warp W (`dff_tf.warp.warp`): warped(p) = key_features(p + flow(p)), bilinear, zeros
   outside.
 
@@ -45,15 +48,16 @@ import numpy as np
 import tensorflow as tf
 
 from converters.errors import UserError
-from dff_tf.flownet import DIV_FLOW, FLOWNET_MEAN_RGB, FlowNetS
+from dff_tf.flownet import DIV_FLOW, FLOWNET_MEAN_RGB, build_flownet, flownet_config
 from dff_tf.warp import warp
 from icnet_tf.models import build_model, model_class, model_name
 from icnet_tf.network import Network, resize_bilinear_align_corners
 from icnet_tf.weights import load_skipping_class_heads
 
 FEATURE_NETS = ('pspnet101', 'icnet_bn', 'icnet')  # the built-in ones (any registered works)
-# The input of FlowNetS' predict_flow2: concat(conv2, out_deconv2, flow3_up) = 128 + 64 + 2.
-FLOWNET_CONCAT2 = ('concat2', 194)
+# The input of FlowNetS' predict_flow2: concat(conv2, out_deconv2, flow3_up), 128 + 64 + 2
+# channels in FlowNetS (`FlowNetS.concat_channels(2)` for any width).
+FLOWNET_CONCAT2 = 'concat2'
 
 
 def build_feature_net(name, num_classes, seed=0, **kwargs):
@@ -110,7 +114,9 @@ class DFF(tf.Module):
       train_feature_net: let gradients reach N_feat in `__call__` (default: frozen, features
         under `stop_gradient`). N_feat's batch norm always uses its moving statistics
         (`use_global_stats`, as the original DFF).
-      flownet: 'plain' (FlowNetPytorch `flownets`), 'bn' (`flownets_bn`) or a `FlowNetS`.
+      flownet: 'plain' (FlowNetPytorch `flownets`), 'bn' (`flownets_bn`), the light 'half'
+        or 'quarter' (`dff_tf.flownet.FLOWNET_VARIANTS`), a dict of FlowNetS arguments
+        (`{'batch_norm': False, 'width': 0.5}`) or a `FlowNetS`.
       feature_net_kwargs: extra constructor arguments of the feature network (e.g.
         `layout='mmseg'` for PSPNet101, `filter_scale=2` for ICNet_BN).
       seed: seed of the fresh initialisation.
@@ -154,12 +160,7 @@ class DFF(tf.Module):
         self.feature_net_name = name if ':' in name else name.lower()
         if not flow_scale > 0:
             raise ValueError(f'flow_scale must be positive, got {flow_scale!r}')
-        if isinstance(flownet, str):
-            if flownet not in ('plain', 'bn'):
-                raise ValueError(f"flownet must be 'plain', 'bn' or a FlowNetS, got {flownet!r}")
-            flownet = FlowNetS(batch_norm=flownet == 'bn', seed=seed)
-        elif not isinstance(flownet, FlowNetS):
-            raise TypeError(f'flownet must be a FlowNetS, got {type(flownet).__name__}')
+        flownet = build_flownet(flownet, seed=seed)
         self.feature_net = feature_net
         self.flownet = flownet
         self.num_classes = feature_net.num_classes
@@ -173,7 +174,7 @@ class DFF(tf.Module):
             with tf.init_scope():
                 self.scale_field = {
                     'weights': tf.Variable(
-                        tf.zeros([1, 1, FLOWNET_CONCAT2[1], self.feature_channels]),
+                        tf.zeros([1, 1, flownet.concat_channels(2), self.feature_channels]),
                         name='scale_field/weights',
                     ),
                     'biases': tf.Variable(
@@ -190,7 +191,7 @@ class DFF(tf.Module):
             flow_scale=self.flow_scale,
             scale_field=self.scale_field is not None,
             train_feature_net=self.train_feature_net,
-            flownet='bn' if self.flownet.batch_norm else 'plain',
+            flownet=flownet_config(self.flownet),
             feature_net_kwargs={
                 k: v for k, v in self.feature_net.get_config().items() if k != 'num_classes'
             },
@@ -240,15 +241,15 @@ class DFF(tf.Module):
         """FlowNetS on `concat([current, key])` at `flow_scale`.
 
         Returns `(flow2, concat2)`: the raw flow `[N, ceil(h/4), ceil(w/4), 2]` (h, w =
-        `flow_input_size`; FlowNetS input pixels / 20, x then y) and the 194-channel decoder
-        features it was predicted from (the input of the scale field).
+        `flow_input_size`; FlowNetS input pixels / 20, x then y) and the decoder features it
+        was predicted from (`concat2`, the input of the scale field).
         """
         out = self.flownet(
             self.flownet_pair(key_images, current_images),
             training=training,
-            outputs=('predict_flow2', FLOWNET_CONCAT2[0]),
+            outputs=('predict_flow2', FLOWNET_CONCAT2),
         )
-        return out['predict_flow2'], out[FLOWNET_CONCAT2[0]]
+        return out['predict_flow2'], out[FLOWNET_CONCAT2]
 
     def grid_flow(self, raw_flow, grid_size, flow_input_size):
         """Raw FlowNetS flow -> displacement in pixels of a feature grid of `grid_size`.
@@ -385,7 +386,8 @@ def restore_dff_checkpoint(dff, prefix):
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise WeightsMismatchError(
             f'{prefix}: this DFF checkpoint does not fit DFF({_describe(dff)}) (another '
-            f'--feature_net, --num_classes or --scale_field?): {str(e).splitlines()[0][:300]}'
+            f'--feature_net, --num_classes, --flownet or --scale_field?): '
+            f'{str(e).splitlines()[0][:300]}'
         ) from None
     return prefix
 
@@ -453,7 +455,7 @@ def _describe(dff):
     c = dff.get_config()
     return (
         f'feature_net={c["feature_net"]}, num_classes={c["num_classes"]}, '
-        f'scale_field={c["scale_field"]}'
+        f'flownet={c["flownet"]}, scale_field={c["scale_field"]}'
     )
 
 
@@ -559,6 +561,35 @@ def saved_config(restore_from):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f'{path}: unreadable DFF configuration ({e})') from None
+
+
+FLOWNET_CONFIG_NAME = 'flownet_config.json'  # written by dff_tf.train_flownet
+
+
+def flownet_config_path(weights):
+    """Where `dff_tf.train_flownet` keeps the configuration of the flow network it trained
+    in the snapshot folder `weights` (a folder, or a checkpoint prefix inside one)."""
+    weights = os.fspath(weights)
+    folder = weights if os.path.isdir(weights) else os.path.dirname(weights)
+    return os.path.join(folder, FLOWNET_CONFIG_NAME)
+
+
+def saved_flownet_config(weights):
+    """`{'flownet': ..., 'flow_scale': ...}` that `dff_tf.train_flownet` saved next to the
+    flow-network checkpoint `weights`, or None (no such file, or `weights` is a .pth file)."""
+    if not weights or not (os.path.isdir(weights) or os.path.exists(f'{weights}.index')):
+        return None
+    path = flownet_config_path(weights)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable flow-network configuration ({e})') from None
+    if not isinstance(config, dict):
+        raise UserError(f'{path}: expected a JSON object, got {type(config).__name__}')
+    return config
 
 
 def build_dff(config, seed=0):

@@ -109,6 +109,7 @@ def main(argv):
         FLAGS.restore_from,
         train_feature_net=FLAGS.train_feature_net,
         snapshot_dir=FLAGS.snapshot_dir,
+        flownet_weights=FLAGS.flownet_weights,
     )
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
     labels = cli.check_labels([(s.image, s.label) for s in videos.samples], spec, FLAGS.data_list)
@@ -130,7 +131,8 @@ def main(argv):
         f'{len(videos)} labelled frames in {len(videos.frames)} sequences ({spec.name}, '
         f'{labels.encoding} labels), {distance}, '
         f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
-        f'DFF({dff.feature_net_name}, flow_scale={dff.flow_scale}, '
+        f'DFF({dff.feature_net_name}, flownet={config["flownet"]}, '
+        f'flow_scale={dff.flow_scale}, '
         f'scale_field={dff.scale_field is not None}), N_feat '
         f'{"trained" if dff.train_feature_net else "frozen"}'
     )

@@ -2,7 +2,8 @@
 
     python -m dff_tf.train_flownet --data_list list/video_train.txt --data_dir DIR \
         --videos_json DIR/videos.json [--val_list list/video_val.txt]
-        [--flow_scale 0.5] [--flownet plain|bn] [--restore_from flownets_EPE1.951.pth]
+        [--flow_scale 0.5] [--flownet plain|bn|half|quarter]
+        [--restore_from flownets_EPE1.951.pth]
         [--batch_size 8 --input_size H,W --learning_rate 1e-4 --num_steps 2000]
         [--snapshot_dir snapshots_flow/]
 
@@ -12,6 +13,10 @@ exact flow of all static content (`dff_tf.data.flow_pairs`: frame t to frame t -
 1 <= d <= --max_key_distance, moving objects and the ego hood left out). FlowNetS sees the pair
 exactly as inside DFF (`dff_tf.model.flownet_pair` at --flow_scale, `concat([current, key])`),
 so the result is loaded by `python -m dff_tf.train --flownet_weights <snapshot_dir>`.
+The light variants (`--flownet half` / `quarter`, `dff_tf.flownet`) have no published weights
+and start here. `<snapshot_dir>/flownet_config.json` records --flownet and --flow_scale; the DFF
+tools given `--flownet_weights <snapshot_dir>` build that flow network at that scale unless
+told otherwise (`dff_tf.cli.model_config`).
 
 Loss: FlowNetPytorch's `multiscaleEPE` restricted to supervised pixels: for flow2..flow6 with
 weights 0.005, 0.01, 0.02, 0.08, 0.32, the sum over supervised pixels of the end-point error
@@ -24,11 +29,14 @@ a poly learning rate. Checkpoints, resume, NaN stop, progress bar and TensorBoar
 validation pairs is printed and logged (`val/epe_px`) every --save_pred_every steps.
 """
 
+import json
+import os
+
 import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
-from dff_tf.cli import quiet_tf
+from dff_tf.cli import define_flownet_flag, quiet_tf
 from dff_tf.data import (
     MAX_KEY_DISTANCE,
     first_frame_size,
@@ -36,8 +44,13 @@ from dff_tf.data import (
     flow_pairs,
     read_video_list,
 )
-from dff_tf.flownet import DIV_FLOW, FlowNetS
-from dff_tf.model import flow_input_size, flownet_pair
+from dff_tf.flownet import DIV_FLOW, FlowNetS, build_flownet, flownet_config
+from dff_tf.model import (
+    flow_input_size,
+    flownet_config_path,
+    flownet_pair,
+    saved_flownet_config,
+)
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, num_replicas
@@ -71,7 +84,7 @@ def define_flags():
         'max_key_distance', MAX_KEY_DISTANCE, 'largest frame distance', lower_bound=1
     )
     flags.DEFINE_float('flow_scale', 0.5, 'FlowNetS input fraction of the frame (as in DFF)')
-    flags.DEFINE_enum('flownet', 'plain', ['plain', 'bn'], 'FlowNetS variant')
+    define_flownet_flag()
     flags.DEFINE_bool('random_mirror', True, 'random left-right mirroring of pairs')
     flags.DEFINE_string('restore_from', None, 'FlowNetS weights to start from (.pth, checkpoint)')
     flags.mark_flag_as_required('data_list')
@@ -150,6 +163,16 @@ def validation_batches(pairs, limit, batch_size=4):
     return list(ds.take(max(1, len(idx) // min(batch_size, len(idx)))))
 
 
+def write_config(snapshot_dir, config):
+    """`<snapshot_dir>/flownet_config.json` (through a temporary file and a rename)."""
+    os.makedirs(snapshot_dir, exist_ok=True)
+    path = flownet_config_path(snapshot_dir)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(config, f, indent=1)
+    os.replace(tmp, path)
+
+
 def main(argv):
     del argv
     quiet_tf()
@@ -166,16 +189,26 @@ def main(argv):
     if not FLAGS.flow_scale > 0:
         raise UserError(f'--flow_scale must be positive, got {FLAGS.flow_scale}')
     strategy, replicas = cli.strategy()
+    config = {'flownet': FLAGS.flownet, 'flow_scale': FLAGS.flow_scale}
+    held = saved_flownet_config(FLAGS.snapshot_dir)
+    if held is not None and held != config:
+        raise UserError(
+            f'{flownet_config_path(FLAGS.snapshot_dir)}: this snapshot folder trains '
+            f'--flownet {held.get("flownet")} --flow_scale {held.get("flow_scale")}, not '
+            f'--flownet {FLAGS.flownet} --flow_scale {FLAGS.flow_scale}; pass those or '
+            'choose another --snapshot_dir'
+        )
     with strategy.scope():
-        flownet = FlowNetS(batch_norm=FLAGS.flownet == 'bn', seed=FLAGS.seed).build()
+        flownet = build_flownet(FLAGS.flownet, seed=FLAGS.seed).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)
         optimizer = tf.keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999)
     fh, fw = flow_input_size(*train_size, FLAGS.flow_scale)
     print(
         f'{len(pairs.current)} frame pairs (distance 1..{FLAGS.max_key_distance}) of '
         f'{len({s.sequence for s in videos.samples})} sequences, frames '
-        f'{frame_size[0]}x{frame_size[1]}, crops {train_size[0]}x{train_size[1]}, FlowNetS '
-        f'input {fh}x{fw}, {replicas} replica(s), global batch {FLAGS.batch_size}'
+        f'{frame_size[0]}x{frame_size[1]}, crops {train_size[0]}x{train_size[1]}, '
+        f'--flownet {FLAGS.flownet} ({flownet.count_params():,} parameters), input {fh}x{fw}, '
+        f'{replicas} replica(s), global batch {FLAGS.batch_size}'
     )
     trainer = Trainer(
         strategy=strategy,
@@ -192,6 +225,7 @@ def main(argv):
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
     )
+    write_config(FLAGS.snapshot_dir, dict(config, flownet=flownet_config(flownet)))
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')

@@ -5,6 +5,7 @@ ICNet_BN with 5 classes on 193x257 frames (the smallest Caffe-exact size its pyr
 accepts is 193) keeps this module fast; FlowNetS is built once per module.
 """
 
+import json
 import os
 
 import numpy as np
@@ -12,11 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from converters.errors import UserError
+from converters.errors import UserError, WeightsMismatchError
 from dff_tf import DFF
 from dff_tf.data import read_video_list, train_dataset
 from dff_tf.flownet import DIV_FLOW, FlowNetS
-from dff_tf.model import VideoRunner
+from dff_tf.model import VideoRunner, build_dff, restore_dff_checkpoint
 from icnet_tf import ICNet_BN, PSPNet101
 from icnet_tf.network import caffe_bgr_input as to_network_input
 
@@ -409,3 +410,36 @@ def test_videos_json_sequences_with_equal_names_stay_apart(tmp_path):
             assert distance == 1
             assert key == videos.samples[sample.frame - 1].image
             assert f'/{split}/' in key
+
+
+# ------------------------------------------------------------------ light flow networks
+def test_light_flownet_config_round_trip(frames, tmp_path):
+    key, current, _ = frames
+    model = DFF(
+        'icnet_bn', NUM_CLASSES, flownet='quarter', flow_scale=0.25, scale_field=True, seed=2
+    ).build()
+    config = json.loads(json.dumps(model.get_config()))
+    assert config['flownet'] == 'quarter' and config['flow_scale'] == 0.25
+    assert model.flownet.width == 0.25 and not model.flownet.batch_norm
+    # the scale field reads concat2, 50 channels in the quarter FlowNetS (194 / 4 rounded + 2)
+    assert model.scale_field['weights'].shape == (1, 1, 50, 128)
+    flow, concat2 = model.raw_flow(key, current)
+    assert model.flow_input_size(H, W) == (49, 65)
+    assert flow.shape == (1, 13, 17, 2) and concat2.shape == (1, 13, 17, 50)
+    features = model.key_features(key)
+    assert model.propagate(features, key, current).shape == (1, *GRID, NUM_CLASSES)
+    rebuilt = build_dff(dict(config, train_feature_net=False), seed=7)
+    assert rebuilt.get_config() == config
+    assert rebuilt.flownet.param_shapes() == model.flownet.param_shapes()
+    # a checkpoint of one flow network does not restore into another: the message says so
+    prefix = tf.train.Checkpoint(net=model).write(str(tmp_path / 'dff'))
+    restore_dff_checkpoint(rebuilt, prefix)
+    for a, b in zip(model.flownet.variables, rebuilt.flownet.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    half = build_dff(dict(config, flownet='half', train_feature_net=False))
+    with pytest.raises(WeightsMismatchError, match='flownet=half'):
+        restore_dff_checkpoint(half, prefix)
+    custom = DFF('icnet_bn', NUM_CLASSES, flownet={'batch_norm': True, 'width': 0.25})
+    assert custom.get_config()['flownet'] == {'batch_norm': True, 'width': 0.25}
+    with pytest.raises(ValueError, match='flownet must be one of'):
+        DFF('icnet_bn', NUM_CLASSES, flownet='tiny')

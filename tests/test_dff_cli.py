@@ -88,8 +88,15 @@ def snapshot(toy, tmp_path_factory):
         1e-6,
         '--snapshot_dir',
         snap,
+        # a light flow network at a quarter of the frame: evaluate, inference and export must
+        # rebuild it from dff_config.json (its weights load strictly)
+        '--flownet',
+        'quarter',
+        '--flow_scale',
+        0.25,
     )
     assert 'done: step 3' in proc.stdout, proc.stdout
+    assert 'flownet=quarter, flow_scale=0.25' in proc.stdout, proc.stdout
     return snap
 
 
@@ -98,6 +105,7 @@ def test_train_writes_checkpoints_and_config(snapshot):
     with open(os.path.join(snapshot, 'dff_config.json')) as f:
         config = json.load(f)
     assert config['feature_net'] == 'icnet_bn' and config['num_classes'] == 19
+    assert config['flownet'] == 'quarter' and config['flow_scale'] == 0.25
     assert glob.glob(os.path.join(snapshot, 'logs', 'events.*'))
 
 
@@ -238,10 +246,10 @@ def test_weights_from_parts_equal_the_whole_checkpoint(snapshot, tmp_path):
     from converters.tf_checkpoint import save_weights_checkpoint
     from dff_tf.model import DFF, load_weights
 
-    whole = DFF('icnet_bn', 19, seed=5)
+    whole = DFF('icnet_bn', 19, flownet='quarter', seed=5)
     load_weights(whole, snapshot, log=lambda *a: None)
     prefix = save_weights_checkpoint(whole.feature_net, str(tmp_path / 'icnet'))
-    parts = DFF('icnet_bn', 19, seed=9)
+    parts = DFF('icnet_bn', 19, flownet='quarter', seed=9)
     load_weights(parts, prefix, snapshot, log=lambda *a: None)
     assert len(whole.variables) == len(parts.variables)
     for a, b in zip(whole.variables, parts.variables):
@@ -265,3 +273,36 @@ def test_psp_layout_flag_takes_every_pspnet_layout():
     assert proc.returncode == 0, proc.stderr[-2000:]
     choices, kwargs = json.loads(proc.stdout.strip().splitlines()[-1])
     assert choices == ['caffe', 'caffe_tf1', 'mmseg'] and kwargs == {'layout': 'caffe_tf1'}
+
+
+def test_model_config_precedence(snapshot, tmp_path):
+    """--flownet / --flow_scale: the command line, then dff_config.json of a DFF checkpoint,
+    then flownet_config.json next to --flownet_weights, then the defaults."""
+    from absl import flags
+
+    from dff_tf import cli as dff_cli
+
+    flow_dir = tmp_path / 'flow'
+    flow_dir.mkdir()
+    (flow_dir / 'flownet_config.json').write_text('{"flownet": "half", "flow_scale": 0.125}')
+    tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(flow_dir / 'ckpt-1'))
+    FLAGS = flags.FLAGS
+    if 'flownet' not in FLAGS:
+        dff_cli.define_model_flags()
+
+    def config(*argv, **kwargs):
+        FLAGS.unparse_flags()
+        FLAGS(['prog', '--feature_net', 'icnet_bn', *argv])
+        try:
+            c = dff_cli.model_config(**kwargs)
+        finally:
+            FLAGS.unparse_flags()
+        return c['flownet'], c['flow_scale']
+
+    assert config() == ('plain', 0.5)
+    assert config(flownet_weights=str(flow_dir)) == ('half', 0.125)
+    assert config(flownet_weights=str(flow_dir / 'ckpt-1')) == ('half', 0.125)
+    assert config('--flownet', 'quarter', flownet_weights=str(flow_dir)) == ('quarter', 0.125)
+    assert config(restore_from=snapshot, flownet_weights=str(flow_dir)) == ('quarter', 0.25)
+    assert config('--flow_scale', '0.5', restore_from=snapshot) == ('quarter', 0.5)
+    assert config(flownet_weights=str(tmp_path / 'x.pth')) == ('plain', 0.5)

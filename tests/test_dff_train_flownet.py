@@ -2,6 +2,7 @@
 known_flow / flow_dataset): the target's sign and mask against the toy city's pixel-exact
 panning, mirroring, the multiscale target and loss against NumPy, learning, and the CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,8 +12,15 @@ import pytest
 import tensorflow as tf
 
 from dff_tf.data import flow_dataset, flow_pairs, known_flow, read_video_list
-from dff_tf.flownet import DIV_FLOW, FlowNetS
-from dff_tf.train_flownet import SCALE_WEIGHTS, make_loss_fn, multiscale_epe, target_pyramid
+from dff_tf.flownet import DIV_FLOW, FlowNetS, build_flownet
+from dff_tf.model import saved_flownet_config
+from dff_tf.train_flownet import (
+    SCALE_WEIGHTS,
+    epe_px,
+    make_loss_fn,
+    multiscale_epe,
+    target_pyramid,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 128
@@ -178,6 +186,35 @@ def test_a_few_steps_lower_the_loss(pairs):
     assert last < 0.5 * first, (first, last)
 
 
+@pytest.mark.parametrize('variant', ['half', 'quarter'])
+def test_a_few_steps_of_a_light_variant_lower_the_epe(pairs, variant):
+    flownet = build_flownet(variant, seed=0).build()
+    loss_fn = make_loss_fn(
+        flownet, frame_size=(H, W), flow_scale=1.0, global_batch=4.0, weight_decay=0.0
+    )
+    batch = next(iter(flow_dataset(pairs, batch_size=4, seed=1)))
+    opt = tf.keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss, _ = loss_fn(batch)
+        grads = tape.gradient(loss, flownet.trainable_variables)
+        opt.apply_gradients(zip(grads, flownet.trainable_variables))
+        return loss
+
+    before = epe_px(flownet, [batch], (H, W), 1.0)
+    zero = float(
+        tf.reduce_sum(tf.norm(batch[1][0], axis=-1, keepdims=True) * batch[1][1])
+        / tf.reduce_sum(batch[1][1])
+    )
+    for _ in range(15):
+        step()
+    after = epe_px(flownet, [batch], (H, W), 1.0)
+    print(f'{variant}: EPE {before:.2f} px -> {after:.2f} px (zero flow {zero:.2f} px)')
+    assert after < 0.7 * before and after < 0.9 * zero, (before, after, zero)
+
+
 @pytest.mark.slow
 def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
@@ -205,6 +242,8 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
             '2',
             '--snapshot_dir',
             str(snap),
+            '--flownet',
+            'quarter',
         ],
         env=env,
         cwd=ROOT,
@@ -214,8 +253,14 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'validation EPE' in proc.stdout and 'done: step 2' in proc.stdout, proc.stdout
-    report = FlowNetS().build().load(str(snap), verbose=False)  # strict: every layer
+    assert '--flownet quarter (2,436,160 parameters)' in proc.stdout, proc.stdout
+    report = build_flownet('quarter').build().load(str(snap), verbose=False)  # strict
     assert not report.missing and not report.unexpected
+    with open(snap / 'flownet_config.json') as f:
+        assert json.load(f) == {'flownet': 'quarter', 'flow_scale': 0.5}
+    # the DFF tools pick the flow network up from there (dff_tf.cli.model_config)
+    assert saved_flownet_config(str(snap)) == {'flownet': 'quarter', 'flow_scale': 0.5}
+    assert saved_flownet_config(tf.train.latest_checkpoint(str(snap)))['flownet'] == 'quarter'
     bad = subprocess.run(
         [
             sys.executable,
@@ -238,6 +283,31 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
     )
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode != 0 and len(lines) == 1 and 'missing.json' in lines[0], bad.stderr
+    other = subprocess.run(  # resuming a snapshot folder with another flow network
+        [
+            sys.executable,
+            '-m',
+            'dff_tf.train_flownet',
+            '--data_list',
+            f'{toy}/list/video_train.txt',
+            '--data_dir',
+            toy,
+            '--videos_json',
+            f'{toy}/videos.json',
+            '--snapshot_dir',
+            str(snap),
+            '--flownet',
+            'half',
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in other.stderr.splitlines() if line.strip()]
+    assert other.returncode != 0 and len(lines) == 1, other.stderr
+    assert 'flownet_config.json' in lines[0] and '--flownet quarter' in lines[0], lines[0]
 
 
 def test_crops_keep_the_correspondence_inside_the_crop(pairs):

@@ -15,7 +15,13 @@ import tensorflow as tf
 
 from converters import flownet_keys
 from converters.errors import WeightsMismatchError
-from dff_tf.flownet import FLOW_OUTPUTS, FlowNetS
+from dff_tf.flownet import (
+    FLOW_OUTPUTS,
+    FLOWNET_VARIANTS,
+    FlowNetS,
+    build_flownet,
+    flownet_config,
+)
 from icnet_tf.network import Network
 from tests.golden.seeded import seeded_torch_state_dict, seeded_uniform
 
@@ -263,8 +269,9 @@ def test_golden_parity_with_flownetpytorch(nets, variant):
 
 
 # ------------------------------------------------- a FlowNetPytorch-layout model in torch
-def _torch_flownets(batch_norm):
-    """FlowNetS in PyTorch with FlowNetPytorch's module names (written for this test)."""
+def _torch_flownets(batch_norm, div=1):
+    """FlowNetS in PyTorch with FlowNetPytorch's module names (written for this test); `div`
+    divides the channels of every encoder conv and deconv (the light variants)."""
     import torch
     from torch import nn
 
@@ -300,15 +307,26 @@ def _torch_flownets(batch_norm):
 
         def __init__(self):
             super().__init__()
+            if div != 1:  # narrower layers: every channel count but the 6 input channels
+                self.encoder = tuple(
+                    (n, c_in if c_in == 6 else c_in // div, c_out // div, k, s)
+                    for n, c_in, c_out, k, s in self.encoder
+                )
+                self.decoder = tuple(
+                    (lv, skip, skip_c // div, deconv_c // div)
+                    for lv, skip, skip_c, deconv_c in self.decoder
+                )
             for name, c_in, c_out, k, s in self.encoder:
                 setattr(self, name, unit(c_in, c_out, k, s))
-            features = 1024
+            features = self.encoder[-1][2]
             for level, _, skip_c, deconv_c in self.decoder:
                 setattr(
                     self, f'deconv{level}', nn.Sequential(up(features, deconv_c), nn.LeakyReLU(0.1))
                 )
                 features = skip_c + deconv_c + 2
-            widths = [1024] + [skip_c + deconv_c + 2 for _, _, skip_c, deconv_c in self.decoder]
+            widths = [self.encoder[-1][2]] + [
+                skip_c + deconv_c + 2 for _, _, skip_c, deconv_c in self.decoder
+            ]
             for level, c_in in zip((6, 5, 4, 3, 2), widths):
                 setattr(self, f'predict_flow{level}', nn.Conv2d(c_in, 2, 3, 1, 1, bias=False))
             for level in (6, 5, 4, 3):
@@ -393,3 +411,142 @@ def test_parity_with_torch_checkpoint(nets, torch_models, tmp_path, bn, fmt):
         err = _rel_err(flows[name].numpy(), r)
         print(f'torch {"bn" if bn else "plain"} {fmt} flow{level}: max|diff|/max|ref| = {err:.2e}')
         assert err <= 1e-4, (name, err)
+
+
+# ------------------------------------------------------------------ light variants (width)
+def _count_flownets_params(div):
+    """Parameters of FlowNetPytorch's plain FlowNetS with every encoder conv and deconv `div`
+    times narrower, counted from the architecture as FlowNetPytorch writes it (an independent
+    count: no code of dff_tf.flownet)."""
+    c = [64 // div, 128 // div, 256 // div, 512 // div, 1024 // div]
+    encoder = [  # (c_in, c_out, k), all biased
+        (6, c[0], 7),
+        (c[0], c[1], 5),
+        (c[1], c[2], 5),
+        (c[2], c[2], 3),
+        (c[2], c[3], 3),
+        (c[3], c[3], 3),
+        (c[3], c[3], 3),
+        (c[3], c[3], 3),
+        (c[3], c[4], 3),
+        (c[4], c[4], 3),
+    ]
+    concat5, concat4 = c[3] + c[3] + 2, c[3] + c[2] + 2
+    concat3, concat2 = c[2] + c[1] + 2, c[1] + c[0] + 2
+    deconvs = [(c[4], c[3]), (concat5, c[2]), (concat4, c[1]), (concat3, c[0])]  # 4x4, no bias
+    predictors = [c[4], concat5, concat4, concat3, concat2]  # 3x3 -> 2, no bias
+    return (
+        sum(k * k * i * o + o for i, o, k in encoder)
+        + sum(16 * i * o for i, o in deconvs)
+        + sum(9 * i * 2 for i in predictors)
+        + 4 * 16 * 2 * 2  # upsampled_flow6_to_5 .. upsampled_flow3_to_2
+    )
+
+
+@pytest.fixture(scope='module')
+def light():
+    return {v: build_flownet(v, seed=1).build() for v in ('half', 'quarter')}
+
+
+def test_independent_count_of_flownets():
+    assert _count_flownets_params(1) == PLAIN_PARAMS  # the count itself is right
+
+
+@pytest.mark.parametrize('variant,div', [('half', 2), ('quarter', 4)])
+def test_light_variant_parameters_and_shapes(light, variant, div):
+    net = light[variant]
+    assert net.count_params() == _count_flownets_params(div)
+    assert net.variant == variant and flownet_config(net) == variant
+    assert net.batch_norm is False and net.width == 1 / div
+    assert net.params['conv1']['weights'].shape == (7, 7, 6, 64 // div)
+    # deconv2 reads concat3 = conv3_1 + out_deconv3 + flow: (256 + 128) / div + 2 channels
+    assert net.params['deconv2']['weights'].shape == (4, 4, 64 // div, 384 // div + 2)
+    assert net.concat_channels(2) == 192 // div + 2
+    # same layers and parameter names as FlowNetS, and the same PyTorch keys
+    full = FlowNetS(width=1.0).build()
+    assert set(net.param_shapes()) == set(full.param_shapes())
+    assert list(net.torch_state_dict_shapes()) == list(full.torch_state_dict_shapes())
+    for hw in [(97, 131), (64, 64)]:
+        x = tf.zeros((1, *hw, 6))
+        flows = net(x, outputs=net.heads)
+        ref = full(x, outputs=full.heads)
+        for name in FLOW_OUTPUTS:
+            assert flows[name].shape == ref[name].shape, (name, hw)
+
+
+def test_width_one_is_flownets_exactly(nets):
+    golden = np.load(os.path.join(DATA, 'flownet_golden_plain.npz'))
+    meta = json.loads(str(golden['meta']))
+    net = build_flownet({'batch_norm': False, 'width': 1}, seed=3).build()
+    assert net.name == 'FlowNetS' and flownet_config(net) == 'plain'
+    assert nets[False].variant == 'plain' and nets[True].variant == 'bn'
+    assert net.param_shapes() == nets[False].param_shapes()
+    shapes = net.torch_state_dict_shapes()
+    assert {k: list(v) for k, v in shapes.items()} == meta['state_dict_shapes']
+    # the same weights give the same flow as FlowNetS()
+    net.load(
+        {k: {p: v.numpy() for p, v in ps.items()} for k, ps in nets[False].params.items()},
+        verbose=False,
+    )
+    x = seeded_uniform((1, 64, 96, 6), 2, -0.5, 0.5)
+    np.testing.assert_array_equal(net(x).numpy(), nets[False](x).numpy())
+
+
+@pytest.mark.parametrize('variant', ['half', 'quarter'])
+def test_light_variant_gradients_reach_every_variable(light, variant):
+    net = light[variant]
+    x = seeded_uniform((2, 64, 64, 6), 9, -0.5, 0.5)
+    with tf.GradientTape() as tape:
+        flows = net(x, training=True, outputs=net.heads)
+        loss = sum(tf.reduce_mean(tf.square(f)) for f in flows.values())
+    grads = tape.gradient(loss, net.trainable_variables)
+    assert len(grads) == 10 * 2 + 4 + 5 + 4
+    dead = [
+        v.name for v, g in zip(net.trainable_variables, grads) if g is None or not np.any(g.numpy())
+    ]
+    assert not dead, dead
+
+
+def test_build_flownet_arguments():
+    custom = build_flownet({'batch_norm': True, 'width': 0.5})
+    assert custom.variant is None and flownet_config(custom) == {'batch_norm': True, 'width': 0.5}
+    assert custom.name == 'FlowNetS_BN_w0_5'
+    assert build_flownet(custom) is custom
+    with pytest.raises(ValueError, match='flownet must be one of plain, bn, half, quarter'):
+        build_flownet('eighth')
+    with pytest.raises(ValueError, match=r"unknown FlowNetS arguments \['depth'\]"):
+        build_flownet({'depth': 2})
+    with pytest.raises(ValueError, match='width must be in'):
+        FlowNetS(width=0)
+    with pytest.raises(TypeError, match='a name, a dict or a FlowNetS'):
+        build_flownet(3)
+    assert set(FLOWNET_VARIANTS) == {'plain', 'bn', 'half', 'quarter'}
+
+
+@pytest.mark.torch
+def test_half_width_parity_with_torch_checkpoint(light, tmp_path):
+    """The light variant is FlowNetPytorch's FlowNetS with narrower layers: a checkpoint of such
+    a torch model loads through the same key map and gives the same flows."""
+    import torch
+
+    model = _torch_flownets(False, div=2).eval()
+    net = light['half']
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert net.torch_state_dict_shapes() == shapes
+    assert sum(p.numel() for p in model.parameters()) == net.count_params()
+    sd = seeded_torch_state_dict(shapes, seed=11)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    path = tmp_path / 'flownets_half.pth'
+    torch.save({'arch': 'flownets', 'div_flow': 20, 'state_dict': model.state_dict()}, path)
+    x = seeded_uniform((1, 6, 97, 131), 4, -0.5, 0.5)
+    with torch.no_grad():
+        ref = [f.numpy() for f in model(torch.from_numpy(x))]
+    net.load(path, verbose=False)
+    flows = net(_nchw_to_nhwc(x), outputs=net.heads)
+    for name, r in zip(FLOW_OUTPUTS, ref):
+        err = _rel_err(flows[name].numpy(), _nchw_to_nhwc(r))
+        assert err <= 1e-4, (name, err)
+    # and a full-width checkpoint does not fit it: every wrong shape is named
+    with pytest.raises(WeightsMismatchError, match='conv1/weights'):
+        sd = seeded_torch_state_dict(FlowNetS().torch_state_dict_shapes(), 1)
+        net.load(net.torch_key_map(sd), verbose=False)
