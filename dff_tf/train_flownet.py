@@ -225,7 +225,8 @@ def main(argv):
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
     )
-    write_config(FLAGS.snapshot_dir, dict(config, flownet=flownet_config(flownet)))
+    if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
+        write_config(FLAGS.snapshot_dir, dict(config, flownet=flownet_config(flownet)))
     resumed = trainer.restore()
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
