@@ -2,7 +2,8 @@
 
     python -m icnet_tf.demo [--out_dir demo_output] [--num_steps 400] [--weights W.npy]
         [--dataset cityscapes|ade20k|others --weights W]
-        [--flownet quarter --flow_steps 300] [--flownet_weights flownets_EPE1.951.pth.tar]
+        [--flownet quarter --flow_scale 0.25 --flow_steps 600]
+        [--flownet_weights flownets_EPE1.951.pth.tar]
 
 1. generate a small toy city (`python -m data.toycity`),
 2. train ICNet_BN on it from scratch for a few minutes (`python -m icnet_tf.train`),
@@ -10,8 +11,8 @@
 4. write `val_<i>.png` for a few validation images: photo | ground truth | prediction,
 5. generate toy videos (`python -m data.toycity`): a few to train the flow network on, one to
    show,
-6. pretrain a light flow network (`--flownet`, default the quarter-width FlowNetS at half the
-   frame size) on the known camera flow of the training videos for about 2 minutes
+6. pretrain a light flow network (`--flownet`, default the quarter-width FlowNetS at a quarter
+   of the frame size) on the known camera flow of the training videos for about 2 minutes
    (`python -m dff_tf.train_flownet`; no FlowNet weights ship with the project). The flow
    is learned, not given: on static content it is what the toy city's camera motion implies,
    and moving cars and persons are not supervised,
@@ -24,9 +25,9 @@ FlowNetS runs with those weights. Each command is printed before it runs, so the
 a usage example. With `--weights` (a `.npy` or checkpoint for 19 Cityscapes classes) training is
 skipped and those weights are used. A few minutes of CPU training gives a rough segmentation
 (bench/RESULTS.md has what longer training reaches).
- The toy city is labelled with the Cityscapes classes; with another `--dataset` (its
+The toy city is labelled with the Cityscapes classes; with another `--dataset` (its
 `--weights` required) the demo segments the toy city with that dataset's classes and
-colours and leaves out training, evaluation and the ground truth.
+colours and leaves out training, evaluation, the ground truth and step 8.
 """
 
 import json
@@ -275,9 +276,7 @@ def main(argv):
                 '--flownet',
                 FLAGS.flownet,
                 '--flow_scale',
-                '0.5',
-                '--input_size',
-                '128,256',
+                str(FLAGS.flow_scale),
                 '--batch_size',
                 '8',
                 '--learning_rate',
@@ -313,7 +312,8 @@ def main(argv):
     dff_cmd += dataset_args()
     step('Deep Feature Flow on the shown video (key frame every 5)', dff_cmd)
     print(f'wrote {os.path.join(out, "dff", "video.gif")}')
-    score_video(out, video, weights, flownet_weights, key_interval=5)
+    if toy_labels:
+        score_video(out, video, weights, flownet_weights, key_interval=5)
     print(f'\ndemo done in {(time.perf_counter() - started) / 60:.1f} min')
 
 
@@ -331,9 +331,10 @@ if __name__ == '__main__':
     flags.DEFINE_enum(
         'flownet', 'quarter', list(FLOWNET_VARIANTS), 'flow network pretrained for the video'
     )
+    flags.DEFINE_float('flow_scale', 0.25, 'the flow network runs at this fraction of the frame')
     flags.DEFINE_integer(
-        'flow_steps', 300, 'flow pretraining steps (about 2 minutes on 2 idle CPU cores)'
+        'flow_steps', 600, 'flow pretraining steps (about 2 minutes on 2 idle CPU cores)'
     )
-    flags.DEFINE_integer('flow_videos', 6, 'toy videos of 15 frames to pretrain it on')
+    flags.DEFINE_integer('flow_videos', 16, 'toy videos of 15 frames to pretrain it on')
     cli.define_dataset_flags()
     cli.run(main)
