@@ -79,13 +79,14 @@ def convert(state_dict, blocks=(3, 4, 23, 3)):
     return {'feature_net': feature, 'flownet': flownet}, notes
 
 
-def load_into_dff(dff, state_dict, *, ignore_missing=False, skip=()):
-    """Strictly load a whole PyTorch DFF state dict into a built `dff_tf.DFF`; returns reports."""
+def load_into_dff(dff, state_dict, *, ignore_missing=False, skip=(), source_name=None):
+    """Strictly load a whole PyTorch DFF state dict into a built `dff_tf.DFF`; returns reports.
+
+    `source_name`: the file the state dict came from, named in reports and errors."""
     parts, notes = convert(state_dict, dff.feature_net.blocks)
+    options = dict(ignore_missing=ignore_missing, skip=skip, verbose=False, source_name=source_name)
     reports = [
-        dff.feature_net.load(
-            parts['feature_net'], ignore_missing=ignore_missing, skip=skip, verbose=False
-        ),
-        dff.flownet.load(parts['flownet'], ignore_missing=ignore_missing, skip=skip, verbose=False),
+        dff.feature_net.load(parts['feature_net'], **options),
+        dff.flownet.load(parts['flownet'], **options),
     ]
     return reports, notes

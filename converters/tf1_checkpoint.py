@@ -323,6 +323,21 @@ def _read_index(prefix):
     return header, entries
 
 
+def index_keys(prefix):
+    """The tensor names in `<prefix>.index`, read in Python (unvalidated; nothing allocated)."""
+    return set(_read_index(prefix)[1])
+
+
+def checked_index(prefix):
+    """`{key: BundleEntryProto}` of `<prefix>.index` after every entry was checked against its
+    data file (dtype, shape, size, bounds), in Python: call it before any TensorFlow reader
+    opens a checkpoint, TF1 or TF2 (TF's own reader aborts the process on some declared
+    shapes). One-line `WeightsFileError` naming the file otherwise."""
+    header, entries = _read_index(prefix)
+    _validate(prefix, header, entries)
+    return entries
+
+
 def _validate(prefix, header, entries):
     """Check every entry against its data file before TensorFlow reads the index (see top)."""
     index = prefix + '.index'

@@ -13,8 +13,11 @@ import re
 import tensorflow as tf
 
 from converters.errors import WeightsFileError
+from converters.tf1_checkpoint import checked_index, index_keys
 
-_PARAM_KEY = re.compile(r'(?:^|/)params/([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$')
+# `<root>/params/<layer>/<param>/.ATTRIBUTES/VARIABLE_VALUE`; root is the object path of the
+# network ('net', 'net/flownet' in a DFF checkpoint, ...).
+_PARAM_KEY = re.compile(r'^(?:(.*)/)?params/([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$')
 _OBJECT_GRAPH = '_CHECKPOINTABLE_OBJECT_GRAPH'
 
 
@@ -34,40 +37,48 @@ def resolve_checkpoint(path):
     )
 
 
-def _keys(prefix):
-    try:
-        return tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError):
-        return {}
-
-
 def detect(path):
-    """True for an object-based checkpoint (prefix or folder) of this project."""
+    """True for an object-based checkpoint (prefix or folder) of this project. Reads the index
+    in Python only; a damaged checkpoint with this project's keys is detected, and `read` says
+    what is wrong with it."""
     try:
-        prefix = resolve_checkpoint(path)
+        return _OBJECT_GRAPH in index_keys(resolve_checkpoint(path))
     except WeightsFileError:
         return False
-    return _OBJECT_GRAPH in _keys(prefix)
 
 
-def read(path, key_map=None):
-    """`({layer: {param: array}}, [])` of a checkpoint prefix or folder (`key_map` unused)."""
+def read(path, key_map=None, root=None):
+    """`({layer: {param: array}}, [])` of a checkpoint prefix or folder (`key_map` unused).
+
+    `root`: the object path of the network to read (e.g. 'net/flownet' in a DFF checkpoint);
+    by default the checkpoint must hold one network's parameters (a checkpoint of several, such
+    as DFF's, is refused naming them rather than merged)."""
     del key_map
     prefix = resolve_checkpoint(path)
+    matches = {}
+    for key in checked_index(prefix):  # checked against the data file before TF reads it
+        m = _PARAM_KEY.match(key)
+        if m:
+            matches.setdefault(m.group(1) or '', []).append((key, m.group(2), m.group(3)))
+    if root is not None:
+        matches = {root: matches.get(root, [])}
+    elif len(matches) > 1:
+        raise WeightsFileError(
+            f'{prefix}: TF checkpoint holds several networks ({", ".join(sorted(matches))}): '
+            'a DFF checkpoint? (load it with the dff_tf tools)'
+        )
+    entries = next(iter(matches.values()), [])
+    if not entries:
+        raise WeightsFileError(f'{prefix}: TF checkpoint holds no network parameters')
     try:
         reader = tf.train.load_checkpoint(prefix)
-        keys = reader.get_variable_to_shape_map()
         out = {}
-        for key in keys:
-            m = _PARAM_KEY.search(key)
-            if m:
-                out.setdefault(m.group(1), {})[m.group(2)] = reader.get_tensor(key)
+        for key, layer, param in entries:
+            out.setdefault(layer, {})[param] = reader.get_tensor(key)
     except (tf.errors.OpError, ValueError) as e:
         raise WeightsFileError(
             f'{prefix}: unreadable TF checkpoint ({str(e).splitlines()[0]})'
         ) from None
-    if not out:
-        raise WeightsFileError(f'{prefix}: TF checkpoint holds no network parameters')
     return out, []
 
 

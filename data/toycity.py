@@ -1137,8 +1137,9 @@ def generate(
 
 # ----------------------------------------------------------------------------- command line
 def _fail(message):
-    sys.stderr.write(f'toycity: error: {message}\n')
-    sys.exit(2)
+    """The one-line error of every tool of the project, and exit status 1."""
+    sys.stderr.write(f'error: {message}\n')
+    sys.exit(1)
 
 
 def _main():
@@ -1162,6 +1163,9 @@ def _main():
     )
     flags.DEFINE_float(
         'max_megapixels', MAX_MEGAPIXELS, 'Refuse a run that writes more megapixels than this.'
+    )
+    flags.DEFINE_bool(
+        'overwrite', False, 'Write into an --out_dir that is not empty (its files may be replaced).'
     )
     F = flags.FLAGS
 
@@ -1194,8 +1198,17 @@ def _main():
             workers = validate_config(*config, num_workers=F.num_workers or None, **limits)
         except ValueError as e:
             _fail(f'--{e}')
+        if os.path.exists(F.out_dir) and not os.path.isdir(F.out_dir):
+            _fail(f'{F.out_dir}: exists and is not a directory')
+        if os.path.isdir(F.out_dir) and os.listdir(F.out_dir) and not F.overwrite:
+            _fail(
+                f'{F.out_dir}: exists and is not empty (its lists, videos.json and images would '
+                'be replaced): choose a new --out_dir or pass --overwrite'
+            )
         try:
             res = generate(F.out_dir, *config, num_workers=workers, progress=True, **limits)
+        except OSError as e:
+            _fail(f'{e.filename or F.out_dir}: {e.strerror or e}')
         except MemoryError:
             _fail(
                 'out of memory while rendering; set --max_memory_gb to the memory this machine '

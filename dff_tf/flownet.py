@@ -183,9 +183,11 @@ class FlowNetS(Network):
     def loss_weights(self):
         return dict(zip(FLOW_OUTPUTS, MULTISCALE_WEIGHTS))
 
-    def preprocess(self, rgb):
+    @staticmethod
+    def preprocess(rgb):
         """RGB 0..255 frames, `[..., 3]` or a pair `[..., 6]` -> `RGB / 255 - FLOWNET_MEAN_RGB`
-        (per frame)."""
+        (per frame). The same for every width: a static method, also used on frames before
+        any FlowNetS exists (`dff_tf.model.flownet_pair`)."""
         x = tf.cast(rgb, tf.float32) / 255.0
         frames = int(x.shape[-1]) // 3
         return x - tf.constant(FLOWNET_MEAN_RGB * frames, tf.float32)

@@ -26,11 +26,18 @@ from dff_tf.cli import define_model_flags, define_weights_flags, model_and_datas
 from dff_tf.data import frame_paths
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
-from icnet_tf.palette import colorize
+from icnet_tf.cli import check_save_dir
+from icnet_tf.labels import check_outputs, is_own_output, write_label_png
 from icnet_tf.predict import read_image
 
 FLAGS = flags.FLAGS
 GIF_FPS = 17.0  # Cityscapes' frame rate
+GIF_NAME = 'video.gif'
+
+
+def own_output(path):
+    """A file this tool writes (`<frame>_color.png`, `video.gif`): never read back as a frame."""
+    return is_own_output(path) or os.path.basename(path) == GIF_NAME
 
 
 def readable_frames(paths, problems):
@@ -60,11 +67,10 @@ def side_by_side(image, colour, width):
     return both
 
 
-def segment_video(
-    dff, paths, *, key_interval, save_dir, gif_width=1024, log=print, palette='cityscapes'
-):
-    """Run the schedule over `paths`, write PNGs (in the colours `palette`) and the GIF;
-    returns (runner, problems, n)."""
+def segment_video(dff, paths, *, key_interval, save_dir, spec, gif_width=1024, overwrite=False):
+    """Run the schedule over `paths`, write `<frame>_color.png` (the colours of the dataset
+    `spec`) and `video.gif`, each through a temporary name; an existing file this run did not
+    write is replaced only with `overwrite`. Returns (runner, problems, n)."""
     runner = VideoRunner(dff, key_interval=key_interval)
     problems, gif = [], []
     features = key_frame = None
@@ -77,19 +83,25 @@ def segment_video(
             key_frame = image
         else:
             labels = runner.propagate_step(features, key_frame, image)
-        colour = colorize(labels, palette, dff.num_classes)
-        name = os.path.splitext(os.path.basename(path))[0] + '_color.png'
-        Image.fromarray(colour).save(os.path.join(save_dir, name))
-        gif.append(side_by_side(image, colour, gif_width))
+        stem = os.path.splitext(os.path.basename(path))[0]
+        written = write_label_png(
+            os.path.join(save_dir, stem), labels, spec, 'color', overwrite=overwrite
+        )
+        with Image.open(written) as colour:
+            gif.append(side_by_side(image, np.asarray(colour.convert('RGB')), gif_width))
         count += 1
     if gif:
+        path = os.path.join(save_dir, GIF_NAME)
+        tmp = os.path.join(save_dir, f'.{GIF_NAME}.{os.getpid()}')
         gif[0].save(
-            os.path.join(save_dir, 'video.gif'),
+            tmp,
+            format='GIF',
             save_all=True,
             append_images=gif[1:],
             duration=round(1000 / GIF_FPS),
             loop=0,
         )
+        os.replace(tmp, path)
     return runner, problems, count
 
 
@@ -111,7 +123,15 @@ def speed_line(runner, count, elapsed):
 def main(argv):
     del argv
     quiet_tf()
-    paths = frame_paths(FLAGS.frames)
+    paths = [p for p in frame_paths(FLAGS.frames) if not own_output(p)]
+    if not paths:
+        raise UserError(f'{FLAGS.frames}: holds no frames besides earlier outputs of this tool')
+    check_save_dir(FLAGS.save_dir, paths)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    check_outputs(FLAGS.save_dir, stems, ['color'], overwrite=FLAGS.overwrite)
+    gif_path = os.path.join(FLAGS.save_dir, GIF_NAME)
+    if os.path.lexists(gif_path) and not FLAGS.overwrite:
+        raise UserError(f'{gif_path}: exists: pass --overwrite or choose another --save_dir')
     config, spec = model_and_dataset(FLAGS.restore_from, flownet_weights=FLAGS.flownet_weights)
     dff = build_dff(config)
     load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights)
@@ -123,7 +143,8 @@ def main(argv):
         key_interval=FLAGS.key_interval,
         save_dir=FLAGS.save_dir,
         gif_width=FLAGS.gif_width,
-        palette=spec.palette,
+        spec=spec,
+        overwrite=FLAGS.overwrite,
     )
     if count:
         print(speed_line(runner, count, time.perf_counter() - start))
@@ -138,6 +159,7 @@ def define_flags():
     define_weights_flags()
     flags.DEFINE_integer('key_interval', 5, 'a key frame every N frames', lower_bound=1)
     flags.DEFINE_string('save_dir', 'dff_output', 'where to write PNGs and video.gif')
+    flags.DEFINE_bool('overwrite', False, 'replace outputs of an earlier run in --save_dir')
     flags.DEFINE_integer(
         'gif_width', 1024, 'width of the side-by-side GIF (0: full size)', lower_bound=0
     )

@@ -47,8 +47,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from converters.errors import UserError
-from dff_tf.flownet import DIV_FLOW, FLOWNET_MEAN_RGB, build_flownet, flownet_config
+from converters import tf_checkpoint
+from converters.errors import UserError, WeightsFileError, WeightsMismatchError
+from converters.tf1_checkpoint import checked_index, index_keys
+from dff_tf.flownet import DIV_FLOW, FlowNetS, build_flownet, flownet_config
 from dff_tf.warp import warp
 from icnet_tf.models import build_model, model_class, model_name
 from icnet_tf.network import Network, resize_bilinear_align_corners
@@ -73,11 +75,6 @@ def build_feature_net(name, num_classes, seed=0, **kwargs):
     return net
 
 
-def flownet_input(rgb):
-    """RGB 0..255 -> FlowNetS' convention: `RGB / 255 - FLOWNET_MEAN_RGB`."""
-    return tf.cast(rgb, tf.float32) / 255.0 - tf.constant(FLOWNET_MEAN_RGB, tf.float32)
-
-
 def flow_input_size(height, width, flow_scale):
     """FlowNetS input size for frames of `height x width`: ceil(size * flow_scale)."""
     return tuple(max(1, math.ceil(s * flow_scale - 1e-9)) for s in (height, width))
@@ -85,11 +82,11 @@ def flow_input_size(height, width, flow_scale):
 
 def flownet_pair(key_images, current_images, flow_scale):
     """FlowNetS' input: `concat([current, key])` of RGB 0..255 frames `[N, H, W, 3]`, each
-    normalised by `flownet_input`, resized to `flow_input_size` (bilinear, half-pixel, no
+    normalised by `FlowNetS.preprocess`, resized to `flow_input_size` (bilinear, half-pixel, no
     antialias) -> `[N, h, w, 6]`."""
     key, current = DFF._frames(key_images), DFF._frames(current_images)
     size = flow_input_size(*_static_hw(current, 'frames'), flow_scale)
-    pair = tf.concat([flownet_input(current), flownet_input(key)], axis=-1)
+    pair = FlowNetS.preprocess(tf.concat([current, key], axis=-1))
     if size != tuple(pair.shape[1:3]):
         pair = tf.image.resize(pair, size, method='bilinear')
     return pair
@@ -210,8 +207,6 @@ class DFF(tf.Module):
         if images.shape.rank != 4 or images.shape[-1] != 3:
             raise ValueError(f'DFF expects RGB frames [N, H, W, 3], got shape {images.shape}')
         return tf.cast(images, tf.float32)
-
-    flownet_input = staticmethod(flownet_input)
 
     def feature_input(self, rgb):
         """RGB 0..255 -> the feature network's input convention."""
@@ -358,27 +353,18 @@ _DFF_KEY = re.compile(r'^net/(feature_net|flownet)/params/')
 
 def dff_checkpoint_prefix(path):
     """The checkpoint prefix if `path` is a checkpoint written for a DFF model, else None."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
-    elif os.path.exists(path + '.index'):
-        prefix = path
-    else:
-        return None
-    if prefix is None:
-        return None
     try:
-        keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError):
+        prefix = tf_checkpoint.resolve_checkpoint(path)
+        keys = index_keys(prefix)  # read in Python, before any TF reader opens the file
+    except WeightsFileError:
         return None
     return prefix if any(_DFF_KEY.match(k) for k in keys) else None
 
 
 def restore_dff_checkpoint(dff, prefix):
     """Restore every DFF variable from a `dff_tf.train` checkpoint (the optimizer is ignored)."""
-    from converters.errors import WeightsMismatchError
-
     dff.build()
+    checked_index(prefix)  # sizes and bounds against the data file, before TF reads it
     try:
         status = tf.train.Checkpoint(net=dff).read(prefix)
         status.expect_partial()
@@ -441,14 +427,7 @@ def load_weights(dff, restore_from=None, flownet_weights=None, *, fresh_heads=Fa
 
 def _checkpoint_part(prefix, part):
     """`{layer: {param: array}}` of one part ('flownet' or 'feature_net') of a DFF checkpoint."""
-    pattern = re.compile(rf'^net/{part}/params/([^/]+)/([^/]+)/\.ATTRIBUTES/VARIABLE_VALUE$')
-    reader = tf.train.load_checkpoint(prefix)
-    out = {}
-    for key in reader.get_variable_to_shape_map():
-        m = pattern.match(key)
-        if m:
-            out.setdefault(m.group(1), {})[m.group(2)] = reader.get_tensor(key)
-    return out
+    return tf_checkpoint.read(prefix, root=f'net/{part}')[0]
 
 
 def _describe(dff):

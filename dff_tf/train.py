@@ -19,7 +19,6 @@ configuration is written to `<snapshot_dir>/dff_config.json`, so evaluate/infere
 rebuild the same model from the snapshot directory alone.
 """
 
-import json
 import os
 
 import tensorflow as tf
@@ -157,10 +156,7 @@ def main(argv):
         load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights, fresh_heads=True)
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
         os.makedirs(FLAGS.snapshot_dir, exist_ok=True)
-        path = os.path.join(FLAGS.snapshot_dir, CONFIG_NAME)
-        with open(path + '.tmp', 'w', encoding='utf-8') as f:
-            json.dump(dff.get_config(), f, indent=1)
-        os.replace(path + '.tmp', path)
+        cli.write_json(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), dff.get_config())
         cli.save_dataset(FLAGS.snapshot_dir, spec)
 
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker

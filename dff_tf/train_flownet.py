@@ -29,7 +29,6 @@ a poly learning rate. Checkpoints, resume, NaN stop, progress bar and TensorBoar
 validation pairs is printed and logged (`val/epe_px`) every --save_pred_every steps.
 """
 
-import json
 import os
 
 import tensorflow as tf
@@ -166,11 +165,7 @@ def validation_batches(pairs, limit, batch_size=4):
 def write_config(snapshot_dir, config):
     """`<snapshot_dir>/flownet_config.json` (through a temporary file and a rename)."""
     os.makedirs(snapshot_dir, exist_ok=True)
-    path = flownet_config_path(snapshot_dir)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(config, f, indent=1)
-    os.replace(tmp, path)
+    cli.write_json(flownet_config_path(snapshot_dir), config)
 
 
 def main(argv):

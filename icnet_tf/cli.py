@@ -37,6 +37,10 @@ def run(main):
         except UserError as e:
             print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
             sys.exit(1)
+        except OSError as e:  # a file or folder the system refused: name it, one line
+            where = f'{e.filename}: ' if e.filename else ''
+            print(f'error: {where}{e.strerror or e}', file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             print('interrupted', file=sys.stderr)
             sys.exit(130)
@@ -171,7 +175,10 @@ def save_dataset(snapshot_dir, spec):
 
 # ------------------------------------------------------------------------------------ model
 def define_model_flags(default_model='ICNet_BN'):
-    """--model, --filter_scale (names of the original's flags) and the dataset group."""
+    """--model, --filter_scale (names of the original's flags), ICNet's pyramid (--psp_bins,
+    --psp_pooling: the TF1 ICNet_BN, e.g. the original's ADE20K model, used 1,2,3,4 and floor
+    pooling) and the dataset group. Build the network with `build_model(FLAGS.model,
+    **model_options())`."""
     from icnet_tf import MODELS
 
     flags.DEFINE_string(
@@ -186,7 +193,35 @@ def define_model_flags(default_model='ICNet_BN'):
         lower_bound=1,
         upper_bound=2,
     )
+    flags.DEFINE_string(
+        'psp_bins', None, "ICNet's pyramid bins (default 1,2,3,6; the TF1 ICNet_BN used 1,2,3,4)"
+    )
+    flags.DEFINE_enum(
+        'psp_pooling',
+        None,
+        ['caffe', 'floor', 'adaptive'],
+        "ICNet's pyramid kernels (default caffe: the prototxt table at conv5_3 33x65; floor: "
+        "the TF1 rule; 'adaptive' is floor's old name)",
+    )
     define_dataset_flags()
+
+
+def model_options(flag_values=FLAGS):
+    """The model flags as `build_model` options (None where not given, so a network that has
+    no such option is not bothered: `models.build_model` drops them)."""
+    bins = None
+    if flag_values.psp_bins:
+        try:
+            bins = tuple(int(b) for b in csv(flag_values.psp_bins))
+        except ValueError:
+            raise UserError(
+                f'--psp_bins: expected integers like 1,2,3,6, got {flag_values.psp_bins!r}'
+            ) from None
+    return dict(
+        filter_scale=flag_values.filter_scale,
+        psp_bins=bins,
+        psp_pooling=flag_values.psp_pooling,
+    )
 
 
 def load_or_warn(net, restore_from, warning):

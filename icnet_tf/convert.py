@@ -16,13 +16,12 @@ this tool.
 """
 
 import glob
-import json
 import os
 
 from absl import flags
 
 from converters import dff_keys, torch_pth
-from converters.errors import UserError, WeightsFileError
+from converters.errors import UserError, WeightsMismatchError
 from converters.tf_checkpoint import save_weights_checkpoint
 from dff_tf.flownet import FlowNetS
 from dff_tf.model import CONFIG_NAME, DFF
@@ -49,12 +48,16 @@ def define_flags():
 
 
 def check_out_dir(out_dir, overwrite):
-    """Refuse a folder holding checkpoints (or a file) unless `overwrite`."""
+    """Refuse a folder holding checkpoints or a DFF configuration (or a file) unless
+    `overwrite`: writing a checkpoint there would also make TF's checkpoint manager delete the
+    folder's earlier checkpoints."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f'{out_dir}: exists and is not a directory')
-    held = glob.glob(os.path.join(out_dir, '*.index')) + glob.glob(
-        os.path.join(out_dir, 'checkpoint')
-    )
+    held = [
+        p
+        for pattern in ('*.index', 'checkpoint', CONFIG_NAME)
+        for p in glob.glob(os.path.join(out_dir, pattern))
+    ]
     if held and not overwrite:
         raise UserError(
             f'{out_dir}: already holds a checkpoint ({os.path.basename(sorted(held)[0])}); '
@@ -82,24 +85,18 @@ def convert_dff(path, num_classes, out_dir, ignore_missing, skip):
     ).build()
     try:
         reports, notes = dff_keys.load_into_dff(
-            dff, state_dict, ignore_missing=ignore_missing, skip=skip
+            dff, state_dict, ignore_missing=ignore_missing, skip=skip, source_name=path
         )
-    except WeightsFileError:
-        raise
-    except ValueError as e:  # WeightsMismatchError from a key map or the strict loader
+    except WeightsMismatchError as e:  # a pure key map does not know the file name
         text = str(e)
-        raise WeightsFileError(
-            text.replace('<dict>', path, 1) if text.startswith('<dict>') else f'{path}: {text}'
-        ) from None
+        raise WeightsMismatchError(text if text.startswith(path) else f'{path}: {text}') from None
     for report in reports:
-        report.source = path
         print(report)
     for note in notes:
         print(f'note: {note}')
     os.makedirs(out_dir, exist_ok=True)
     prefix = tf.train.CheckpointManager(tf.train.Checkpoint(net=dff), out_dir, 1).save()
-    with open(os.path.join(out_dir, CONFIG_NAME), 'w', encoding='utf-8') as f:
-        json.dump(dff.get_config(), f, indent=1)
+    cli.write_json(os.path.join(out_dir, CONFIG_NAME), dff.get_config())
     return prefix
 
 

@@ -105,8 +105,9 @@ def score_video(out, video, weights, flownet_weights, key_interval):
         f'{count["propagated"]} propagated frames {miou["propagated"]:.1f} (the same frames '
         f'segmented one by one: {miou["one by one"]:.1f})'
     )
-    with open(os.path.join(out, 'dff', 'video_miou.json'), 'w', encoding='utf-8') as f:
-        json.dump({k: v / 100 for k, v in miou.items()}, f, indent=1)
+    cli.write_json(
+        os.path.join(out, 'dff', 'video_miou.json'), {k: v / 100 for k, v in miou.items()}
+    )
     return miou
 
 
@@ -308,6 +309,7 @@ def main(argv):
         '5',
         '--save_dir',
         os.path.join(out, 'dff'),
+        '--overwrite',  # the demo's own folder: a rerun replaces its earlier GIF and PNGs
     ]
     dff_cmd += dataset_args()
     step('Deep Feature Flow on the shown video (key frame every 5)', dff_cmd)

@@ -58,7 +58,7 @@ def main(argv):
         stems = output_stems([image for image, _ in pairs]).values()
         check_outputs(FLAGS.save_dir, stems, formats, FLAGS.overwrite)
     labels = cli.check_labels(pairs, spec, where, protocol)
-    net = build_model(FLAGS.model, num_classes=spec.num_classes, filter_scale=FLAGS.filter_scale)
+    net = build_model(FLAGS.model, num_classes=spec.num_classes, **cli.model_options())
     print(net.load(FLAGS.restore_from, skip=tuple(net.aux_heads), verbose=False))
     print(
         f'{len(pairs)} images of {spec.name} ({spec.num_classes} classes, '

@@ -56,21 +56,9 @@ def main(argv):
     serving_size = (
         cli.parse_size(FLAGS.serving_size, 'serving_size') if FLAGS.serving_size else None
     )
-    try:
-        bins = tuple(int(b) for b in cli.csv(FLAGS.psp_bins))
-    except ValueError:
-        raise UserError(
-            f'--psp_bins: expected integers like 1,2,3,6, got {FLAGS.psp_bins!r}'
-        ) from None
     spec = cli.dataset_spec(restore_from=FLAGS.restore_from)
     try:
-        net = build_model(
-            FLAGS.model,
-            num_classes=spec.num_classes,
-            filter_scale=FLAGS.filter_scale,
-            psp_bins=bins,
-            psp_pooling=FLAGS.psp_pooling if FLAGS['psp_pooling'].present else None,
-        )
+        net = build_model(FLAGS.model, num_classes=spec.num_classes, **cli.model_options())
     except ValueError as e:
         raise UserError(str(e)) from None
     if FLAGS.restore_from and is_saved_model(FLAGS.restore_from):
@@ -131,13 +119,6 @@ if __name__ == '__main__':
     flags.DEFINE_string('input_size', None, 'H,W of the TFLite model, e.g. 1024,2048')
     flags.DEFINE_string(
         'serving_size', None, 'H,W: fix the SavedModel input size (PSPNet101 needs one)'
-    )
-    flags.DEFINE_string('psp_bins', '1,2,3,6', 'pyramid bins (the TF1 ICNet_BN used 1,2,3,4)')
-    flags.DEFINE_enum(
-        'psp_pooling',
-        'caffe',
-        ['caffe', 'floor', 'adaptive'],
-        "pyramid kernels: caffe (prototxt table at conv5_3 33x65) or floor ('adaptive': old name)",
     )
     flags.DEFINE_bool('overwrite', False, 'allow writing into a non-empty --export_dir')
     cli.define_model_flags()

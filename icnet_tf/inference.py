@@ -131,7 +131,7 @@ class SavedModelPredictor:
         return self.signature(images=tf.constant(rgb[None]))['labels'][0].numpy()
 
 
-def make_predictor(restore_from, model, filter_scale, protocol_of=None, spec_of=None):
+def make_predictor(restore_from, model, model_options, protocol_of=None, spec_of=None):
     """(predictor, dataset spec, protocol) from the flags; prints what was loaded (or that the
     weights are random). `spec_of(held_classes, record, holder, restore_from=...)` gives the
     dataset (default `cli.dataset_spec`; a SavedModel's from what it holds and recorded),
@@ -157,7 +157,7 @@ def make_predictor(restore_from, model, filter_scale, protocol_of=None, spec_of=
         return predictor, spec, protocol
     spec = spec_of(restore_from=restore_from)
     protocol = protocol_of(spec)
-    net = build_model(model, num_classes=spec.num_classes, filter_scale=filter_scale)
+    net = build_model(model, num_classes=spec.num_classes, **model_options)
     cli.load_or_warn(
         net,
         restore_from,
@@ -231,7 +231,7 @@ def main(argv):
     cli.check_save_dir(FLAGS.save_dir, paths)
     check_outputs(FLAGS.save_dir, output_stems(paths).values(), formats, FLAGS.overwrite)
     predictor, spec, protocol = make_predictor(
-        FLAGS.restore_from, FLAGS.model, FLAGS.filter_scale, cli.protocol
+        FLAGS.restore_from, FLAGS.model, cli.model_options(), cli.protocol
     )
     check_sizes(paths, protocol)
     if FLAGS.palette == 'original':

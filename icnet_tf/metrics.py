@@ -62,8 +62,13 @@ def evaluate(
     overwrite=False,
     list_path='list',
     progress=True,
+    segmenter=None,
 ):
     """Confusion matrix of `net` over (image, label) pairs.
+
+    `segmenter`: a `predict.Segmenter` of `net` to reuse (its compiled forward pass is traced
+    once; periodic validation passes the same one every time); else one is made from `pad_to`,
+    `resize_to` and `flip`.
 
     Labels are read by meaning: `labels` (a `data.LabelFormat` from `data.check_labels`), or
     `labels.read_label` with `spec` (default: `others(num_classes or net.num_classes,
@@ -75,7 +80,8 @@ def evaluate(
         spec = labels.spec
     spec = spec or others(num_classes or net.num_classes, ignore_label)
     read = labels.read if labels is not None else lambda p: label_files.read_label(p, spec)
-    segmenter = Segmenter(net, pad_to=pad_to, resize_to=resize_to, flip=flip)
+    if segmenter is None:
+        segmenter = Segmenter(net, pad_to=pad_to, resize_to=resize_to, flip=flip)
     n = spec.num_classes
     cm = np.zeros((n, n), np.int64)
     stems = label_files.output_stems([image for image, _ in pairs]) if save_dir else {}

@@ -560,14 +560,20 @@ class Network(tf.Module):
         return [ps[k] for ps in self.params.values() for k in ('scale', 'offset') if k in ps]
 
     # ------------------------------------------------------------------------------ weights
-    def load(self, source, ignore_missing=False, skip=(), verbose=True):
+    def load(self, source, ignore_missing=False, skip=(), verbose=True, source_name=None):
         """Assign weights from any file of `converters.formats` or a nested dict.
 
         Strict by default: missing, unexpected or wrong-shape keys raise
         `WeightsMismatchError` listing them (nothing is assigned). `skip` names layers to leave
         as they are (e.g. class heads when `num_classes` differs); `ignore_missing=True` skips
-        every key that does not fit and prints what it skipped. Returns a `LoadReport`.
+        every key that does not fit and prints what it skipped. `source_name` names a dict
+        source (the file it was read from) in the report and in errors. Returns a `LoadReport`.
         """
         return weights.load_into(
-            self, source, ignore_missing=ignore_missing, skip=skip, verbose=verbose
+            self,
+            source,
+            ignore_missing=ignore_missing,
+            skip=skip,
+            verbose=verbose,
+            source_name=source_name,
         )

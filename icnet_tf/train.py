@@ -82,7 +82,7 @@ def main(argv):
         net = build_model(
             FLAGS.model,
             num_classes=spec.num_classes,
-            filter_scale=FLAGS.filter_scale,
+            **cli.model_options(),
             seed=FLAGS.seed,
         ).build()
         schedule = PolyLR(FLAGS.learning_rate, FLAGS.num_steps, FLAGS.power)

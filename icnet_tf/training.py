@@ -39,6 +39,7 @@ import tensorflow as tf
 from PIL import Image
 
 from converters.errors import UserError
+from converters.tf1_checkpoint import checked_index
 from icnet_tf.losses import segmentation_loss
 from icnet_tf.metrics import evaluate, scores
 from icnet_tf.palette import colorize
@@ -169,6 +170,9 @@ class Trainer:
         check that they are at the same step (raises UserError otherwise)."""
         latest = self.latest_checkpoint
         if latest:
+            # A truncated or damaged checkpoint is one line naming the file (checked in Python
+            # before TF reads it), not an abort or a misleading "another model?" hint.
+            checked_index(latest)
             try:
                 self.checkpoint.restore(latest).assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -373,6 +377,7 @@ def image_summary_hook(net, pair, labels=None):
 def validation_hook(net, pairs, *, ignore_label=255, labels=None):
     """Periodic mIoU on `pairs` (labels read with the `data.LabelFormat` `labels`, else as
     train ids), printed and written to TensorBoard."""
+    segmenter = Segmenter(net)  # one compiled forward pass for every validation
 
     def hook(step, writer):
         cm = evaluate(
@@ -382,6 +387,7 @@ def validation_hook(net, pairs, *, ignore_label=255, labels=None):
             num_classes=net.num_classes,
             ignore_label=ignore_label,
             progress=False,
+            segmenter=segmenter,
         )
         miou = scores(cm)[1]
         print(f'\nstep {step}: validation mIoU {miou * 100:.2f} on {len(pairs)} images')

@@ -32,6 +32,7 @@ class LoadReport:
     unexpected: list = field(default_factory=list)  # in the source, not the net
     mismatched: list = field(default_factory=list)  # (key, source shape, net shape)
     skipped: list = field(default_factory=list)  # keys of layers the caller chose to skip
+    not_parameters: list = field(default_factory=list)  # source keys the reader left out
 
     @property
     def ok(self):
@@ -116,12 +117,15 @@ def compare(expected_shapes, source, skip=()):
     return report, assignments
 
 
-def load_into(net, source, ignore_missing=False, skip=(), verbose=True):
-    """Assign `source` (path or nested dict) to `net`'s variables; see the module docstring."""
-    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else '<dict>'
-    weights, not_parameters = (
-        read_network_weights(source, net) if name != '<dict>' else (source, [])
-    )
+def load_into(net, source, ignore_missing=False, skip=(), verbose=True, source_name=None):
+    """Assign `source` (path or nested dict) to `net`'s variables; see the module docstring.
+
+    `source_name` names an already-read dict in reports and errors (the file it came from)."""
+    if isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        weights, not_parameters = read_network_weights(source, net)
+    else:
+        name, weights, not_parameters = source_name or '<dict>', source, []
     net.build()
     variables = net.variables_by_key()
     report, assignments = compare({k: tuple(v.shape) for k, v in variables.items()}, weights, skip)
@@ -157,13 +161,12 @@ def load_skipping_class_heads(net, restore_from, log=print):
     bad = {k.split('/')[0] for k in report.missing + [m[0] for m in report.mismatched]}
     heads = sorted(bad & set(net.class_heads))
     if bad - set(net.class_heads) or report.unexpected:
-        net.load(weights)  # raises the full strict report
+        net.load(weights, source_name=restore_from)  # raises the full strict report
     if heads:
         log(
             f'{restore_from}: class heads {", ".join(heads)} not loaded (absent from the '
             'file or another num_classes): they start from a fresh initialisation'
         )
-    report = net.load(weights, skip=heads, verbose=False)
-    report.source = restore_from
+    report = net.load(weights, skip=heads, verbose=False, source_name=restore_from)
     report.not_parameters = list(not_parameters)
     log(report)

@@ -128,7 +128,6 @@ def assert_refused_in_one_line(module, path, expect, cap_bytes=CAP_BYTES):
     assert expect in lines[0], lines[0]
     assert heavy == '-', f'the reader imported {heavy}'
     assert result.peak_rss_mb < MAX_RSS_MB, f'peak RSS {result.peak_rss_mb:.0f} MB: {lines[0]}'
-    assert seconds < 10, seconds
     return result
 
 

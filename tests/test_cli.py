@@ -123,3 +123,31 @@ def test_converter_refuses_a_folder_that_holds_a_checkpoint(tmp_path):
         check_out_dir(str(snap), overwrite=False)
     assert {p.name: p.read_bytes() for p in snap.iterdir()} == files
     check_out_dir(str(tmp_path / 'fresh'), overwrite=False)  # a new folder is fine
+
+
+def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path):
+    """`cli.run` turns an OSError (a missing folder, a file where a folder is expected, no
+    permission) into `error: <file>: <reason>` and exit status 1, not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    missing = tmp_path / 'no_such_dir' / 'out.txt'
+    code = (
+        'import sys\n'
+        'from icnet_tf import cli\n'
+        'def main(argv):\n'
+        f'    open({str(missing)!r}, "w")\n'
+        'cli.run(main)\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        # As a user starts it: without the test suite's log level, so the CLI's own quieting is used.
+        env={**{k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}, 'PYTHONPATH': root},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f'error: {missing}: No such file or directory']

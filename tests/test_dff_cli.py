@@ -159,6 +159,20 @@ def test_inference_writes_pngs_and_gif_and_reports_bad_frames(toy, snapshot, tmp
         assert img.size == (W, H) and img.mode == 'RGB'
     with Image.open(out_dir / 'video.gif') as gif:
         assert gif.n_frames == 11 and gif.size == (2 * W, H)
+    # A second run without --overwrite changes nothing of the first one's outputs, and writing
+    # into the frames folder itself is refused (its outputs would be read back as frames).
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    again = run(
+        'dff_tf.inference', '--frames', frames, '--restore_from', snapshot,
+        '--save_dir', out_dir, expect=1,
+    )  # fmt: skip
+    one_line_error(again, '_color.png: exists (and 10 more outputs)', '--overwrite')
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    inside = run(
+        'dff_tf.inference', '--frames', frames, '--restore_from', snapshot,
+        '--save_dir', frames, expect=1,
+    )  # fmt: skip
+    one_line_error(inside, 'is the folder of the input')
 
 
 def test_inference_missing_frames_dir(snapshot, tmp_path):

