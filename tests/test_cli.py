@@ -141,13 +141,14 @@ def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path):
         f'    open({str(missing)!r}, "w")\n'
         'cli.run(main)\n'
     )
+    # As a user starts it: without the suite's log level, so the CLI's own quieting applies.
+    user_env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
     proc = subprocess.run(
         [sys.executable, '-c', code],
         capture_output=True,
         text=True,
         timeout=300,
-        # As a user starts it: without the test suite's log level, so the CLI's own quieting is used.
-        env={**{k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}, 'PYTHONPATH': root},
+        env=dict(user_env, PYTHONPATH=root),
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f'error: {missing}: No such file or directory']
