@@ -21,6 +21,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from bench.common import report, run  # noqa: E402
+from icnet_tf.cli import tool_command  # noqa: E402
 
 
 def resolution_ceiling(label_paths, stride=4, num_classes=19, ignore_label=255):
@@ -71,69 +72,36 @@ def main():
     data, snapshots = os.path.join(args.out_dir, 'data'), os.path.join(args.out_dir, 'snapshots')
     log = os.path.join(args.out_dir, 'log.txt')
     os.makedirs(args.out_dir, exist_ok=True)
-    py = sys.executable
     if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
-        run(
-            [
-                py,
-                '-m',
-                'data.toycity',
-                '--out_dir',
-                data,
-                '--num_videos_train',
-                '0',
-                '--num_videos_val',
-                '0',
-            ],
-            log,
-        )
-    train_cmd = [
-        py,
-        '-m',
+        run(tool_command('data.toycity', out_dir=data, num_videos_train=0, num_videos_val=0), log)
+    train_cmd = tool_command(
         'icnet_tf.train',
-        '--data_list',
-        f'{data}/list/train.txt',
-        '--data_dir',
-        data,
-        '--val_list',
-        f'{data}/list/val.txt',
-        '--val_limit',
-        '10',
-        '--snapshot_dir',
-        snapshots,
-        '--batch_size',
-        str(args.batch_size),
-        '--input_size',
-        args.input_size,
-        '--num_steps',
-        str(args.num_steps),
-        '--learning_rate',
-        str(args.learning_rate),
-        '--save_pred_every',
-        str(args.save_pred_every),
-        '--random_mirror',
-        '--update_mean_var',
-        '--train_beta_gamma',
-        '--model',
-        'ICNet_BN',
-    ]
-    train_cmd.append('--random_scale' if args.random_scale else '--norandom_scale')
+        data_list=f'{data}/list/train.txt',
+        data_dir=data,
+        val_list=f'{data}/list/val.txt',
+        val_limit=10,
+        snapshot_dir=snapshots,
+        batch_size=args.batch_size,
+        input_size=args.input_size,
+        num_steps=args.num_steps,
+        learning_rate=args.learning_rate,
+        save_pred_every=args.save_pred_every,
+        random_mirror=True,
+        update_mean_var=True,
+        train_beta_gamma=True,
+        model='ICNet_BN',
+        random_scale=args.random_scale,
+    )
     train_s = run(train_cmd, log)
     eval_dir = os.path.join(args.out_dir, 'eval')
     run(
-        [
-            py,
-            '-m',
+        tool_command(
             'icnet_tf.evaluate',
-            '--data_list',
-            f'{data}/list/val.txt',
-            '--data_dir',
-            data,
-            '--restore_from',
-            snapshots,
-            '--save_dir',
-            eval_dir,
-        ],
+            data_list=f'{data}/list/val.txt',
+            data_dir=data,
+            restore_from=snapshots,
+            save_dir=eval_dir,
+        ),
         log,
     )
     metrics = json.load(open(os.path.join(eval_dir, 'metrics.json')))

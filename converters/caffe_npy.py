@@ -22,14 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from converters.budget import (
-    ReadBudget,
-    ReadLimitError,
-    flat_pairs,
-    human,
-    scan_pickle,
-    short_repr,
-)
+from converters.budget import ReadBudget, ReadLimitError, flat_pairs, human, scan_pickle, short_repr
 from converters.errors import WeightsFileError
 
 BN_PARAMS = ('mean', 'variance', 'scale', 'offset')

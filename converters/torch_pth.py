@@ -101,14 +101,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.budget import (
-    ReadBudget,
-    ReadLimitError,
-    flat_pairs,
-    human,
-    scan_pickle,
-    short_repr,
-)
+from converters.budget import ReadBudget, ReadLimitError, flat_pairs, human, scan_pickle, short_repr
 from converters.errors import WeightsFileError
 
 __all__ = ['load', 'state_dict_of', 'split_metadata']

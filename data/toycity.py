@@ -44,6 +44,7 @@ for a bigger run.
 Usage: python -m data.toycity --out_dir DIR [--num_train N ... --seed S]
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -101,17 +102,13 @@ Z_NEAR = 2.0  # objects nearer than this (metres) are not drawn
 CITY = 'toycity'
 TWO_PI = 2.0 * np.pi
 
+# Colour tables as rows of colours, not one number triple per line:
+# fmt: off
 PALETTE = {  # RGB base colours, jittered per instance; deliberately overlapping between classes
     ROAD: ((78, 78, 82), (96, 94, 92), (112, 110, 114), (70, 72, 70)),
     SIDEWALK: ((152, 146, 140), (172, 150, 140), (128, 128, 134), (158, 124, 112)),
-    BUILDING: (
-        (150, 140, 130),
-        (185, 170, 150),
-        (120, 112, 108),
-        (165, 95, 75),
-        (205, 200, 190),
-        (105, 112, 125),
-    ),
+    BUILDING: ((150, 140, 130), (185, 170, 150), (120, 112, 108),
+               (165, 95, 75), (205, 200, 190), (105, 112, 125)),
     WALL: ((176, 172, 150), (128, 134, 140), (148, 128, 100)),
     FENCE: ((125, 100, 75), (95, 100, 95), (150, 150, 140)),
     VEGETATION: ((60, 100, 40), (80, 122, 52), (45, 82, 38), (95, 112, 60)),
@@ -119,17 +116,9 @@ PALETTE = {  # RGB base colours, jittered per instance; deliberately overlapping
     GAP: ((0, 0, 0),),
 }
 GLASS = ((45, 55, 70), (70, 85, 100), (35, 40, 45), (90, 110, 130))
-CAR_COLORS = (
-    (200, 200, 205),
-    (30, 30, 35),
-    (140, 20, 25),
-    (25, 50, 120),
-    (120, 125, 130),
-    (230, 230, 230),
-    (90, 100, 60),
-    (180, 150, 40),
-    (60, 60, 65),
-)
+CAR_COLORS = ((200, 200, 205), (30, 30, 35), (140, 20, 25), (25, 50, 120), (120, 125, 130),
+              (230, 230, 230), (90, 100, 60), (180, 150, 40), (60, 60, 65))
+# fmt: on
 SKIN = ((230, 190, 160), (190, 140, 100), (120, 80, 55), (250, 215, 190))
 HAIR = ((30, 25, 20), (90, 60, 30), (200, 170, 100), (150, 150, 150))
 TROUSERS = ((40, 45, 70), (30, 30, 30), (150, 130, 95), (90, 90, 95))
@@ -955,19 +944,24 @@ def _run_task(out_dir, kind, split, index, height, width, frames, seed):
     return pairs, meta
 
 
-def validate_config(
-    num_train,
-    num_val,
-    height,
-    width,
-    num_videos_train,
-    num_videos_val,
-    video_frames,
-    seed,
-    num_workers=None,
-    max_memory_gb=MAX_MEMORY_GB,
-    max_megapixels=MAX_MEGAPIXELS,
-):
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What one run writes (the command line's flags of the same names) and its limits."""
+
+    num_train: int = 200
+    num_val: int = 50
+    height: int = 256
+    width: int = 512
+    num_videos_train: int = 8
+    num_videos_val: int = 4
+    video_frames: int = 30
+    seed: int = 0
+    num_workers: int | None = None
+    max_memory_gb: float = MAX_MEMORY_GB
+    max_megapixels: float = MAX_MEGAPIXELS
+
+
+def validate_config(run):
     """Check a run before anything is allocated; return the number of worker processes to use.
 
     Raises ValueError (message starting with the flag at fault) for bad values, for a run that
@@ -976,13 +970,17 @@ def validate_config(
     `max_memory_gb` with `num_workers` workers (None: as many as fit, at most min(CPUs, 4),
     and 1 for runs under 60 images).
     """
+    num_train, num_val, height, width = run.num_train, run.num_val, run.height, run.width
+    num_videos_train, num_videos_val = run.num_videos_train, run.num_videos_val
+    video_frames, num_workers = run.video_frames, run.num_workers
+    max_memory_gb, max_megapixels = run.max_memory_gb, run.max_megapixels
     _check_size(height, width)
     for name, v in (
         ('num_train', num_train),
         ('num_val', num_val),
         ('num_videos_train', num_videos_train),
         ('num_videos_val', num_videos_val),
-        ('seed', seed),
+        ('seed', run.seed),
     ):
         if v < 0:
             raise ValueError(f'{name} must be >= 0 (got {v})')
@@ -1038,38 +1036,17 @@ def validate_config(
     return num_workers
 
 
-def generate(
-    out_dir,
-    num_train=200,
-    num_val=50,
-    height=256,
-    width=512,
-    num_videos_train=8,
-    num_videos_val=4,
-    video_frames=30,
-    seed=0,
-    num_workers=None,
-    progress=False,
-    max_memory_gb=MAX_MEMORY_GB,
-    max_megapixels=MAX_MEGAPIXELS,
-):
-    """Write the whole dataset under out_dir; return a dict of list paths, counts and timing.
+def generate(out_dir, progress=False, **run):
+    """Write the whole dataset under out_dir; return a dict of the list paths, the run's
+    fields, `num_images` and `seconds`.
 
-    The run is checked first (`validate_config`: sizes, --max_megapixels, --max_memory_gb,
-    number of workers); nothing is allocated or written if it does not pass."""
-    num_workers = validate_config(
-        num_train,
-        num_val,
-        height,
-        width,
-        num_videos_train,
-        num_videos_val,
-        video_frames,
-        seed,
-        num_workers=num_workers,
-        max_memory_gb=max_memory_gb,
-        max_megapixels=max_megapixels,
-    )
+    `run`: the fields of `Run` (sizes, counts, seed, workers, limits). The run is checked first
+    (`validate_config`); nothing is allocated or written if it does not pass."""
+    run = Run(**run)
+    num_workers = validate_config(run)
+    num_train, num_val, height, width = run.num_train, run.num_val, run.height, run.width
+    num_videos_train, num_videos_val = run.num_videos_train, run.num_videos_val
+    video_frames = run.video_frames
     start = time.time()
     tasks = (
         [('video', 'train', i) for i in range(num_videos_train)]
@@ -1083,7 +1060,7 @@ def generate(
     os.makedirs(os.path.join(out_dir, 'list'), exist_ok=True)
     total = num_train + num_val + (num_videos_train + num_videos_val) * video_frames
     results, done = {}, 0
-    args = (height, width, video_frames, seed)
+    args = (height, width, video_frames, run.seed)
 
     def record(task, result):
         nonlocal done
@@ -1123,15 +1100,7 @@ def generate(
     out['videos_json'] = os.path.join(out_dir, 'videos.json')
     with open(out['videos_json'], 'w') as fh:
         json.dump(dict(fps=FPS, class_names=CLASS_NAMES, sequences=videos), fh, indent=1)
-    out.update(
-        num_train=num_train,
-        num_val=num_val,
-        num_videos_train=num_videos_train,
-        num_videos_val=num_videos_val,
-        video_frames=video_frames,
-        num_images=total,
-        seconds=time.time() - start,
-    )
+    out.update(dataclasses.asdict(run), num_images=total, seconds=time.time() - start)
     return out
 
 
@@ -1181,21 +1150,13 @@ def _main():
     def main(_):
         if not F.out_dir:
             _fail('--out_dir is required')
-        config = (
-            F.num_train,
-            F.num_val,
-            F.height,
-            F.width,
-            F.num_videos_train,
-            F.num_videos_val,
-            F.video_frames,
-            F.seed,
-        )
         if F.num_workers < 0:
             _fail(f'--num_workers must be >= 0 (got {F.num_workers})')
-        limits = dict(max_memory_gb=F.max_memory_gb, max_megapixels=F.max_megapixels)
+        run = {f.name: F[f.name].value for f in dataclasses.fields(Run)}
         try:
-            workers = validate_config(*config, num_workers=F.num_workers or None, **limits)
+            run['num_workers'] = validate_config(
+                Run(**dict(run, num_workers=F.num_workers or None))
+            )
         except ValueError as e:
             _fail(f'--{e}')
         if os.path.exists(F.out_dir) and not os.path.isdir(F.out_dir):
@@ -1206,7 +1167,7 @@ def _main():
                 'be replaced): choose a new --out_dir or pass --overwrite'
             )
         try:
-            res = generate(F.out_dir, *config, num_workers=workers, progress=True, **limits)
+            res = generate(F.out_dir, progress=True, **run)
         except OSError as e:
             _fail(f'{e.filename or F.out_dir}: {e.strerror or e}')
         except MemoryError:

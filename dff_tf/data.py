@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from converters.errors import UserError
-from icnet_tf.data import augment, decode_image, decode_label, read_list, shard_samples
+from icnet_tf.data import augment, batches, decode_image, decode_label, read_list, sample_stream
 from icnet_tf.network import CAFFE_BGR_MEAN
 
 MAX_KEY_DISTANCE = 9  # training distances are uniform in [0, 9] (the original's MIN_OFFSET -9)
@@ -169,16 +169,13 @@ def read_video_list(list_path, data_dir='', videos_json=None):
 def train_dataset(
     videos,
     *,
-    batch_size,
     crop_size,
     key_distance=None,
     max_distance=MAX_KEY_DISTANCE,
     random_mirror=False,
-    ignore_label=255,
-    seed=0,
-    shuffle_buffer=500,
-    input_context=None,
     labels=None,
+    ignore_label=255,
+    **stream,
 ):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), label [B,h,w,1])`.
 
@@ -196,11 +193,7 @@ def train_dataset(
     table = videos.key_table(max_distance)
     current = [s.image for s in videos.samples]
     label_paths = [s.label for s in videos.samples]
-    ds = tf.data.Dataset.from_tensor_slices((current, label_paths, table))
-    ds = ds.shuffle(min(shuffle_buffer, len(current)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
-    ds, batch_size = shard_samples(ds, batch_size, input_context)
+    ds, batch_size = sample_stream((current, label_paths, table), **stream)
     pad = tf.constant(PAD_RGB, tf.float32)
 
     def load(cur_path, label_path, keys, sample_seed):
@@ -230,10 +223,7 @@ def train_dataset(
         cur, label = augment(tf.cast(cur, tf.float32) - pad, label, seeds[1], **options)
         return (key + pad, cur + pad), label
 
-    ds = ds.map(
-        lambda paths, s: load(*paths, s), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batches(ds, lambda paths, s: load(*paths, s), batch_size)
 
 
 def first_frame_size(videos):
@@ -383,30 +373,16 @@ def known_flow(shape, dx, hood_top, boxes):
     return flow, tf.cast(valid, tf.float32)[..., None]
 
 
-def flow_dataset(
-    pairs,
-    *,
-    batch_size,
-    crop_size=None,
-    random_mirror=False,
-    seed=0,
-    shuffle_buffer=2000,
-    input_context=None,
-):
+def flow_dataset(pairs, *, crop_size=None, random_mirror=False, shuffle_buffer=2000, **stream):
     """Endless batches of `((key [B,h,w,3], current [B,h,w,3]), (flow [B,h,w,2], valid
     [B,h,w,1]))`: frames (float32 RGB 0..255) and their known flow (`known_flow`). With
     `crop_size` (h, w) both frames are cut at one random place and only pixels whose key
     position lies inside the crop are supervised; a mirrored pair gets its flow x negated.
     Seeded and deterministic. `batch_size` is the global batch; with `input_context` this
-    worker's per-replica batches of it (`icnet_tf.data.shard_samples`)."""
-    ds = tf.data.Dataset.from_tensor_slices(
-        (pairs.current, pairs.key, pairs.dx, pairs.hood_top, pairs.boxes)
-    )
-    ds = ds.shuffle(
-        min(shuffle_buffer, len(pairs.current)), seed=seed, reshuffle_each_iteration=True
-    ).repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
-    ds, batch_size = shard_samples(ds, batch_size, input_context)
+    worker's per-replica batches of it (`icnet_tf.data.shard_samples`). `stream`:
+    `batch_size`, `seed`, `input_context` of `icnet_tf.data.sample_stream`."""
+    records = (pairs.current, pairs.key, pairs.dx, pairs.hood_top, pairs.boxes)
+    ds, batch_size = sample_stream(records, shuffle_buffer=shuffle_buffer, **stream)
 
     def load(fields, sample_seed):
         cur_path, key_path, dx, hood_top, boxes = fields
@@ -438,5 +414,4 @@ def flow_dataset(
             flow = flow * tf.where(flip, tf.constant([-1.0, 1.0]), tf.constant([1.0, 1.0]))
         return (key, cur), (flow, valid)
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batches(ds, load, batch_size)

@@ -52,6 +52,20 @@ def run(main):
     app.run(guarded)
 
 
+def tool_command(module, *args, **flags):
+    """The command line `python -m module --flag value ... args` of one of the project's tools.
+
+    A flag's value True gives `--flag`, False `--noflag` (absl's boolean forms), anything else
+    `--flag str(value)`; flags keep the order given; `args` (already `--flag`-formed) follow."""
+    cmd = [sys.executable, '-m', module]
+    for name, value in flags.items():
+        if isinstance(value, bool):
+            cmd.append(f'--{name}' if value else f'--no{name}')
+        else:
+            cmd += [f'--{name}', str(value)]
+    return cmd + list(args)
+
+
 def csv(value):
     return tuple(s.strip() for s in (value or '').split(',') if s.strip())
 

@@ -243,19 +243,39 @@ def shard_samples(samples, batch_size, input_context=None):
     return samples, batch_size // replicas
 
 
+def sample_stream(records, *, batch_size, seed=0, shuffle_buffer=500, input_context=None):
+    """The endless shuffled stream of `(record, per-sample seed [2] int64)` that a training
+    input pipeline decodes, this pipeline's share of it, and the batch size to batch it with.
+
+    `records`: a tuple of equal-length lists (e.g. image and label paths), one entry a sample.
+    Shuffled with `seed` in a buffer of `min(shuffle_buffer, samples)`, reshuffled each pass;
+    the per-sample seeds come from `tf.data.Dataset.random(seed)`, so a sample's augmentation
+    depends only on its place in the stream. Sharding: `shard_samples`."""
+    ds = tf.data.Dataset.from_tensor_slices(records)
+    count = len(records[0])
+    ds = ds.shuffle(min(shuffle_buffer, count), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    return shard_samples(ds, batch_size, input_context)
+
+
+def batches(samples, load, batch_size):
+    """`samples` decoded by `load(record, seed)` in parallel (deterministic order), batched
+    (incomplete batches dropped) and prefetched."""
+    ds = samples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def train_dataset(
     pairs,
     *,
     preprocess,
-    batch_size,
     crop_size,
     random_scale=False,
     random_mirror=False,
-    ignore_label=255,
-    seed=0,
-    shuffle_buffer=500,
-    input_context=None,
     labels=None,
+    ignore_label=255,
+    **stream,
 ):
     """Endless, shuffled, augmented, batched dataset of (image [B,h,w,3], label [B,h,w,1]).
 
@@ -266,14 +286,11 @@ def train_dataset(
     uint8 RGB image before augmentation, as the original subtracts the mean before scaling,
     padding and cropping (so padding is 0 in the network's input space). `batch_size` is the
     global batch; with `input_context` (`tf.distribute`'s `distribute_datasets_from_function`)
-    this worker's per-replica batches of it, see `shard_samples`.
+    this worker's per-replica batches of it, see `shard_samples`. `stream`: `batch_size`,
+    `seed`, `shuffle_buffer`, `input_context` of `sample_stream`.
     """
     images, label_paths = (list(p) for p in zip(*pairs))
-    ds = tf.data.Dataset.from_tensor_slices((images, label_paths))
-    ds = ds.shuffle(min(shuffle_buffer, len(pairs)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
-    ds, batch_size = shard_samples(ds, batch_size, input_context)
+    ds, batch_size = sample_stream((images, label_paths), **stream)
 
     def load(paths, sample_seed):
         image = preprocess(decode_image(tf.io.read_file(paths[0])))
@@ -291,5 +308,4 @@ def train_dataset(
             ignore_label=ignore_label,
         )
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return batches(ds, load, batch_size)

@@ -34,7 +34,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -129,61 +128,41 @@ def main(argv):
     started = time.perf_counter()
     out = os.path.abspath(FLAGS.out_dir)
     data, snapshots = os.path.join(out, 'toycity'), os.path.join(out, 'snapshots')
-    py = sys.executable
     if not os.path.exists(os.path.join(data, 'list', 'val.txt')):
         step(
             'generate the toy city',
-            [
-                py,
-                '-m',
+            cli.tool_command(
                 'data.toycity',
-                '--out_dir',
-                data,
-                '--num_train',
-                '60',
-                '--num_val',
-                '6',
-                '--num_videos_train',
-                '0',
-                '--num_videos_val',
-                '0',
-                '--seed',
-                str(FLAGS.seed),
-            ],
+                out_dir=data,
+                num_train=60,
+                num_val=6,
+                num_videos_train=0,
+                num_videos_val=0,
+                seed=FLAGS.seed,
+            ),
         )
     weights = FLAGS.weights
     if not weights:
         seconds = step(
             'train ICNet_BN from scratch',
-            [
-                py,
-                '-m',
+            cli.tool_command(
                 'icnet_tf.train',
-                '--data_list',
-                f'{data}/list/train.txt',
-                '--data_dir',
-                data,
-                '--snapshot_dir',
-                snapshots,
-                '--batch_size',
-                '4',
-                '--input_size',
-                '224,448',
-                '--num_steps',
-                str(FLAGS.num_steps),
-                '--learning_rate',
-                '0.05',
+                data_list=f'{data}/list/train.txt',
+                data_dir=data,
+                snapshot_dir=snapshots,
+                batch_size=4,
+                input_size='224,448',
+                num_steps=FLAGS.num_steps,
+                learning_rate=0.05,
+                save_pred_every=50,
                 # no --random_scale: in a few hundred steps it costs about 10 points
                 # (bench/RESULTS.md, toy-city training without random scale).
-                '--save_pred_every',
-                '50',
-                '--norandom_scale',
-                '--random_mirror',
-                '--update_mean_var',
-                '--train_beta_gamma',
-                '--seed',
-                str(FLAGS.seed),
-            ],
+                random_scale=False,
+                random_mirror=True,
+                update_mean_var=True,
+                train_beta_gamma=True,
+                seed=FLAGS.seed,
+            ),
         )
         print(f'trained {FLAGS.num_steps} steps in {seconds / 60:.1f} min')
         weights = snapshots
@@ -191,24 +170,17 @@ def main(argv):
     if toy_labels:
         step(
             'evaluate on the validation images',
-            [
-                py,
-                '-m',
+            cli.tool_command(
                 'icnet_tf.evaluate',
-                '--data_list',
-                f'{data}/list/val.txt',
-                '--data_dir',
-                data,
-                '--restore_from',
-                weights,
-                '--save_dir',
-                os.path.join(out, 'eval'),
-                # the toy city's 256x512 frames at their size, not padded to Cityscapes' 1025x2049
-                '--protocol',
-                'whole',
-                '--overwrite',  # the demo's own folder: a second run replaces its files
                 *dataset_args(),
-            ],
+                data_list=f'{data}/list/val.txt',
+                data_dir=data,
+                restore_from=weights,
+                save_dir=os.path.join(out, 'eval'),
+                # the toy city's 256x512 frames at their size, not padded to Cityscapes' 1025x2049
+                protocol='whole',
+                overwrite=True,  # the demo's own folder: a second run replaces its files
+            ),
         )
         miou = json.load(open(os.path.join(out, 'eval', 'metrics.json')))['mIoU']
 
@@ -234,25 +206,16 @@ def main(argv):
     if not os.path.exists(os.path.join(video, 'videos.json')):
         step(
             'generate toy videos (to train the flow network on, and one to show)',
-            [
-                py,
-                '-m',
+            cli.tool_command(
                 'data.toycity',
-                '--out_dir',
-                video,
-                '--num_train',
-                '0',
-                '--num_val',
-                '0',
-                '--num_videos_train',
-                str(FLAGS.flow_videos),
-                '--num_videos_val',
-                '1',
-                '--video_frames',
-                '15',
-                '--seed',
-                str(FLAGS.seed),
-            ],
+                out_dir=video,
+                num_train=0,
+                num_val=0,
+                num_videos_train=FLAGS.flow_videos,
+                num_videos_val=1,
+                video_frames=15,
+                seed=FLAGS.seed,
+            ),
         )
     flownet_weights = FLAGS.flownet_weights
     if not flownet_weights:
@@ -260,58 +223,35 @@ def main(argv):
         step(
             f'pretrain the {FLAGS.flownet} flow network on the known camera flow of the '
             'training videos',
-            [
-                py,
-                '-m',
+            cli.tool_command(
                 'dff_tf.train_flownet',
-                '--data_list',
-                f'{video}/list/video_train.txt',
-                '--data_dir',
-                video,
-                '--videos_json',
-                f'{video}/videos.json',
-                '--val_list',
-                f'{video}/list/video_val.txt',
-                '--val_pairs',
-                '32',
-                '--flownet',
-                FLAGS.flownet,
-                '--flow_scale',
-                str(FLAGS.flow_scale),
-                '--batch_size',
-                '8',
-                '--learning_rate',
-                '5e-4',
-                '--num_steps',
-                str(FLAGS.flow_steps),
-                '--save_pred_every',
-                str(FLAGS.flow_steps),
-                '--seed',
-                str(FLAGS.seed),
-                '--snapshot_dir',
-                flownet_weights,
-            ],
+                data_list=f'{video}/list/video_train.txt',
+                data_dir=video,
+                videos_json=f'{video}/videos.json',
+                val_list=f'{video}/list/video_val.txt',
+                val_pairs=32,
+                flownet=FLAGS.flownet,
+                flow_scale=FLAGS.flow_scale,
+                batch_size=8,
+                learning_rate=5e-4,
+                num_steps=FLAGS.flow_steps,
+                save_pred_every=FLAGS.flow_steps,
+                seed=FLAGS.seed,
+                snapshot_dir=flownet_weights,
+            ),
         )
     frames = os.path.join(video, 'leftImg8bit_sequence', 'val', 'toycity', '*.png')
-    dff_cmd = [
-        py,
-        '-m',
+    dff_cmd = cli.tool_command(
         'dff_tf.inference',
-        '--frames',
-        frames,
-        '--restore_from',
-        weights,
-        '--feature_net',
-        'icnet_bn',
-        '--flownet_weights',
-        flownet_weights,
-        '--key_interval',
-        '5',
-        '--save_dir',
-        os.path.join(out, 'dff'),
-        '--overwrite',  # the demo's own folder: a rerun replaces its earlier GIF and PNGs
-    ]
-    dff_cmd += dataset_args()
+        *dataset_args(),
+        frames=frames,
+        restore_from=weights,
+        feature_net='icnet_bn',
+        flownet_weights=flownet_weights,
+        key_interval=5,
+        save_dir=os.path.join(out, 'dff'),
+        overwrite=True,  # the demo's own folder: a rerun replaces its earlier GIF and PNGs
+    )
     step('Deep Feature Flow on the shown video (key frame every 5)', dff_cmd)
     print(f'wrote {os.path.join(out, "dff", "video.gif")}')
     if toy_labels:

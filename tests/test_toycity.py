@@ -382,16 +382,16 @@ def test_cli_refuses_absurd_sizes_before_allocating(tmp_path, args, expect):
 def test_limits_are_checked_and_can_be_raised():
     big_video = (0, 0, 4096, 4096, 1, 0, 30, 0)  # num_train .. seed
     with pytest.raises(ValueError, match='max_memory_gb is 4: one 4096x4096 video of 30 frames'):
-        tc.validate_config(*big_video)
-    assert tc.validate_config(*big_video, max_memory_gb=8) == 1
+        tc.validate_config(tc.Run(*big_video))
+    assert tc.validate_config(tc.Run(*big_video, max_memory_gb=8)) == 1
     many = (100000, 0, 256, 512, 0, 0, 30, 0)
     with pytest.raises(ValueError, match='max_megapixels is 2048: 100000 scenes'):
-        tc.validate_config(*many)
-    assert 1 <= tc.validate_config(*many, max_megapixels=20000) <= 4
+        tc.validate_config(tc.Run(*many))
+    assert 1 <= tc.validate_config(tc.Run(*many, max_megapixels=20000)) <= 4
     with pytest.raises(ValueError, match='at most 1 fit'):
-        tc.validate_config(2, 0, 4096, 4096, 0, 0, 30, 0, num_workers=2)
+        tc.validate_config(tc.Run(2, 0, 4096, 4096, 0, 0, 30, 0, num_workers=2))
     # the automatic worker count is lowered to what fits: one 2.1 GB scene at a time in 4 GB
-    assert tc.validate_config(100, 0, 4096, 4096, 0, 0, 30, 0) == 1
+    assert tc.validate_config(tc.Run(100, 0, 4096, 4096, 0, 0, 30, 0)) == 1
     with pytest.raises(ValueError, match='max_memory_gb is 4: a 64x64 video of 1000000000'):
         tc.render_sequence(_rng(0), 64, 64, 10**9)  # refused before its camera path is drawn
     with pytest.raises(ValueError, match='max_megapixels'):
