@@ -52,10 +52,6 @@ FORMATS = (
     ),
 )
 
-# What a weights dict holds, from its layer names and shapes ('holds ICNet_BN, filter_scale 2,
-# 150 classes'): the one-line hint when a file does not fit the network asked for.
-describe_weights = tf1_checkpoint.describe
-
 
 def detect_format(path):
     """The first row of `FORMATS` that detects `path`, or a one-line `WeightsFileError`."""

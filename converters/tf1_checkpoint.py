@@ -33,8 +33,6 @@ API (a bottom-layer reader: files -> NumPy; imports nothing from icnet_tf/dff_tf
   `_CHECKPOINTABLE_OBJECT_GRAPH` key, no `.ATTRIBUTES/` in a key). Reads the `.index` only.
 * `read(path, key_map=None) -> (weights, skipped)`: `{layer: {param: float32 ndarray}}` and the
   sorted list of skipped keys.
-* `identify(weights) -> dict` / `describe(weights) -> str`: what a weights dict holds, from its
-  layer names and shapes alone, e.g. 'holds ICNet_BN, filter_scale 2, 150 classes'.
 
 Hostile or damaged files. The index is a TensorFlow table (LevelDB layout: blocks of prefix-
 compressed key/value entries, an index block, a 48-byte footer) mapping each key to a
@@ -448,75 +446,3 @@ def read(path, key_map=None):
             f'{len(entries)} tensors)'
         )
     return weights, sorted(skipped)
-
-
-# ------------------------------------------------------------------------------- describe
-def _shape(weights, layer, param):
-    value = weights.get(layer, {}).get(param)
-    return None if value is None else tuple(int(d) for d in np.shape(value))
-
-
-def identify(weights):
-    """What a `{layer: {param: array}}` dict holds, inferred from layer names and shapes only.
-
-    Returns `{'model', 'filter_scale', 'num_classes', 'layout', 'heads', 'layers', 'arrays'}`:
-    * model: 'ICNet_BN' (has `conv6_cls` and batch-norm layers such as `conv1_1_3x3_s2_bn`),
-      'ICNet' (has `conv6_cls`, a biased `conv1_1_3x3_s2`, no `*_bn` layer), 'PSPNet101' (has
-      `conv6` and `conv5_4`, no `conv6_cls`), or None;
-    * filter_scale (ICNet only): output channels of `conv1_1_3x3_s2` / 32, if that is 1 or 2;
-    * num_classes: last dimension of the `conv6_cls` (ICNet) or `conv6` (PSPNet) kernel;
-    * layout (PSPNet only): 'caffe' (stem conv1_1_3x3_s2 of 64 channels) or 'mmseg' (32);
-    * heads: the class heads present (`conv6_cls`, `sub4_out`, `sub24_out`; `conv6`).
-    Values that cannot be inferred are None.
-    """
-    has_bn = any(layer.endswith('_bn') for layer in weights)
-    stem = _shape(weights, 'conv1_1_3x3_s2', 'weights')
-    out = dict(
-        model=None,
-        filter_scale=None,
-        num_classes=None,
-        layout=None,
-        heads=[],
-        layers=len(weights),
-        arrays=sum(len(params) for params in weights.values()),
-    )
-    if 'conv6_cls' in weights:
-        if has_bn:
-            out['model'] = 'ICNet_BN'
-        elif _shape(weights, 'conv1_1_3x3_s2', 'biases') is not None:
-            out['model'] = 'ICNet'
-        out['heads'] = [h for h in ('conv6_cls', 'sub24_out', 'sub4_out') if h in weights]
-        if stem and len(stem) == 4 and stem[-1] in (32, 64):
-            out['filter_scale'] = stem[-1] // 32
-        head = _shape(weights, 'conv6_cls', 'weights')
-    elif 'conv6' in weights and 'conv5_4' in weights:
-        out['model'] = 'PSPNet101'
-        out['heads'] = ['conv6']
-        if stem and len(stem) == 4:
-            out['layout'] = {64: 'caffe', 32: 'mmseg'}.get(stem[-1])
-        head = _shape(weights, 'conv6', 'weights')
-    else:
-        head = None
-    if head and len(head) == 4:
-        out['num_classes'] = head[-1]
-    return out
-
-
-def describe(weights):
-    """One line, e.g. 'holds ICNet_BN, filter_scale 2, 150 classes' (see `identify`)."""
-    info = identify(weights)
-    if info['model'] is None:
-        return (
-            f'holds {info["arrays"]} arrays in {info["layers"]} layers, not recognised as '
-            'ICNet_BN, ICNet or PSPNet101'
-        )
-    parts = [info['model']]
-    if info['model'] == 'PSPNet101':
-        if info['layout']:
-            parts[0] += f' ({info["layout"]} layout)'
-    else:
-        fs = info['filter_scale']
-        parts.append(f'filter_scale {fs}' if fs else 'filter_scale unknown')
-    n = info['num_classes']
-    parts.append(f'{n} classes' if n else 'number of classes unknown')
-    return 'holds ' + ', '.join(parts)

@@ -14,6 +14,7 @@ Input: float32 NHWC, BGR, mean (103.939, 116.779, 123.68) subtracted, no scaling
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
 from icnet_tf.network import Chain, Network, layer
@@ -225,6 +226,26 @@ class _ICNetFamily(Network):
         self.filter_scale = int(filter_scale)
         self.psp_bins = tuple(int(b) for b in psp_bins)
         self.psp_pooling = psp_pooling_name(psp_pooling)
+
+    @classmethod
+    def recognise(cls, weights):
+        """ICNet_BN: `conv6_cls` and batch-norm layers (`*_bn`); ICNet: `conv6_cls`, a biased
+        `conv1_1_3x3_s2` and no `*_bn` layer. filter_scale: output channels of
+        `conv1_1_3x3_s2` / 32 (1 or 2); num_classes: last dimension of the `conv6_cls` kernel."""
+        if 'conv6_cls' not in weights or cls.use_bn is None:
+            return None
+        stem = weights.get('conv1_1_3x3_s2', {})
+        has_bn = any(layer.endswith('_bn') for layer in weights)
+        if has_bn != cls.use_bn or (not cls.use_bn and 'biases' not in stem):
+            return None
+        options = {}
+        channels = np.shape(stem['weights'])[-1] if 'weights' in stem else None
+        if channels in (32, 64):
+            options['filter_scale'] = channels // 32
+        head = np.shape(weights['conv6_cls'].get('weights', ()))
+        if len(head) == 4:
+            options['num_classes'] = head[-1]
+        return options
 
     def get_config(self):
         return dict(

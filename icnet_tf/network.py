@@ -404,6 +404,32 @@ class Network(tf.Module):
         """Layers whose variables depend on `num_classes`: the output and auxiliary heads."""
         return tuple(self.loss_weights)
 
+    @classmethod
+    def recognise(cls, weights):
+        """The constructor options a weights dict `{layer: {param: array}}` implies if it holds
+        this network, judged from layer names and shapes only (`{}` when none can be told);
+        None if it does not hold this network. Options that cannot be told are left out."""
+        return None
+
+    @staticmethod
+    def describe_weights(weights):
+        """One line on what a weights dict holds, e.g. 'holds ICNet_BN (filter_scale=2,
+        num_classes=150)': the first network class that recognises it, asking every subclass
+        of `Network` defined so far (most derived first), or its size when none does. The hint
+        given when a file does not fit the network asked for."""
+        classes, todo = [], [Network]
+        while todo:
+            for sub in todo.pop().__subclasses__():
+                classes.insert(0, sub)
+                todo.append(sub)
+        for sub in classes:
+            options = sub.recognise(weights)
+            if options is not None:
+                told = ', '.join(f'{k}={v}' for k, v in options.items())
+                return f'holds {sub.__name__}' + (f' ({told})' if told else '')
+        arrays = sum(len(params) for params in weights.values())
+        return f'holds {arrays} arrays in {len(weights)} layers, of no network known here'
+
     def classifier(self, n):
         """The part of `setup` after `feature_layer`, chained on `n` (fed with it)."""
         raise NotImplementedError(f'{type(self).__name__} declares no feature/classifier split')

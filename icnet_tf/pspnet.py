@@ -400,6 +400,22 @@ class PSPNet101(Network):
             for st, nb in zip(PSP_STAGES, self.blocks)
         )
 
+    @classmethod
+    def recognise(cls, weights):
+        """PSPNet101: `conv6` and `conv5_4`, no `conv6_cls`. layout: 'caffe' for a 64-channel
+        `conv1_1_3x3_s2`, 'mmseg' for 32 (other widths: not told); num_classes: last dimension
+        of the `conv6` kernel."""
+        if 'conv6' not in weights or 'conv5_4' not in weights or 'conv6_cls' in weights:
+            return None
+        options = {}
+        stem = np.shape(weights.get('conv1_1_3x3_s2', {}).get('weights', ()))
+        if len(stem) == 4 and stem[-1] in (64, 32):
+            options['layout'] = {64: 'caffe', 32: 'mmseg'}[stem[-1]]
+        head = np.shape(weights['conv6'].get('weights', ()))
+        if len(head) == 4:
+            options['num_classes'] = head[-1]
+        return options
+
     def _w(self, channels):
         """`channels * width_multiplier`, which must be a positive whole number."""
         value = channels * self.width_multiplier

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converters.errors import WeightsMismatchError
-from converters.formats import describe_weights, read_weights
+from converters.formats import read_weights
 
 
 def read_network_weights(path, net=None):
@@ -134,7 +134,7 @@ def load_into(net, source, ignore_missing=False, skip=(), verbose=True, source_n
     if not report.ok and not ignore_missing:
         raise WeightsMismatchError(
             f'{name}: does not fit {type(net).__name__}{_describe(net)}: the file '
-            f'{describe_weights(weights)}; {report.problems()}{report.hint(net.class_heads)}'
+            f'{net.describe_weights(weights)}; {report.problems()}{report.hint(net.class_heads)}'
         )
     for key, value in assignments.items():
         variables[key].assign(value.astype(np.float32))

@@ -24,6 +24,7 @@ import tensorflow as tf
 from converters import tf1_checkpoint
 from converters.errors import WeightsFileError
 from icnet_tf import ICNet, ICNet_BN, PSPNet101
+from icnet_tf.network import Network
 from tests.golden.seeded import seeded_array, seeded_images, seeded_uniform
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
@@ -152,13 +153,14 @@ def test_original_checkpoint_loads_and_matches_the_original_graph(golden_checkpo
     assert agree >= ARGMAX_AGREEMENT, agree
 
 
-def test_describe_names_model_filter_scale_and_classes(golden_checkpoints):
+def test_the_networks_recognise_what_a_checkpoint_holds(golden_checkpoints):
+    describe = Network.describe_weights
     bn, _ = tf1_checkpoint.read(golden_checkpoints[BN_CASE])
-    assert tf1_checkpoint.describe(bn) == 'holds ICNet_BN, filter_scale 2, 150 classes'
-    info = tf1_checkpoint.identify(bn)
-    assert info['heads'] == ['conv6_cls', 'sub24_out', 'sub4_out'] and info['layout'] is None
+    assert describe(bn) == 'holds ICNet_BN (filter_scale=2, num_classes=150)'
+    assert ICNet.recognise(bn) is None and PSPNet101.recognise(bn) is None
     merged, _ = tf1_checkpoint.read(golden_checkpoints[MERGED_CASE])
-    assert tf1_checkpoint.describe(merged) == 'holds ICNet, filter_scale 1, 5 classes'
+    assert describe(merged) == 'holds ICNet (filter_scale=1, num_classes=5)'
+    assert ICNet_BN.recognise(merged) is None
 
     # PSPNet101: the real layer names (a reduced-depth, 1/8-width network), then a Caffe stem.
     shapes = (
@@ -170,19 +172,17 @@ def test_describe_names_model_filter_scale_and_classes(golden_checkpoints):
     for key, shape in shapes.items():
         layer, param = key.split('/')
         psp.setdefault(layer, {})[param] = np.zeros(shape, np.float32)
-    assert tf1_checkpoint.describe(psp) == 'holds PSPNet101, 21 classes'
+    assert describe(psp) == 'holds PSPNet101 (num_classes=21)'
     psp['conv1_1_3x3_s2']['weights'] = np.zeros((3, 3, 3, 64), np.float32)
-    assert tf1_checkpoint.describe(psp) == 'holds PSPNet101 (caffe layout), 21 classes'
+    assert describe(psp) == 'holds PSPNet101 (layout=caffe, num_classes=21)'
     psp['conv1_1_3x3_s2']['weights'] = np.zeros((3, 3, 3, 32), np.float32)
-    assert tf1_checkpoint.identify(psp)['layout'] == 'mmseg'
+    assert PSPNet101.recognise(psp) == {'layout': 'mmseg', 'num_classes': 21}
 
     # ICNet_BN at filter_scale 1 (conv1_1_3x3_s2 has 32 channels), and something else.
     bn['conv1_1_3x3_s2']['weights'] = np.zeros((3, 3, 3, 32), np.float32)
-    assert tf1_checkpoint.describe(bn) == 'holds ICNet_BN, filter_scale 1, 150 classes'
+    assert describe(bn) == 'holds ICNet_BN (filter_scale=1, num_classes=150)'
     other = {'fc1': {'weights': np.zeros((4, 3))}, 'fc2': {'weights': np.zeros((3, 2))}}
-    assert tf1_checkpoint.describe(other) == (
-        'holds 2 arrays in 2 layers, not recognised as ICNet_BN, ICNet or PSPNet101'
-    )
+    assert describe(other) == 'holds 2 arrays in 2 layers, of no network known here'
 
 
 # ------------------------------------------------------------------------- small checkpoints
