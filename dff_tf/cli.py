@@ -13,7 +13,7 @@ from converters.errors import UserError
 from dff_tf.flownet import FLOWNET_VARIANTS
 from dff_tf.model import CONFIG_NAME, FEATURE_NETS, saved_config, saved_flownet_config
 from icnet_tf import cli
-from icnet_tf.models import model_class
+from icnet_tf.models import applicable_options, model_class
 from icnet_tf.pspnet import LAYOUTS as PSP_LAYOUTS
 
 FLAGS = flags.FLAGS
@@ -136,13 +136,8 @@ def model_config(
         cls = model_class(value['feature_net'])
     except ValueError as e:
         raise UserError(f'--feature_net: {e}') from None
-    accepted = inspect.signature(cls.__init__).parameters
-    feature_kwargs = {}
-    if 'filter_scale' in accepted:
-        feature_kwargs['filter_scale'] = value['filter_scale']
-    elif value['filter_scale'] != 1:
-        raise UserError(f'--filter_scale applies to ICNet models, not {cls.__name__}')
-    if 'layout' in accepted and not (
+    feature_kwargs = applicable_options(cls, {'filter_scale': value['filter_scale']})
+    if 'layout' in inspect.signature(cls.__init__).parameters and not (
         isinstance(kwargs_saved.get('layout'), dict) and not FLAGS['psp_layout'].present
     ):
         feature_kwargs['layout'] = value['psp_layout']

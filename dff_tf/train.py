@@ -11,7 +11,7 @@ Semantics: each sample is a labelled frame t, a key frame t - d with d
 uniform in [0, --max_key_distance] (or fixed --key_distance), clamped to the sequence start
 (`dff_tf.data`), and the label of t; the loss is the mean cross entropy of the propagated
 logits over pixels whose label is < num_classes and != --ignore_label (labels
-nearest-resized to the logits, `icnet_tf.losses.masked_xent_sum`), plus --weight_decay on the
+nearest-resized to the logits, `icnet_tf.losses.segmentation_loss`), plus --weight_decay on the
 trained conv kernels. FlowNetS, N_task (and the scale field's weights) are trained; N_feat is
 frozen unless --train_feature_net. Poly learning rate, TF1 momentum, checkpoints, resume,
 NaN stop, progress and TensorBoard are `icnet_tf.training.Trainer`'s. The model's
@@ -21,7 +21,6 @@ rebuild the same model from the snapshot directory alone.
 
 import os
 
-import tensorflow as tf
 from absl import flags
 
 from dff_tf.cli import (
@@ -39,7 +38,7 @@ from dff_tf.model import (
 )
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
-from icnet_tf.losses import PolyLR, TF1Momentum, global_sum, masked_xent_sum, num_replicas
+from icnet_tf.losses import PolyLR, TF1Momentum, segmentation_loss
 from icnet_tf.training import Trainer
 
 FLAGS = flags.FLAGS
@@ -88,15 +87,15 @@ def make_loss_fn(dff, *, ignore_label, weight_decay):
     def loss_fn(batch):
         (key, current), labels = batch
         logits = dff(key, current, training=True)
-        xent_sum, count = masked_xent_sum(logits, labels, dff.num_classes, ignore_label)
-        xent = xent_sum / tf.maximum(global_sum(count), 1.0)
-        parts = {'xent': xent}
-        total = xent
-        if weight_decay:
-            decay = weight_decay * tf.add_n([tf.nn.l2_loss(w) for w in dff.conv_weights()])
-            parts['weight_decay'] = decay / num_replicas()
-            total = total + parts['weight_decay']
-        return total, parts
+        return segmentation_loss(
+            {'xent': logits},
+            labels,
+            head_weights={'xent': 1.0},
+            num_classes=dff.num_classes,
+            ignore_label=ignore_label,
+            weight_decay=weight_decay,
+            conv_weights=dff.conv_weights(),
+        )
 
     return loss_fn
 

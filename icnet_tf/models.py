@@ -65,26 +65,31 @@ def model_name(net_or_cls):
     return f'{cls.__module__}:{cls.__qualname__}'
 
 
-def build_model(name, **kwargs):
-    """A network by its registered name, e.g. `build_model('ICNet_BN', num_classes=19)`.
+def applicable_options(cls, options):
+    """The `options` a network class takes, without those that are None (the class default).
 
-    Options the class does not take are refused unless they have their neutral value
-    (`filter_scale=1` for a network without a width multiplier; `None` for any option), so one
-    set of command-line flags serves every network.
+    Options the class does not take are dropped if they have their neutral value
+    (`filter_scale=1` for a network without a width multiplier; None for any option) and
+    refused with a UserError otherwise, so one set of command-line flags serves every network.
     """
-    cls = model_class(name)
     accepted = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    for key in list(kwargs):
+    taken = {}
+    for key, value in options.items():
         if key in accepted or takes_any:
-            if kwargs[key] is None:
-                del kwargs[key]
-            continue
-        value = kwargs.pop(key)
-        if value is not None and not (key == 'filter_scale' and value == 1):
+            if value is not None:
+                taken[key] = value
+        elif value is not None and not (key == 'filter_scale' and value == 1):
             note = ' (filter_scale applies to ICNet models only)' if key == 'filter_scale' else ''
             raise UserError(f'{key} does not apply to {cls.__name__}{note}')
-    return cls(**kwargs)
+    return taken
+
+
+def build_model(name, **kwargs):
+    """A network by its registered name, e.g. `build_model('ICNet_BN', num_classes=19)`;
+    options as `applicable_options` lets them through."""
+    cls = model_class(name)
+    return cls(**applicable_options(cls, kwargs))
 
 
 register_model('ICNet_BN', ICNet_BN)

@@ -130,7 +130,7 @@ class Segmenter:
     evaluation: the preprocessed image is resized to H x W (bilinear, align_corners=True, TF1
     `resize_images`), and the logits are resized the network's way straight to the image size;
     when H x W itself needs padding the logits go to the padded size, are cropped to H x W and
-    then resized (align_corners) to the image. `flip=True`: average the
+    then resized to the image (again the network's way). `flip=True`: average the
     softmax of the image and of its mirror image (the original parsed `--flipped-eval` but never
     implemented it). `compiled=True` runs the network in a `tf.function` (one trace per padded
     size); with `reduce_retracing=True` TF traces once more with unknown height and width after
@@ -194,9 +194,7 @@ class Segmenter:
             return tf.nn.softmax(self.net.upsample_logits(logits, (h, w)))
         logits = self.net.upsample_logits(logits, (ph, pw))[:, :rh, :rw]
         if self.resize_to:
-            logits = tf.raw_ops.ResizeBilinear(
-                images=logits, size=(h, w), align_corners=True, half_pixel_centers=False
-            )
+            logits = self.net.upsample_logits(logits, (h, w))
         return tf.nn.softmax(logits)
 
     def __call__(self, rgb, return_probabilities=False):
