@@ -73,15 +73,9 @@ def worker(args):
     def timer(step, writer):
         stamps.append(time.perf_counter())
 
+    augment = dict(preprocess=net.preprocess, crop_size=crop, random_scale=True, random_mirror=True)
     dataset = lambda input_context: train_dataset(  # noqa: E731
-        pairs,
-        preprocess=net.preprocess,
-        batch_size=args.batch_size,
-        crop_size=crop,
-        random_scale=True,
-        random_mirror=True,
-        seed=1234,
-        input_context=input_context,
+        pairs, batch_size=args.batch_size, seed=1234, input_context=input_context, **augment
     )
     trainer.fit(dataset, total, hooks=[timer], hook_every=1)
     if trainer.is_chief:

@@ -46,18 +46,16 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     define_video_data_flags()
+    # The original DFF's defaults (a table row per tool: kept compact on purpose).
+    # fmt: off
     cli.define_training_flags(
-        batch_size=4,
-        input_size='',
-        learning_rate=2.5e-4,
-        num_steps=20000,
-        weight_decay=5e-4,
-        snapshot_dir='./snapshots_dff/',
-        save_pred_every=500,
+        batch_size=4, input_size='', learning_rate=2.5e-4, num_steps=20000, weight_decay=5e-4,
+        snapshot_dir='./snapshots_dff/', save_pred_every=500,
         input_size_help='crop size h,w (default: the frame size)',
         learning_rate_help='base learning rate of the poly schedule (the original DFF: 0.00025)',
         weight_decay_help='L2 factor on the trained conv kernels (the original DFF: 0.0005)',
     )
+    # fmt: on
     flags.DEFINE_integer(
         'key_distance',
         None,
@@ -160,15 +158,13 @@ def main(argv):
 
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
         videos,
-        batch_size=FLAGS.batch_size,
         crop_size=crop,
         key_distance=FLAGS.key_distance,
         max_distance=FLAGS.max_key_distance,
         random_mirror=FLAGS.random_mirror,
         ignore_label=spec.ignore_label,
-        seed=FLAGS.seed,
-        input_context=input_context,
         labels=labels,
+        **cli.stream_options(input_context),
     )
     trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
     print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')

@@ -65,20 +65,17 @@ def define_flags():
     flags.DEFINE_string('videos_json', None, "videos.json with each sequence's camera_x")
     flags.DEFINE_string('val_list', None, 'video list of validation sequences (EPE)')
     flags.DEFINE_integer('val_pairs', 64, 'validation pairs used (evenly spread)', lower_bound=1)
+    # FlowNetPytorch's defaults (a table row per tool: kept compact on purpose); Adam.
+    # fmt: off
     cli.define_training_flags(
-        batch_size=8,
-        input_size='',
-        learning_rate=1e-4,
-        num_steps=2000,
-        weight_decay=4e-4,
-        snapshot_dir='./snapshots_flow/',
-        save_pred_every=250,
-        momentum=False,
+        batch_size=8, input_size='', learning_rate=1e-4, num_steps=2000, weight_decay=4e-4,
+        snapshot_dir='./snapshots_flow/', save_pred_every=250, momentum=False,
         input_size_help='random crop h,w of the frames (default: whole frames); only pixels '
         'whose match lies in the crop are supervised',
         learning_rate_help='Adam learning rate (FlowNetPytorch: 1e-4)',
         weight_decay_help='L2 factor on kernels (FlowNetPytorch: 4e-4)',
     )
+    # fmt: on
     flags.DEFINE_integer(
         'max_key_distance', MAX_KEY_DISTANCE, 'largest frame distance', lower_bound=1
     )
@@ -246,11 +243,9 @@ def main(argv):
         hooks.append(validate)
     dataset = lambda input_context: flow_dataset(  # one input pipeline per worker
         pairs,
-        batch_size=FLAGS.batch_size,
         crop_size=crop,
         random_mirror=FLAGS.random_mirror,
-        seed=FLAGS.seed,
-        input_context=input_context,
+        **cli.stream_options(input_context),
     )
     trainer.fit(
         dataset,

@@ -333,6 +333,12 @@ def define_training_flags(
     )
 
 
+def stream_options(input_context):
+    """What the training flags give a training input pipeline's sample stream
+    (`icnet_tf.data.sample_stream`): `batch_size`, `seed`, and this worker's `input_context`."""
+    return dict(batch_size=FLAGS.batch_size, seed=FLAGS.seed, input_context=input_context)
+
+
 def strategy():
     """The --strategy, checked against --batch_size; returns (strategy, replicas)."""
     from icnet_tf.training import make_strategy

@@ -113,13 +113,13 @@ def main(argv):
 if __name__ == '__main__':
     flags.DEFINE_string('restore_from', None, '.npy, checkpoint directory or prefix')
     flags.DEFINE_string('export_dir', None, 'directory to write the SavedModel to')
+    flags.DEFINE_string(
+        'serving_size', None, 'H,W: fix the SavedModel input size (PSPNet101 needs one)'
+    )
     flags.DEFINE_bool('no_probabilities', False, 'export only the labels output')
     flags.DEFINE_bool('optimize', True, "apply the network's exact serving-graph rewrites")
     flags.DEFINE_bool('tflite', False, 'also write model.tflite for a fixed --input_size')
     flags.DEFINE_string('input_size', None, 'H,W of the TFLite model, e.g. 1024,2048')
-    flags.DEFINE_string(
-        'serving_size', None, 'H,W: fix the SavedModel input size (PSPNet101 needs one)'
-    )
     flags.DEFINE_bool('overwrite', False, 'allow writing into a non-empty --export_dir')
     cli.define_model_flags()
     cli.run(main)

@@ -42,15 +42,13 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     cli.define_data_flags('training list: "<image> <label>" per line (or --data_dir + --split)')
+    # The original train.py's defaults (a table row per tool: kept compact on purpose).
+    # fmt: off
     cli.define_training_flags(
-        batch_size=16,
-        input_size='720,720',
-        learning_rate=1e-3,
-        num_steps=60001,
-        weight_decay=1e-4,
-        snapshot_dir='./snapshots/',
-        save_pred_every=50,
+        batch_size=16, input_size='720,720', learning_rate=1e-3, num_steps=60001,
+        weight_decay=1e-4, snapshot_dir='./snapshots/', save_pred_every=50,
     )
+    # fmt: on
     flags.DEFINE_bool('random_scale', False, 'random scaling in [0.5, 2.0]')
     flags.DEFINE_bool('random_mirror', False, 'random left-right mirroring')
     flags.DEFINE_bool('update_mean_var', False, 'update BN moving mean/variance')
@@ -119,14 +117,12 @@ def main(argv):
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
         pairs,
         preprocess=net.preprocess,
-        batch_size=FLAGS.batch_size,
         crop_size=crop,
         random_scale=FLAGS.random_scale,
         random_mirror=FLAGS.random_mirror,
         ignore_label=spec.ignore_label,
-        seed=FLAGS.seed,
-        input_context=input_context,
         labels=labels,
+        **cli.stream_options(input_context),
     )
     if val_pairs:
         hooks = [image_summary_hook(net, val_pairs[0], val_labels)]
