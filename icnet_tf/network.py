@@ -415,13 +415,12 @@ class Network(tf.Module):
     def describe_weights(weights):
         """One line on what a weights dict holds, e.g. 'holds ICNet_BN (filter_scale=2,
         num_classes=150)': the first network class that recognises it, asking every subclass
-        of `Network` defined so far (most derived first), or its size when none does. The hint
-        given when a file does not fit the network asked for."""
-        classes, todo = [], [Network]
-        while todo:
-            for sub in todo.pop().__subclasses__():
-                classes.insert(0, sub)
-                todo.append(sub)
+        of `Network` defined so far, breadth first (a class before the classes derived from it,
+        such as the serving variants of `icnet_tf.rewrites`), or its size when none does. The
+        hint given when a file does not fit the network asked for."""
+        classes = list(Network.__subclasses__())
+        for cls in classes:  # grows while it is walked: breadth first
+            classes += [sub for sub in cls.__subclasses__() if sub not in classes]
         for sub in classes:
             options = sub.recognise(weights)
             if options is not None:

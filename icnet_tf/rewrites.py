@@ -307,6 +307,8 @@ class RGBInputNetwork:
 def _derived(net, mixin, prefix, weights=None, **attrs):
     """A new network of class `<prefix><Class>(mixin, Class)` with `net`'s config and weights."""
     cls = type(net)
+    # A serving variant is not a network a weights file holds: it never claims one.
+    attrs.setdefault('recognise', classmethod(lambda _, weights: None))
     derived = type(f'{prefix}{cls.__name__}', (mixin, cls), attrs)
     out = derived(**net.get_config())
     out.load(network_weights(net) if weights is None else weights, verbose=False)
