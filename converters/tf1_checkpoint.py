@@ -28,6 +28,12 @@ API (a bottom-layer reader: files -> NumPy; imports nothing from icnet_tf/dff_tf
   A path in a state file is looked up in the folder first (as written relative to it, then by its
   last component: the folder may have been moved, and train.py writes paths relative to the
   working directory, `./snapshots/model.ckpt-N`), then as written if it is absolute.
+  A folder's checkpoint must be intact (`damage`): when the one named is damaged (a truncated
+  index or data file, a missing index), or the state file is corrupt or names a checkpoint that
+  is not there, the newest intact one is taken instead, with one `note:` line on stderr.
+* `newest_intact(folder, follow_state=True, verify=None) -> FolderCheckpoints`: that choice,
+  read-only, with what was passed over and why (training repairs its folder from it:
+  `icnet_tf.training.Trainer.restore`); `folder_prefixes(folder)`, `read_state_file(path)`.
 * `detect(path) -> bool`: the checkpoint's index holds TF1 Saver names, i.e. at least one
   `<layer>/<param>` key of the table above and no trace of a TF2 object-based checkpoint (no
   `_CHECKPOINTABLE_OBJECT_GRAPH` key, no `.ATTRIBUTES/` in a key). Reads the `.index` only.
@@ -50,6 +56,8 @@ tensor's crc32c. Any failure is a one-line `WeightsFileError` starting with the 
 import os
 import re
 import struct
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,6 +89,9 @@ _FOOTER_BYTES = 48  # two block handles padded to 40 bytes + 8-byte magic
 _BLOCK_TRAILER_BYTES = 5  # compression type (1 byte) + masked crc32c (4 bytes)
 _DATA_SUFFIX = re.compile(r'\.data-\d{5}-of-\d{5}$')
 _STEP = re.compile(r'-(\d+)$')
+# a checkpoint's own files: <prefix>.index, <prefix>.data-NNNNN-of-NNNNN
+_CHECKPOINT_FILE = re.compile(r'^(.+?)(?:\.index|\.data-\d{5}-of-\d{5})$')
+MAX_STATE_BYTES = 1 << 20  # a `checkpoint` state file: a few hundred bytes per checkpoint
 
 # tensorflow/core/framework/types.proto: DataType -> bytes per element (None: variable size).
 _ITEMSIZE = {
@@ -136,15 +147,12 @@ def _is_tf2_key(name):
 def resolve(path):
     """A TF1 checkpoint prefix from a prefix, one of its files, a state file or a folder.
 
-    Raises `WeightsFileError` (one line naming `path`) when no checkpoint is found.
+    A folder gives its newest intact checkpoint (`newest_intact`; a fallback is noted once on
+    stderr). Raises `WeightsFileError` (one line naming `path`) when no checkpoint is found.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        for name in STATE_FILES:
-            state = os.path.join(path, name)
-            if os.path.isfile(state):
-                return _from_state_file(state)
-        return _newest_index(path)
+        return resolve_folder(path)
     if os.path.basename(path) in STATE_FILES and os.path.isfile(path):
         return _from_state_file(path)
     prefix = path
@@ -165,29 +173,51 @@ def resolve(path):
     raise WeightsFileError(f'{path}: no such file, folder or checkpoint prefix')
 
 
-def _from_state_file(state):
-    """The checkpoint a `checkpoint` state file (text CheckpointState proto) names."""
-    from google.protobuf import text_encoding
+def read_state_file(state):
+    """The `CheckpointState` proto of a `checkpoint` state file, parsed as TensorFlow parses it
+    (`tf.train.get_checkpoint_state`); a one-line `WeightsFileError` naming the file when it is
+    unreadable, too large, not text, does not parse or names no checkpoint."""
+    from google.protobuf import text_format
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
 
-    folder = os.path.dirname(state) or '.'
     try:
+        size = os.path.getsize(state)
+        if size > MAX_STATE_BYTES:
+            raise WeightsFileError(
+                f'{state}: {size} bytes, implausibly large for a checkpoint state file'
+            )
         with open(state, 'rb') as f:
-            text = f.read(1 << 20).decode('utf-8', errors='replace')
+            data = f.read(MAX_STATE_BYTES + 1)
     except OSError as e:
         raise WeightsFileError(f'{state}: unreadable checkpoint state file ({e})') from None
-    m = re.search(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\\n]|\\.)*)"', text, re.MULTILINE)
-    if not m:
-        raise WeightsFileError(
-            f'{state}: not a checkpoint state file (no model_checkpoint_path line)'
-        )
-    named = text_encoding.CUnescape(m.group(1)).decode('utf-8', errors='replace')
+    try:
+        proto = text_format.Merge(data.decode('utf-8'), CheckpointState())
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        reason = ' '.join(str(e).split())[:120]
+        raise WeightsFileError(f'{state}: corrupt checkpoint state file ({reason})') from None
+    if not proto.model_checkpoint_path:
+        raise WeightsFileError(f'{state}: not a checkpoint state file (no model_checkpoint_path)')
+    return proto
+
+
+def _named_candidates(folder, named):
+    """Where a path written in a state file may be: relative to its folder, by its last
+    component in its folder (the folder was moved; train.py writes paths relative to its working
+    directory), then as written if absolute."""
     candidates = []
     if not os.path.isabs(named):
         candidates.append(os.path.join(folder, named))
     candidates.append(os.path.join(folder, re.split(r'[\\/]', named)[-1]))
     if os.path.isabs(named):
         candidates.append(named)
-    for prefix in candidates:
+    return candidates
+
+
+def _from_state_file(state):
+    """The checkpoint a `checkpoint` state file given by name names (no fallback)."""
+    folder = os.path.dirname(state) or '.'
+    named = read_state_file(state).model_checkpoint_path
+    for prefix in _named_candidates(folder, named):
         if os.path.isfile(prefix + '.index'):
             return prefix
     raise WeightsFileError(
@@ -196,23 +226,155 @@ def _from_state_file(state):
     )
 
 
-def _newest_index(folder):
-    """The `*.index` with the highest `-<step>`; ties and unnumbered ones by modification time."""
+# -------------------------------------------------------------- a folder of checkpoints
+def folder_prefixes(folder):
+    """Every checkpoint prefix in `folder`, from its `.index` and `.data-NNNNN-of-NNNNN` files
+    (a checkpoint that lost its index is listed too), newest first: the highest `-<step>`,
+    then the most recently modified file, then the name."""
     try:
-        names = [n for n in os.listdir(folder) if n.endswith('.index')]
+        names = os.listdir(folder)
     except OSError as e:
         raise WeightsFileError(f'{folder}: unreadable folder ({e})') from None
-    if not names:
-        raise WeightsFileError(
-            f'{folder}: folder holds no TF checkpoint (no *.index file, no checkpoint state file)'
+    modified = {}
+    for name in names:
+        m = _CHECKPOINT_FILE.match(name)
+        path = os.path.join(folder, name)
+        if not m or not os.path.isfile(path):
+            continue
+        try:
+            mtime = os.path.getmtime(path)
+        except OSError:  # gone meanwhile
+            continue
+        modified[m.group(1)] = max(mtime, modified.get(m.group(1), mtime))
+
+    def rank(prefix):
+        m = _STEP.search(prefix)
+        return (int(m.group(1)) if m else -1, modified[prefix], prefix)
+
+    return [os.path.join(folder, p) for p in sorted(modified, key=rank, reverse=True)]
+
+
+@dataclass(frozen=True)
+class FolderCheckpoints:
+    """What `newest_intact` found in a folder of checkpoints."""
+
+    folder: str
+    prefix: str | None  # the checkpoint to use; None when no checkpoint is intact
+    damaged: tuple  # ((prefix, one-line reason naming the file), ...) passed over, newest first
+    prefixes: tuple  # every checkpoint prefix in the folder, newest first
+    state_file: str | None  # the state file (`checkpoint`, else `checkpoint.txt`), if any
+    state: object  # its CheckpointState proto, if it parsed
+    state_problem: str | None  # why the state file was not followed (one line), else None
+
+    def note(self):
+        """One line saying which checkpoint is used instead of the state file's, and why;
+        None when nothing was passed over."""
+        if self.prefix is None:
+            return None
+        parts = ([self.state_problem] if self.state_problem else []) + [
+            reason for _, reason in self.damaged
+        ]
+        if not parts:
+            return None
+        return f'{"; ".join(parts)}: using {self.prefix}, the newest intact checkpoint'
+
+    def error(self):
+        """The one-line `WeightsFileError` when no checkpoint is intact."""
+        if not self.prefixes:
+            return WeightsFileError(
+                f'{self.folder}: folder holds no TF checkpoint (no *.index file'
+                f'{", and its state file names none of its files" if self.state_file else ""})'
+            )
+        more = f' (and {len(self.damaged) - 1} more damaged)' if len(self.damaged) > 1 else ''
+        return WeightsFileError(f'{self.folder}: no intact checkpoint: {self.damaged[0][1]}{more}')
+
+
+def damage(prefix):
+    """None if the checkpoint `prefix` is intact as far as its files tell (`checked_index`:
+    the index parses and every tensor lies within its data file), else one line naming the
+    damaged file."""
+    if not os.path.isfile(prefix + '.index'):
+        return f'{prefix}.index: missing (the checkpoint has only data files)'
+    try:
+        checked_index(prefix)
+    except WeightsFileError as e:
+        return str(e)
+    return None
+
+
+def newest_intact(folder, *, follow_state=True, verify=None):
+    """The newest intact checkpoint of `folder` -> `FolderCheckpoints` (never raises for a
+    damaged checkpoint; `prefix` None when none is intact).
+
+    Candidates: with `follow_state` (tools reading a folder), the checkpoint the state file
+    names and then the older ones, as TensorFlow's `latest_checkpoint` would, but falling back
+    when it is damaged; when the state file is missing, corrupt or names a checkpoint that is
+    not there, every checkpoint of the folder, newest first. Without `follow_state`
+    (training, which resumes its own folder): every checkpoint, newest first, and a state file
+    that is missing or names an older one is a problem to repair. A candidate is intact when
+    `damage()` finds nothing and `verify(prefix)` (optional: e.g. a restore) does not raise
+    `WeightsFileError`. Reads only; nothing in the folder is changed.
+    """
+    folder = os.fspath(folder)
+    prefixes = folder_prefixes(folder)
+    state_file = next(
+        (p for p in (os.path.join(folder, n) for n in STATE_FILES) if os.path.isfile(p)), None
+    )
+    state = named = problem = None
+    if state_file:
+        try:
+            state = read_state_file(state_file)
+        except WeightsFileError as e:
+            problem = str(e)
+        else:
+            written = state.model_checkpoint_path
+            candidates = _named_candidates(folder, written)
+            named = next((p for p in candidates if p in prefixes), None)
+            if named is None and os.path.isabs(written) and os.path.isfile(written + '.index'):
+                named = written  # a checkpoint elsewhere, named by its absolute path
+                prefixes.insert(0, written)
+            if named is None:
+                problem = f'{state_file}: names checkpoint {written!r}, which is not in {folder}'
+    elif prefixes and not follow_state:
+        problem = f'{os.path.join(folder, STATE_FILES[0])}: missing'
+    order = prefixes[prefixes.index(named) :] if follow_state and named else prefixes
+    chosen, damaged = None, []
+    for prefix in order:
+        reason = damage(prefix)
+        if reason is None and verify is not None:
+            try:
+                verify(prefix)
+            except WeightsFileError as e:
+                reason = str(e)
+        if reason is None:
+            chosen = prefix
+            break
+        damaged.append((prefix, reason))
+    if chosen and named and not follow_state and prefixes.index(chosen) < prefixes.index(named):
+        problem = (
+            f'{state_file}: names {os.path.basename(named)}, older than the intact '
+            f'{os.path.basename(chosen)}'
         )
+    return FolderCheckpoints(
+        folder, chosen, tuple(damaged), tuple(prefixes), state_file, state, problem
+    )
 
-    def rank(name):
-        m = _STEP.search(name[: -len('.index')])
-        mtime = os.path.getmtime(os.path.join(folder, name))
-        return (int(m.group(1)) if m else -1, mtime, name)
 
-    return os.path.join(folder, max(names, key=rank)[: -len('.index')])
+_noted = set()
+
+
+def resolve_folder(folder):
+    """The newest intact checkpoint of a folder (`newest_intact`, following its state file);
+    a fallback is said once per process on stderr (`note: ...`); a one-line
+    `WeightsFileError` naming the folder when none is intact."""
+    found = newest_intact(folder)
+    if found.prefix is None:
+        raise found.error()
+    note = found.note()
+    if note and note not in _noted:
+        _noted.add(note)
+        print(f'note: {note}', file=sys.stderr, flush=True)
+    return found.prefix
 
 
 # --------------------------------------------------------------------- index (table) parsing

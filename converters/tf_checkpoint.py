@@ -13,7 +13,7 @@ import re
 import tensorflow as tf
 
 from converters.errors import WeightsFileError
-from converters.tf1_checkpoint import checked_index, index_keys
+from converters.tf1_checkpoint import checked_index, index_keys, resolve_folder
 
 # `<root>/params/<layer>/<param>/.ATTRIBUTES/VARIABLE_VALUE`; root is the object path of the
 # network ('net', 'net/flownet' in a DFF checkpoint, ...).
@@ -22,13 +22,13 @@ _OBJECT_GRAPH = '_CHECKPOINTABLE_OBJECT_GRAPH'
 
 
 def resolve_checkpoint(path):
-    """A checkpoint prefix from a directory (its latest checkpoint) or a prefix."""
+    """A checkpoint prefix from a directory or a prefix. A directory gives its latest intact
+    checkpoint: the one its `checkpoint` state file names, or when that one is damaged, or the
+    state file is missing or corrupt, the newest intact one, said in one `note:` line on stderr
+    (`tf1_checkpoint.newest_intact`; nothing in the folder is changed)."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise WeightsFileError(f'{path}: directory holds no TF checkpoint')
-        return latest
+        return resolve_folder(path)
     if os.path.exists(path + '.index'):
         return path
     raise WeightsFileError(

@@ -25,7 +25,16 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from converters.errors import UserError
-from icnet_tf.data import augment, batches, decode_image, decode_label, read_list, sample_stream
+from icnet_tf.data import (
+    SampleFiles,
+    augment,
+    batches,
+    decode_image,
+    decode_label,
+    list_lines,
+    read_list,
+    sample_stream,
+)
 from icnet_tf.network import CAFFE_BGR_MEAN
 
 MAX_KEY_DISTANCE = 9  # training distances are uniform in [0, 9] (the original's MIN_OFFSET -9)
@@ -102,6 +111,25 @@ class VideoList:
         """[num_samples, max_distance + 1] key paths (clamped), column d = distance d."""
         return [[self.key(s, d)[0] for d in range(max_distance + 1)] for s in self.samples]
 
+    def subset(self, indices):
+        """The same videos with only the labelled frames at `indices`."""
+        return VideoList([self.samples[i] for i in indices], self.frames, self.list_path)
+
+    def sample_files(self, max_distance, labels=None):
+        """`icnet_tf.data.SampleFiles` of the samples: the frame, its label and every key frame
+        it may be paired with (distances 0..max_distance), named by their list line."""
+        return SampleFiles(
+            (
+                (
+                    f'{self.list_path}:{s.line}',
+                    ((s.image, 'image'), (s.label, 'label'))
+                    + tuple((k, 'image') for k in dict.fromkeys(keys) if k != s.image),
+                )
+                for s, keys in zip(self.samples, self.key_table(max_distance))
+            ),
+            labels,
+        )
+
 
 def _sequence_dir(folder):
     """`.../leftImg8bit/split/city` -> `.../leftImg8bit_sequence/split/city` (else None)."""
@@ -124,6 +152,7 @@ def read_video_list(list_path, data_dir='', videos_json=None):
     Raises UserError naming the list file and line for lines whose frame cannot be placed.
     """
     pairs = read_list(list_path, data_dir)
+    lines = list_lines(list_path)
     frames, by_image = {}, {}
     if videos_json:
         if not os.path.isfile(videos_json):
@@ -142,7 +171,7 @@ def read_video_list(list_path, data_dir='', videos_json=None):
                 f'({type(e).__name__}: {e})'
             ) from None
     samples = []
-    for line, (image, label) in enumerate(pairs, 1):
+    for line, (image, label) in zip(lines, pairs):
         if videos_json:
             place = by_image.get(os.path.normpath(image))
             if place is None:
@@ -279,11 +308,19 @@ class FlowPairs:
     dx: list  # background flow x of every static pixel of t, in frame pixels
     hood_top: list  # rows >= hood_top are the frame-fixed ego hood (not supervised)
     boxes: list  # [K, 4] int boxes [x0, y0, x1, y1) in frame t not supervised (padded 0)
+    place: list  # where the pair comes from: '<videos.json>: sequence <name> frames <t> and <k>'
 
     def subset(self, indices):
         """The pairs at these positions."""
         return FlowPairs(
             *([getattr(self, f.name)[i] for i in indices] for f in dataclasses.fields(self))
+        )
+
+    def sample_files(self):
+        """`icnet_tf.data.SampleFiles` of the pairs (frame t and frame t - d)."""
+        return SampleFiles(
+            (place, ((cur, 'image'), (key, 'image')))
+            for place, cur, key in zip(self.place, self.current, self.key)
         )
 
 
@@ -329,7 +366,8 @@ def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
                     for b in [tr[k]['bbox']]
                     if b is not None
                 ]
-                rows.append((images[t], images[k], float(dx), hood, boxes))
+                place = f'{videos_json}: sequence {seq.get("name", index)} frames {t} and {k}'
+                rows.append((images[t], images[k], float(dx), hood, boxes, place))
     if not rows:
         raise UserError(
             f'{videos.list_path}: its sequences in {videos_json} have no frame '
@@ -343,6 +381,7 @@ def flow_pairs(videos, videos_json, data_dir='', max_distance=MAX_KEY_DISTANCE):
         [r[2] for r in rows],
         [r[3] for r in rows],
         boxes,
+        [r[5] for r in rows],
     )
 
 

@@ -13,8 +13,13 @@ its kernels from the static size, so the graph is built for one frame size):
       -> {'labels': int32 [1, H, W]}
 
 All preprocessing (RGB -> each sub-network's input) and postprocessing (resize, argmax) is
-inside. A client keeps the key frame's `features` and image and calls `propagate` for the
-next frames; `<export_dir>/dff_export.json` records the sizes, the grid and the model.
+inside. The signatures accept inputs of any shape and check them: a frame that is not
+[1, H, W, 3] of the exported size, or features that are not the key frame's, fail with an
+InvalidArgumentError whose message names the expected shape (e.g. `image: expected uint8 RGB
+[1, 512, 1024, 3] ...`) and the shape received. Frames must be uint8 `tf.Tensor`s or arrays
+(TensorFlow converts NumPy arrays of another dtype to uint8 unchecked). A client keeps the
+key frame's `features` and image and calls `propagate` for the next frames;
+`<export_dir>/dff_export.json` records the sizes, the grid and the model.
 
     loaded = tf.saved_model.load('dff_saved_model')
     key = loaded.signatures['key_frame'](image=frame0)
@@ -34,6 +39,7 @@ from dff_tf.model import build_dff, check_frame_size, load_weights
 from icnet_tf import cli
 from icnet_tf.cli import check_output_dir, parse_size, replacing_dir
 from icnet_tf.datasets import to_record
+from icnet_tf.serving import checked_input
 
 FLAGS = flags.FLAGS
 
@@ -48,20 +54,42 @@ class DFFExport(tf.Module):
         grid = dff.key_features(tf.zeros([1, self.height, self.width, 3], tf.uint8)).shape
         self.grid = (int(grid[1]), int(grid[2]))
         self.channels = int(grid[3])
-        image = tf.TensorSpec([1, self.height, self.width, 3], tf.uint8)
-        features = tf.TensorSpec([1, *self.grid, self.channels], tf.float32)
+        # Inputs of any shape, checked inside (`icnet_tf.serving.checked_input`): a signature
+        # shape would let a wrong one through unchecked.
+        image = tf.TensorSpec(None, tf.uint8)
+        features = tf.TensorSpec(None, tf.float32)
         self.key_frame = tf.function(self._key_frame, input_signature=[image], autograph=False)
         self.propagate = tf.function(
             self._propagate, input_signature=[features, image, image], autograph=False
         )
 
+    def _image(self, image, name):
+        shape = [1, self.height, self.width, 3]
+        what = (
+            f'{name}: expected uint8 RGB [1, {self.height}, {self.width}, 3] (one frame of '
+            'the exported size)'
+        )
+        return checked_input(image, shape, what)
+
+    def _features(self, features):
+        shape = [1, *self.grid, self.channels]
+        what = (
+            f'features: expected float32 [1, {self.grid[0]}, {self.grid[1]}, {self.channels}] '
+            "(the key_frame signature's features)"
+        )
+        return checked_input(features, shape, what)
+
     def _key_frame(self, image):
-        features = self.dff.key_features(image)
+        features = self.dff.key_features(self._image(image, 'image'))
         labels = self.dff.labels(self.dff.task(features), (self.height, self.width))
         return {'features': features, 'labels': labels}
 
     def _propagate(self, features, key_image, image):
-        logits = self.dff.propagate(features, key_image, image)
+        logits = self.dff.propagate(
+            self._features(features),
+            self._image(key_image, 'key_image'),
+            self._image(image, 'image'),
+        )
         return {'labels': self.dff.labels(logits, (self.height, self.width))}
 
     def description(self):

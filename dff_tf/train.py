@@ -142,7 +142,7 @@ def main(argv):
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
     )
-    resumed = trainer.restore()
+    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
     else:
@@ -156,8 +156,10 @@ def main(argv):
         cli.write_json(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), dff.get_config())
         cli.save_dataset(FLAGS.snapshot_dir, spec)
 
+    max_distance = FLAGS.key_distance if FLAGS.key_distance is not None else FLAGS.max_key_distance
+    files = videos.sample_files(max_distance, labels)  # finds a file tf.data cannot decode
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
-        videos,
+        videos.subset(files.kept),
         crop_size=crop,
         key_distance=FLAGS.key_distance,
         max_distance=FLAGS.max_key_distance,
@@ -166,7 +168,13 @@ def main(argv):
         labels=labels,
         **cli.stream_options(input_context),
     )
-    trainer.fit(dataset, FLAGS.num_steps, learning_rate=schedule)
+    trainer.fit(
+        dataset,
+        FLAGS.num_steps,
+        learning_rate=schedule,
+        samples=files,
+        skip_bad_files=FLAGS.skip_bad_files,
+    )
     print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 

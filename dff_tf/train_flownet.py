@@ -219,7 +219,7 @@ def main(argv):
     )
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
         write_config(FLAGS.snapshot_dir, dict(config, flownet=flownet_config(flownet)))
-    resumed = trainer.restore()
+    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
     elif FLAGS.restore_from:
@@ -241,8 +241,9 @@ def main(argv):
             print(f'\nstep {step}: validation EPE {value:.3f} px', flush=True)
 
         hooks.append(validate)
+    files = pairs.sample_files()  # finds a file tf.data cannot decode
     dataset = lambda input_context: flow_dataset(  # one input pipeline per worker
-        pairs,
+        pairs.subset(files.kept),
         crop_size=crop,
         random_mirror=FLAGS.random_mirror,
         **cli.stream_options(input_context),
@@ -253,6 +254,8 @@ def main(argv):
         hooks=hooks,
         hook_every=FLAGS.save_pred_every,
         learning_rate=schedule,
+        samples=files,
+        skip_bad_files=FLAGS.skip_bad_files,
     )
     print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 

@@ -323,7 +323,23 @@ def define_training_flags(
     flags.DEFINE_float('power', 0.9, 'power of the poly schedule')
     flags.DEFINE_integer('num_steps', num_steps, 'number of optimizer steps', lower_bound=1)
     flags.DEFINE_float('weight_decay', weight_decay, weight_decay_help)
-    flags.DEFINE_string('snapshot_dir', snapshot_dir, 'checkpoints and TensorBoard logs')
+    flags.DEFINE_string(
+        'snapshot_dir',
+        snapshot_dir,
+        'checkpoints and TensorBoard logs; training resumes from its newest intact checkpoint',
+    )
+    flags.DEFINE_bool(
+        'skip_bad_files',
+        False,
+        'a training file that cannot be decoded (found when the input pipeline fails): leave '
+        'its samples out and go on, listing them (default: stop with one line naming it)',
+    )
+    flags.DEFINE_bool(
+        'restart_over_damaged',
+        False,
+        'when --snapshot_dir holds checkpoints and none is intact: rename them aside '
+        '(*.damaged, bytes kept) and train from step 0 (default: refuse)',
+    )
     flags.DEFINE_integer(
         'save_pred_every', save_pred_every, 'checkpoint every N steps', lower_bound=1
     )

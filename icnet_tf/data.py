@@ -26,6 +26,7 @@ the union of the replicas' batches is the batch one process would train on.
 """
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -69,6 +70,20 @@ def read_list(list_path, data_dir=''):
     if not pairs:
         raise UserError(f'{list_path}: the list is empty')
     return pairs
+
+
+def list_lines(list_path):
+    """The 1-based line numbers of the samples of a list file (its non-blank lines), so that
+    the i-th pair of `read_list` can be named `<list>:<line>`."""
+    with open(list_path, encoding='utf-8') as f:
+        return [number for number, line in enumerate(f, 1) if line.split()]
+
+
+def sample_place(list_path, lines, index):
+    """`<list>:<line>` of sample `index` (`lines` from `list_lines`), or '' without a list."""
+    if not list_path:
+        return ''
+    return f'{list_path}:{lines[index] if lines and index < len(lines) else index + 1}'
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,7 +174,10 @@ def check_labels(pairs, spec, list_path=None, encoding=None, protocol=None, work
     with ThreadPoolExecutor(workers) as pool:
         for index, message, kind in pool.map(problem, range(len(pairs))):
             if message:
-                raise UserError(f'{list_path}:{index + 1}: {message}' if list_path else message)
+                lines = list_lines(list_path) if list_path and os.path.isfile(list_path) else None
+                raise UserError(
+                    f'{sample_place(list_path, lines, index)}: {message}' if list_path else message
+                )
             kinds.add(kind)
     decoder = kinds.pop() if len(kinds) == 1 and encoding != COLOR else 'pil'
     return LabelFormat(spec, encoding, decoder)
@@ -177,6 +195,126 @@ def decode_label(data):
     label = tf.io.decode_png(data, channels=1)
     label.set_shape([None, None, 1])
     return label
+
+
+# ------------------------------------------------------------------ files tf.data cannot read
+@dataclass(frozen=True)
+class BadFile:
+    """A file of a training sample that the pipeline cannot use, and where the sample is."""
+
+    place: str  # '<list>:<line>' (or another description of the sample; '' for none)
+    path: str
+    reason: str
+
+    def __str__(self):
+        return f'{self.place + ": " if self.place else ""}{self.path}: {self.reason}'
+
+
+class SampleFiles:
+    """The files each training sample reads, to find the one `tf.data` failed on.
+
+    TensorFlow's decoding errors inside `tf.data` do not name the file, and the normal path
+    carries no per-sample bookkeeping (no `py_function`). When the pipeline fails, the trainer
+    calls `find_bad()`: every file of every sample still in use is decoded again, eagerly, by
+    the pipeline's own decoders (`decode_image`; the list's `LabelFormat.decode`), in a few
+    threads, and the files of one sample must agree in height and width (image and label; a
+    video's key and current frames). This costs one decoding pass over the data, and only
+    after a failure. `exclude(bad)` leaves the samples of those files out of `kept` (the
+    training CLIs' `--skip_bad_files`), which the dataset function reads each time it builds
+    the pipeline.
+
+    `samples[i]` is `(place, ((path, kind), ...))` with kind 'image' or 'label'.
+    """
+
+    def __init__(self, samples, labels=None, workers=4):
+        self.samples = list(samples)
+        self.labels = labels  # LabelFormat, or None: stored values of greyscale PNGs
+        self.workers = workers
+        self.excluded = set()
+        self.skipped = []  # BadFile of every sample left out, in the order found
+
+    @property
+    def kept(self):
+        """Indices of the samples still in use."""
+        return [i for i in range(len(self.samples)) if i not in self.excluded]
+
+    def select(self, items):
+        """The entries of `items` (one per sample) of the samples still in use."""
+        return [items[i] for i in self.kept]
+
+    def _decode(self, path, kind):
+        """(H, W) of one file as the pipeline decodes it, or the reason it cannot."""
+        try:
+            if kind == 'label':
+                if self.labels is not None:
+                    value = self.labels.decode(tf.constant(path))
+                else:
+                    value = decode_label(tf.io.read_file(path))
+            else:
+                value = decode_image(tf.io.read_file(path))
+            h, w = (int(d) for d in value.shape[:2])
+        except (tf.errors.OpError, UserError, ValueError) as e:
+            if not os.path.isfile(path):
+                return 'no such file (removed during training?)'
+            text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(e))
+            text = re.sub(r'\s*\[Op:[^\]]*\](\s*name:\s*\S*)?', '', ' '.join(text.split()))
+            return f'cannot decode ({text[:200] or type(e).__name__})'
+        if h < 1 or w < 1:
+            return 'cannot decode (an empty image)'
+        return (h, w)
+
+    def find_bad(self):
+        """`BadFile`s of the samples in use, one per bad sample (its first bad file), in sample
+        order. A file shared by several samples is decoded once."""
+        files = {f for i in self.kept for f in self.samples[i][1]}
+        with ThreadPoolExecutor(self.workers) as pool:
+            results = dict(zip(files, pool.map(lambda f: self._decode(*f), files)))
+        bad = []
+        for i in self.kept:
+            place, sample_files = self.samples[i]
+            sizes = {}
+            for path, kind in sample_files:
+                result = results[(path, kind)]
+                if isinstance(result, str):
+                    bad.append((i, BadFile(place, path, result)))
+                    break
+                sizes.setdefault(result, path)
+            else:
+                if len(sizes) > 1:
+                    (size_a, path_a), (size_b, path_b) = list(sizes.items())[:2]
+                    bad.append(
+                        (
+                            i,
+                            BadFile(
+                                place,
+                                path_b,
+                                f'is {size_b[0]}x{size_b[1]} (HxW) but {path_a} of the same '
+                                f'sample is {size_a[0]}x{size_a[1]}',
+                            ),
+                        )
+                    )
+        return bad
+
+    def exclude(self, bad):
+        """Leave out the samples of `bad` (from `find_bad`); UserError if none is left."""
+        for i, file in bad:
+            if i not in self.excluded:
+                self.excluded.add(i)
+                self.skipped.append(file)
+        if not self.kept:
+            raise UserError(f'every training sample has a bad file (the first: {bad[0][1]})')
+
+
+def pair_files(pairs, list_path=None, labels=None):
+    """`SampleFiles` of `(image, label)` pairs read from `list_path` (None: no list)."""
+    lines = list_lines(list_path) if list_path else None
+    return SampleFiles(
+        (
+            (sample_place(list_path, lines, i), ((image, 'image'), (label, 'label')))
+            for i, (image, label) in enumerate(pairs)
+        ),
+        labels,
+    )
 
 
 def augment(image, label, seed, *, crop_size, random_scale, random_mirror, ignore_label):

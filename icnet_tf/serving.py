@@ -4,7 +4,14 @@
 `icnet_tf.rewrites.serving_network`) in a `tf.function` whose `serving_default` signature takes
 `images`: uint8 RGB `[N, H, W, 3]` (any height and width unless a fixed `input_size` is given)
 and returns `labels` (int32 `[N, H, W]`) and optionally `probabilities` (float32
-`[N, H, W, C]`). Everything around the graph happens inside: the network's `preprocess`, zero
+`[N, H, W, C]`). The signature declares `images` uint8 of any shape and checks the shape
+itself (`checked_input`): a gray `[N, H, W, 1]`, RGBA, unbatched `[H, W, 3]` or empty input
+fails with an InvalidArgumentError whose message says
+`images: expected uint8 RGB [N, H, W, 3] ...` and the shape received. The dtype is the
+signature's: a float `tf.Tensor` is refused by TensorFlow ("expected to be a uint8 tensor but
+is a float tensor"), but a NumPy array or list of another dtype is converted to uint8 by
+TensorFlow without a check (float images in 0..1 become 0, values wrap modulo 256): give
+uint8 arrays. Everything around the graph happens inside: the network's `preprocess`, zero
 padding (bottom/right) to the original's multiple of 32 and to at least the network's minimum
 size, the forward pass, the network's `upsample_logits` to the padded size, crop, argmax /
 softmax (labels only: the network's `upsample_labels` when a rewrite gives it one, the same
@@ -33,6 +40,42 @@ SIGNATURE = 'serving_default'
 # ---------------------------------------------------------------------------------------------
 # The serving function
 # ---------------------------------------------------------------------------------------------
+def checked_input(tensor, shape, what):
+    """`tensor` checked in the graph to have `shape` (a list of fixed sizes, or None for any
+    size >= 1): the rank, each fixed size, and no empty dimension. Otherwise the call fails with
+    an InvalidArgumentError whose message is `what` (naming the expected shape and dtype) and
+    the shape received. Returns `tensor` with `shape` as its static shape.
+
+    The serving signatures declare an input of unknown shape and check it here: a declared
+    `[None, None, None, 3]` would let a gray `[N, H, W, 1]`, RGBA or unbatched `[H, W, 3]` array
+    in unchecked (TensorFlow does not compare a signature's shape with the tensor fed, and the
+    graph would compute garbage or fail deep inside), and would fold such a check away."""
+    actual = tf.shape(tensor)
+    rank = len(shape)
+    # the first `rank` sizes, zero-padded, so that no slice can fail before the check does
+    sizes = tf.concat([actual, tf.zeros([rank], tf.int32)], axis=0)[:rank]
+    ok = tf.logical_and(tf.equal(tf.size(actual), rank), tf.reduce_all(sizes > 0))
+    for i, size in enumerate(shape):
+        if size is not None:
+            ok = tf.logical_and(ok, tf.equal(sizes[i], size))
+    check = tf.debugging.Assert(ok, [what, 'got shape', actual], summarize=16)
+    with tf.control_dependencies([check]):
+        tensor = tf.identity(tensor)
+    # The static shape only: a runtime `tf.ensure_shape` of a fully known shape is run before
+    # the check by Grappler's rewrites (its own, less telling error comes first).
+    tensor.set_shape(shape)
+    return tensor
+
+
+def expected_images(size=None, batch=None):
+    """The message of a bad `images` input, e.g. 'images: expected uint8 RGB [N, H, W, 3]'."""
+    n = 'N' if batch is None else str(batch)
+    h, w = ('H', 'W') if size is None else size
+    return (
+        f'images: expected uint8 RGB [{n}, {h}, {w}, 3] (a batch of RGB images; no empty dimension)'
+    )
+
+
 def serving_size(h, w, min_size):
     """Padded size of the original's check_input (`predict.padded_size`), at least min_size."""
     ph, pw = padded_size(h, w)
@@ -52,11 +95,20 @@ class SegmentationModule(tf.Module):
         self.num_classes = net.num_classes
         self.min_size = int(net.build_input_shape()[1])
         self.with_probabilities = bool(probabilities)
-        h, w = input_size if input_size else (None, None)
+        self.input_size = tuple(input_size) if input_size else None
+        # Any shape is accepted by the signature and checked inside (`checked_input`).
         self.serve = tf.function(
-            self.segment,
-            input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name='images')],
+            self.checked_segment,
+            input_signature=[tf.TensorSpec(None, tf.uint8, name='images')],
         )
+
+    def checked_segment(self, images):
+        """`segment` after checking that `images` is [N, H, W, 3] (H, W fixed if the module
+        has an `input_size`), every dimension >= 1; InvalidArgumentError naming the expected
+        shape otherwise."""
+        h, w = self.input_size or (None, None)
+        images = checked_input(images, [None, h, w, 3], expected_images(self.input_size))
+        return self.segment(images)
 
     def segment(self, images):
         images = tf.convert_to_tensor(images, tf.uint8)

@@ -26,7 +26,7 @@ from absl import flags
 from converters.errors import UserError
 from icnet_tf import build_model, cli
 from icnet_tf.cli import parse_size
-from icnet_tf.data import read_list, train_dataset
+from icnet_tf.data import pair_files, read_list, train_dataset
 from icnet_tf.losses import PolyLR, TF1Momentum
 from icnet_tf.training import (
     Trainer,
@@ -106,7 +106,7 @@ def main(argv):
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
     )
-    resumed = trainer.restore()
+    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
         cli.save_dataset(FLAGS.snapshot_dir, spec)
     if resumed:
@@ -114,8 +114,9 @@ def main(argv):
     else:
         load_skipping_class_heads(net, FLAGS.restore_from)
 
+    files = pair_files(pairs, where, labels)  # finds a file tf.data cannot decode
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
-        pairs,
+        files.select(pairs),
         preprocess=net.preprocess,
         crop_size=crop,
         random_scale=FLAGS.random_scale,
@@ -137,6 +138,8 @@ def main(argv):
         hooks=hooks,
         hook_every=FLAGS.val_every or FLAGS.save_pred_every,
         learning_rate=schedule,
+        samples=files,
+        skip_bad_files=FLAGS.skip_bad_files,
     )
     print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 

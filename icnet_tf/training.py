@@ -10,7 +10,11 @@ global loss) and optional periodic hooks (validation, image summaries).
 
 Checkpoints are crash-safe: TF writes a new checkpoint's data and index files under new names
 and only then rewrites the small `checkpoint` state file (atomic rename), so a kill at any
-moment leaves the previous checkpoint as the latest one; at most `save_every` steps are lost.
+moment leaves the previous checkpoint intact; at most `save_every` steps are lost. Resuming
+takes the newest intact checkpoint, not blindly the state file's: a missing or corrupt state
+file, or a damaged newest checkpoint (truncated, bad checksum), falls back to the newest
+intact one with a one-line note, and the damaged files are renamed aside, never overwritten
+(`Trainer.restore`).
 
 Several worker processes (`--strategy multi_worker`, `MultiWorkerMirroredStrategy` configured
 by the TF_CONFIG environment variable) train one model in lockstep; `snapshot_dir` must be
@@ -29,17 +33,21 @@ flags resumes from the last checkpoint.
 """
 
 import contextlib
+import functools
+import gc
 import os
 import re
 import shutil
+import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from converters.errors import UserError
-from converters.tf1_checkpoint import checked_index
+from converters.errors import UserError, WeightsFileError
+from converters.tf1_checkpoint import damage, newest_intact
 from icnet_tf.losses import segmentation_loss
 from icnet_tf.metrics import evaluate, scores
 from icnet_tf.palette import colorize
@@ -80,6 +88,10 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
+class BadTrainingFile(UserError):
+    """A file of a training sample cannot be read (found after the input pipeline failed)."""
+
+
 class WorkerLost(UserError):
     """Another worker of a multi-worker run stopped answering."""
 
@@ -94,6 +106,16 @@ _LOST_WORKER_ERRORS = (
 )
 
 
+# What the input pipeline raises for a file it cannot use (decoding errors, a file removed,
+# a Python decoder's exception inside `tf.numpy_function`).
+_INPUT_ERRORS = (
+    tf.errors.InvalidArgumentError,
+    tf.errors.DataLossError,
+    tf.errors.NotFoundError,
+    tf.errors.UnknownError,
+)
+
+
 class _Quiet:
     """The progress bar of a non-chief worker: prints nothing."""
 
@@ -102,6 +124,63 @@ class _Quiet:
 
     def close(self):
         pass
+
+
+def _checkpoint_files(prefix):
+    """The files of the checkpoint `prefix`: its `.index` and `.data-NNNNN-of-NNNNN`."""
+    folder, base = os.path.split(prefix)
+    try:
+        names = os.listdir(folder or '.')
+    except OSError:
+        return []
+    pattern = re.compile(re.escape(base) + r'(\.index|\.data-\d{5}-of-\d{5})')
+    return sorted(os.path.join(folder, n) for n in names if pattern.fullmatch(n))
+
+
+def _keep_aside(paths):
+    """Rename each file to `<file>.damaged` (`.damaged.1`, ... when taken): its bytes stay, and
+    no later save of the same name can overwrite them. Returns the new names."""
+    kept = []
+    for path in paths:
+        target, n = f'{path}.damaged', 0
+        while os.path.lexists(target):
+            n += 1
+            target = f'{path}.damaged.{n}'
+        os.rename(path, target)
+        kept.append(target)
+    return kept
+
+
+def _write_state(folder, prefix, old_state=None):
+    """A `checkpoint` state file naming `prefix` (relative, as CheckpointManager writes it),
+    through a temporary file and a rename. The checkpoints a valid old state file listed stay
+    listed (so `keep` rotates them as before); otherwise only `prefix` is listed, and older
+    checkpoints are never deleted by rotation."""
+    from google.protobuf import text_format
+    from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState
+
+    name = os.path.basename(prefix)
+    now = time.time()
+    state = CheckpointState(model_checkpoint_path=name, last_preserved_timestamp=now - 1)
+    if old_state is not None:
+        listed = list(old_state.all_model_checkpoint_paths)
+        stamps = list(old_state.all_model_checkpoint_timestamps) or [0.0] * len(listed)
+        keep = [
+            (os.path.basename(p), t)
+            for p, t in zip(listed, stamps)
+            if os.path.basename(p) != name and _checkpoint_files(os.path.join(folder, p))
+        ]
+        state.last_preserved_timestamp = old_state.last_preserved_timestamp
+    else:
+        keep = []
+    for p, t in keep + [(name, now)]:
+        state.all_model_checkpoint_paths.append(p)
+        state.all_model_checkpoint_timestamps.append(t)
+    path = os.path.join(folder, 'checkpoint')
+    tmp = os.path.join(folder, f'.checkpoint.{os.getpid()}.tmp')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text_format.MessageToString(state))
+    os.replace(tmp, path)
 
 
 class Trainer:
@@ -134,12 +213,11 @@ class Trainer:
             optimizer.build(model.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(net=model, optimizer=optimizer)
         self.log_dir = log_dir or os.path.join(snapshot_dir, 'logs')
-        # the others save through a temporary manager each time (see the module docstring)
-        self.manager = (
-            tf.train.CheckpointManager(self.checkpoint, snapshot_dir, max_to_keep=keep)
-            if self.is_chief
-            else None
-        )
+        self.keep = keep
+        self._manager = None  # made after restore() has repaired the folder (chief only)
+        self._restored = False
+        self._latest = None  # the last checkpoint restored or saved (the chief's path)
+        self._written = set()  # checkpoint prefixes this Trainer saved
         self._writer = None
         self._step_fn = None
 
@@ -159,31 +237,120 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     @property
+    def manager(self):
+        """The chief's `tf.train.CheckpointManager` over snapshot_dir (None on other workers);
+        made on first use, after `restore()` has repaired the folder's state file."""
+        if self._manager is None and self.is_chief:
+            self._manager = tf.train.CheckpointManager(
+                self.checkpoint, self.snapshot_dir, max_to_keep=self.keep
+            )
+        return self._manager
+
+    @property
     def latest_checkpoint(self):
-        """The latest checkpoint in snapshot_dir (the chief's), or None."""
-        return tf.train.latest_checkpoint(self.snapshot_dir)
+        """The last checkpoint restored or saved (the chief's path), or None."""
+        return self._latest
 
-    def restore(self):
-        """Resume from the latest checkpoint in snapshot_dir; returns its path or None.
+    def restore(self, *, restart_over_damaged=False):
+        """Resume from the newest intact checkpoint in snapshot_dir; returns its path or None.
 
-        With several workers, every worker reads the chief's latest checkpoint and all of them
-        check that they are at the same step (raises UserError otherwise)."""
-        latest = self.latest_checkpoint
-        if latest:
-            # A truncated or damaged checkpoint is one line naming the file (checked in Python
-            # before TF reads it), not an abort or a misleading "another model?" hint.
-            checked_index(latest)
-            try:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.OpError) as e:
-                raise UserError(
-                    f'{latest}: cannot resume from this checkpoint (another model, '
-                    f'num_classes or filter_scale?): {str(e).splitlines()[0]}; use '
-                    'another --snapshot_dir'
-                ) from None
+        The checkpoint is the newest one whose files are intact (the index parses, every
+        tensor lies within its data file: `converters.tf1_checkpoint.newest_intact`) and that
+        restores (TensorFlow checks each tensor's checksum), whatever the `checkpoint` state
+        file says: a save killed after writing its files but before the state file resumes
+        from those files. When the state file is missing, corrupt or names another checkpoint,
+        or newer checkpoints are damaged, one `note:` line on stderr says what was used and
+        why, and the chief repairs the folder, losing no byte: damaged checkpoints newer than
+        the one used (which later saves of the same numbers would overwrite) and a corrupt or
+        stale state file are renamed `<file>.damaged` (`.damaged.1`, ... if taken), and a new
+        state file naming the checkpoint used is written (temporary file, then rename).
+        Checkpoints are there but none is intact: UserError, unless `restart_over_damaged`
+        (they are then all renamed aside and training starts from step 0).
+
+        Every worker makes the same choice from the same files (only the chief renames or
+        writes; a file renamed meanwhile is just as damaged to the others), and with several
+        workers all check that they restored the same step (UserError otherwise).
+        """
+        self._restored = True
+        folder = self.snapshot_dir
+        found = None
+        if os.path.isdir(folder):
+            found = newest_intact(folder, follow_state=False, verify=self._restore_from)
+        latest = found.prefix if found else None
+        if found and latest is None and found.prefixes and not restart_over_damaged:
+            more = f' (and {len(found.damaged) - 1} more)' if len(found.damaged) > 1 else ''
+            raise UserError(
+                f'{folder}: no intact checkpoint to resume from: {found.damaged[0][1]}{more}; '
+                'pass --restart_over_damaged to keep them aside (renamed *.damaged) and train '
+                'from step 0, or choose another --snapshot_dir'
+            )
+        if found and (found.damaged or found.state_problem):
+            self._repair(found)
+        self._manager = None  # (re)made from the repaired state file
+        self._latest = latest
         if self.num_workers > 1:
             self._check_same_step()
         return latest
+
+    def _restore_from(self, prefix):
+        """Restore `prefix` (a candidate of `newest_intact`): WeightsFileError if its bytes are
+        damaged (a checksum TensorFlow verifies does not match) or its files went away,
+        UserError if it is another model's."""
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel('ERROR')  # a failed restore's "deleted with unrestored values" chatter
+        try:
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                return
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(e))
+                reason = ' '.join(text.split())[:300] or type(e).__name__
+                corrupt = (
+                    getattr(e, 'error_code', None) == tf.errors.DATA_LOSS
+                    or 'Checksum does not match' in text
+                )
+                gone = isinstance(e, tf.errors.NotFoundError) and damage(prefix)
+            gc.collect()  # the failed restore's objects go while the logger is quiet
+        finally:
+            logger.setLevel(level)
+        if corrupt or gone:
+            raise WeightsFileError(f'{prefix}: damaged checkpoint ({gone or reason})')
+        raise UserError(
+            f'{prefix}: cannot resume from this checkpoint (another model, num_classes or '
+            f'filter_scale?): {reason}; use another --snapshot_dir'
+        )
+
+    def _repair(self, found):
+        """Say what `restore` used instead and why; on the chief, keep the damaged files and a
+        bad state file aside and write a state file naming the checkpoint used."""
+        kept = []
+        # a state file that parses and names a checkpoint that is there is rewritten (its list
+        # of checkpoints kept); a corrupt or stale one is kept aside
+        state_ok = (
+            found.state is not None
+            and found.prefix is not None
+            and 'names checkpoint' not in (found.state_problem or '')
+        )
+        if self.is_chief:
+            for prefix, _ in found.damaged:
+                kept += _keep_aside(_checkpoint_files(prefix))
+            if found.state_file and not state_ok:
+                kept += _keep_aside([found.state_file])
+            if found.prefix:
+                _write_state(self.snapshot_dir, found.prefix, found.state if state_ok else None)
+        aside = f'; kept aside: {", ".join(kept)}' if kept else ''
+        if found.prefix:
+            message = found.note()
+        elif found.prefixes:
+            damaged = '; '.join(reason for _, reason in found.damaged)
+            message = (
+                f'{self.snapshot_dir}: no intact checkpoint ({damaged}); '
+                '--restart_over_damaged: training starts again from step 0'
+            )
+        else:
+            message = f'{found.state_problem}; no checkpoint there: training starts from step 0'
+        print(f'note: {message}{aside}', file=sys.stderr, flush=True)
 
     def _check_same_step(self):
         """All-gather every replica's step; UserError unless all are equal."""
@@ -206,14 +373,24 @@ class Trainer:
         Returns the chief's checkpoint prefix."""
         step = self.step
         if self.is_chief:
-            return self.manager.save(checkpoint_number=step)
+            target = os.path.join(self.snapshot_dir, f'ckpt-{step}')
+            if target not in self._written and _checkpoint_files(target):
+                raise UserError(
+                    f'{target}: a checkpoint of this number is already there (this run did '
+                    'not write it): not overwritten; resume with restore() or choose another '
+                    '--snapshot_dir'
+                )
+            self._latest = self.manager.save(checkpoint_number=step)
+            self._written.add(self._latest)
+            return self._latest
         scratch = tempfile.mkdtemp(prefix=f'icnet_tf_{self.worker.replace(":", "")}_ckpt_')
         try:
             manager = tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1)
             manager.save(checkpoint_number=step)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return os.path.join(self.snapshot_dir, f'ckpt-{step}')
+        self._latest = os.path.join(self.snapshot_dir, f'ckpt-{step}')
+        return self._latest
 
     def _replica_step(self, batch):
         with tf.GradientTape() as tape:
@@ -245,14 +422,36 @@ class Trainer:
             return iter(self.strategy.experimental_distribute_dataset(dataset))
         return iter(self.strategy.distribute_datasets_from_function(dataset))
 
-    def fit(self, dataset, num_steps, *, hooks=(), hook_every=0, learning_rate=None):
+    def fit(
+        self,
+        dataset,
+        num_steps,
+        *,
+        hooks=(),
+        hook_every=0,
+        learning_rate=None,
+        samples=None,
+        skip_bad_files=False,
+    ):
         """Train until the optimizer step reaches `num_steps`.
 
         `dataset`: see `distribute()`. `hooks` are called as `hook(step, writer)` every
         `hook_every` steps and at the end, on every worker (non-chief workers get a no-op
         writer and their printing is dropped). Raises TrainingDiverged (after keeping the last
         good checkpoint) on a non-finite loss, WorkerLost when another worker is gone.
+        Calls `restore()` first if the caller has not.
+
+        A file the input pipeline cannot read (a truncated or corrupt image that passed the
+        header checks, a file removed meanwhile): `samples` (`icnet_tf.data.SampleFiles`)
+        finds it (`find_bad`), and training stops with `BadTrainingFile`, one line naming the
+        list line and the file, the last checkpoint kept; with `skip_bad_files` the samples of
+        the bad files are left out (`samples.exclude`; `dataset` must then be a function that
+        builds the pipeline from `samples.kept`), said on stderr, the pipeline is built again
+        and training goes on; the end of the run lists what was skipped. Without `samples`
+        such a failure is a UserError with TensorFlow's reason.
         """
+        if not self._restored:
+            self.restore()
         start = self.step
         if start >= num_steps:
             print(f'already at step {start} >= --num_steps {num_steps}: nothing to do')
@@ -266,8 +465,13 @@ class Trainer:
                 f'progress and writes checkpoints and summaries to {self.snapshot_dir}',
                 flush=True,
             )
+        bad_input = functools.partial(
+            self._bad_input, dataset=dataset, samples=samples, skip=skip_bad_files
+        )
         try:
-            return self._fit(dataset, start, num_steps, hooks, hook_every, learning_rate, progress)
+            return self._fit(
+                dataset, start, num_steps, hooks, hook_every, learning_rate, progress, bad_input
+            )
         except _LOST_WORKER_ERRORS as e:
             if self.num_workers <= 1:
                 raise
@@ -280,12 +484,19 @@ class Trainer:
                 'flags to resume from it'
             ) from None
 
-    def _fit(self, dataset, start, num_steps, hooks, hook_every, learning_rate, progress):
+    def _fit(
+        self, dataset, start, num_steps, hooks, hook_every, learning_rate, progress, bad_input
+    ):
         iterator = self.distribute(dataset)
         last_saved = self.latest_checkpoint
         values = {}
         while self.step < num_steps:
-            values = self.train_step(next(iterator))
+            try:
+                batch = next(iterator)
+            except _INPUT_ERRORS as e:
+                iterator = bad_input(e, progress=progress, last_saved=last_saved)
+                continue
+            values = self.train_step(batch)
             step = self.step
             if not all(np.isfinite(v) for v in values.values()):
                 progress.close()
@@ -308,7 +519,56 @@ class Trainer:
                         hook(step, self.writer)
         progress.close()
         self.writer.flush()
+        skipped = bad_input.keywords['samples'].skipped if bad_input.keywords['samples'] else []
+        if skipped:
+            more = f'; and {len(skipped) - 10} more' if len(skipped) > 10 else ''
+            print(
+                f'skipped {len(skipped)} sample(s) with a bad file (--skip_bad_files): '
+                + '; '.join(str(f) for f in skipped[:10])
+                + more,
+                file=sys.stderr,
+                flush=True,
+            )
         return values
+
+    def _bad_input(self, error, *, dataset, samples, skip, progress, last_saved):
+        """The input pipeline failed: find the bad file and stop, or skip it and return a new
+        iterator (see `fit`)."""
+        kept = last_saved or 'none (no checkpoint was written yet)'
+        step = self.step + 1
+        if samples is None:
+            progress.close()
+            text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(error))
+            raise UserError(
+                f'the training input failed at step {step} ({" ".join(text.split())[:300]}); '
+                f'training stopped; last checkpoint kept: {kept}'
+            )
+        print(
+            f'\nstep {step}: the input pipeline failed to read a file; decoding the files of '
+            f'{len(samples.kept)} training samples to find it',
+            flush=True,
+        )
+        bad = samples.find_bad()
+        if not bad:
+            progress.close()
+            text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(error))
+            raise UserError(
+                f'the training input failed at step {step} ({" ".join(text.split())[:300]}), '
+                f'and every file of the training samples decodes; training stopped; last '
+                f'checkpoint kept: {kept}'
+            )
+        if not skip:
+            progress.close()
+            more = f' (and {len(bad) - 1} more sample(s) with a bad file)' if len(bad) > 1 else ''
+            raise BadTrainingFile(
+                f'{bad[0][1]}{more}; training stopped at step {self.step}; last checkpoint '
+                f'kept: {kept}; fix or remove it, or pass --skip_bad_files to train without '
+                'such samples'
+            )
+        samples.exclude(bad)
+        for _, file in bad:
+            print(f'skipping a sample (--skip_bad_files): {file}', file=sys.stderr, flush=True)
+        return self.distribute(dataset)
 
     @contextlib.contextmanager
     def _hook_output(self):

@@ -296,3 +296,55 @@ def test_validation_pass_names_both_files_of_a_size_mismatch(tmp_path):
     with pytest.raises(UserError, match=r'n_leftImg8bit.png: the image is 20x30 .* 16x64'):
         check_labels(pairs, CITYSCAPES, protocol=Protocol(pad_to=(16, 64), source='--input_size'))
     assert check_labels(pairs, CITYSCAPES, protocol=Protocol(pad_to=(20, 30))).decoder == 'png8'
+
+
+def test_sample_files_find_the_file_tf_data_cannot_decode(tmp_path):
+    """A truncated image passes the validation pass (headers only) and breaks the pipeline
+    mid-training, which does not say which file; `SampleFiles` finds it and names its list
+    line (blank lines counted), and leaving its sample out gives a working pipeline."""
+    from icnet_tf.data import pair_files
+
+    root = str(tmp_path)
+    lines = [write_pair(root, name, *blocky(i)) for i, name in enumerate('abcd')]
+    (tmp_path / 'l.txt').write_text('\n' + '\n\n'.join(lines) + '\n')  # lines 2, 4, 6, 8
+    pairs = read_list(str(tmp_path / 'l.txt'), root)
+    labels = check_labels(pairs, others(4), str(tmp_path / 'l.txt'))
+    png = tmp_path / 'c.png'
+    png.write_bytes(png.read_bytes()[:-60])  # cut inside the image data: header intact
+    assert check_labels(pairs, others(4), str(tmp_path / 'l.txt')).decoder == 'png8'
+    Image.fromarray(blocky(9, h=40)[0]).save(tmp_path / 'd.png')  # not its label's size
+
+    files = pair_files(pairs, str(tmp_path / 'l.txt'), labels)
+    ds = train_dataset(
+        files.select(pairs), preprocess=caffe_bgr_input, batch_size=4, crop_size=(32, 32)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        next(iter(ds))  # TensorFlow's error, naming no file
+    bad = files.find_bad()
+    assert [i for i, _ in bad] == [2, 3]
+    assert str(bad[0][1]) == (
+        f'{tmp_path}/l.txt:6: {png}: cannot decode (Invalid PNG data, size {png.stat().st_size})'
+    )
+    assert str(bad[1][1]) == (
+        f'{tmp_path}/l.txt:8: {tmp_path}/d_label.png: is 48x64 (HxW) but {tmp_path}/d.png '
+        'of the same sample is 40x64'
+    )
+    files.exclude(bad)
+    assert files.kept == [0, 1] and files.skipped == [b for _, b in bad]
+    ds = train_dataset(
+        files.select(pairs), preprocess=caffe_bgr_input, batch_size=4, crop_size=(32, 32)
+    )
+    assert next(iter(ds))[0].shape == (4, 32, 32, 3)
+    with pytest.raises(UserError, match='every training sample has a bad file'):
+        files.exclude([(0, bad[0][1]), (1, bad[0][1])])
+
+
+def test_check_labels_names_the_real_list_line_past_blank_lines(tmp_path):
+    rgb, label = blocky(1)
+    ok = write_pair(str(tmp_path), 'ok', rgb, label)
+    label = label.copy()
+    label[0, 0] = 7
+    (tmp_path / 'l.txt').write_text(f'{ok}\n\n\n{write_pair(str(tmp_path), "bad", rgb, label)}\n')
+    pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
+    with pytest.raises(UserError, match=r'l.txt:4: .*bad_label.png: values \[7\]'):
+        check_labels(pairs, others(4), str(tmp_path / 'l.txt'))

@@ -443,3 +443,29 @@ def test_light_flownet_config_round_trip(frames, tmp_path):
     assert custom.get_config()['flownet'] == {'batch_norm': True, 'width': 0.25}
     with pytest.raises(ValueError, match='flownet must be one of'):
         DFF('icnet_bn', NUM_CLASSES, flownet='tiny')
+
+
+def test_sample_files_name_a_bad_key_frame_by_its_list_line(cityscapes_like, tmp_path):
+    """A key frame the pipeline cannot decode, or of another size than its labelled frame,
+    is found (`VideoList.sample_files`) and named with the labelled frame's list line."""
+    import shutil
+
+    root = tmp_path / 'cs'
+    shutil.copytree(cityscapes_like, root)
+    (root / 'list.txt').write_text('\n' + (root / 'list.txt').read_text())  # now line 2
+    videos = read_video_list(str(root / 'list.txt'), str(root))
+    assert videos.samples[0].line == 2
+    assert videos.sample_files(9).find_bad() == []
+    key = videos.key(videos.samples[0], 5)[0]
+    data = open(key, 'rb').read()
+    with open(key, 'wb') as f:
+        f.write(data[:-40])
+    (bad,) = videos.sample_files(9).find_bad()
+    assert str(bad[1]).startswith(f'{root}/list.txt:2: {key}: cannot decode (Invalid PNG data')
+    assert videos.sample_files(4).find_bad() == []  # frame 14 is 5 frames back: not used
+    _write_png(key, np.zeros((20, 31, 3), np.uint8))
+    (bad,) = videos.sample_files(9).find_bad()
+    assert str(bad[1]) == (
+        f'{root}/list.txt:2: {key}: is 20x31 (HxW) but {videos.samples[0].image} of the same '
+        'sample is 20x30'
+    )

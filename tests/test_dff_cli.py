@@ -221,6 +221,28 @@ def test_export_round_trip(toy, snapshot, tmp_path):
         features.numpy(),
         atol=1e-4 * np.abs(features.numpy()).max(),
     )
+    # inputs of another shape get a message naming the expected one (the signatures check)
+    for bad, call in [
+        ('image', lambda: loaded.signatures['key_frame'](image=tf.constant(key[None, ..., :1]))),
+        ('image', lambda: loaded.signatures['key_frame'](image=tf.constant(key))),
+        ('image', lambda: loaded.signatures['key_frame'](image=tf.constant(key[None, :-1]))),
+        (
+            'features',
+            lambda: loaded.signatures['propagate'](
+                features=exported_key['features'][:, :-1],
+                key_image=tf.constant(key[None]),
+                image=tf.constant(current[None]),
+            ),
+        ),
+    ]:
+        with pytest.raises(tf.errors.InvalidArgumentError) as e:
+            call()
+        expected = (
+            f'image: expected uint8 RGB [1, {H}, {W}, 3]'
+            if bad == 'image'
+            else 'features: expected float32 [1, '
+        )
+        assert expected in str(e.value), str(e.value)[:500]
 
 
 def test_bad_inputs_fail_with_one_line(toy, tmp_path):

@@ -320,3 +320,46 @@ def test_crops_keep_the_correspondence_inside_the_crop(pairs):
                 key[i].numpy(), cur[i].numpy(), flow[i].numpy(), valid[i].numpy()
             )
             assert x_key.min() >= 0 and x_key.max() < 64
+
+
+def test_a_bad_frame_is_found_named_and_skipped_on_request(toy, pairs, tmp_path):
+    """`FlowPairs.sample_files` names a frame the pipeline cannot decode by its sequence and
+    frames; `--skip_bad_files` trains on without the pairs that use it."""
+    import dataclasses
+    import shutil
+
+    assert pairs.sample_files().find_bad() == []
+    root = tmp_path / 'toy'
+    shutil.copytree(toy, root)
+    frame = sorted((root / 'leftImg8bit_sequence' / 'train' / 'toycity').iterdir())[3]
+    frame.write_bytes(frame.read_bytes()[:-500])
+    videos = read_video_list(f'{root}/list/video_train.txt', str(root), f'{root}/videos.json')
+    bad = flow_pairs(videos, f'{root}/videos.json', str(root), 2).sample_files().find_bad()
+    with open(root / 'videos.json') as f:
+        seq = json.load(f)['sequences'][0]['name']
+    # frame 3 of the first sequence: the current frame of 2 pairs, the key of 2 others
+    assert [str(b) for _, b in bad] == [
+        f'{root}/videos.json: sequence {seq} frames {t} and {k}: {frame}: cannot decode '
+        f'(Invalid PNG data, size {frame.stat().st_size})'
+        for t, k in ((3, 2), (3, 1), (4, 3), (5, 3))
+    ]
+    assert dataclasses.fields(pairs)[-1].name == 'place'
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'dff_tf.train_flownet', '--data_list',
+         f'{root}/list/video_train.txt', '--data_dir', str(root), '--videos_json',
+         f'{root}/videos.json', '--max_key_distance', '2', '--batch_size', '2', '--num_steps',
+         '2', '--save_pred_every', '2', '--snapshot_dir', str(tmp_path / 'snap'), '--flownet',
+         'quarter', '--skip_bad_files'],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'done: step 2' in proc.stdout
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f'skipped 4 sample(s) with a bad file (--skip_bad_files): {root}/videos.json: sequence '
+        )
+    )

@@ -244,7 +244,7 @@ def test_read_maps_names_and_lists_everything_else(tmp_path):
     assert len(skipped) == len(values) - 1
 
 
-def test_resolve_state_files_and_file_paths(tmp_path):
+def test_resolve_state_files_and_file_paths(tmp_path, capsys):
     prefix5 = tiny_checkpoint(tmp_path, 5)
     prefix100 = tiny_checkpoint(tmp_path, 100)  # the state file now names model.ckpt-100
     d = str(tmp_path)
@@ -273,10 +273,17 @@ def test_resolve_state_files_and_file_paths(tmp_path):
         assert tf1_checkpoint.resolve(d) == prefix5
     with open(os.path.join(d, 'checkpoint.txt'), 'w') as f:
         f.write('model_checkpoint_path: "model.ckpt-7"\n')
-    with pytest.raises(
+    with pytest.raises(  # a state file given by name: no fallback
         WeightsFileError, match=r'checkpoint\.txt: names checkpoint .*model\.ckpt-7'
     ):
-        tf1_checkpoint.resolve(d)
+        tf1_checkpoint.resolve(os.path.join(d, 'checkpoint.txt'))
+    # the folder: the newest intact checkpoint instead, said once on stderr
+    assert tf1_checkpoint.resolve(d) == prefix100
+    assert tf1_checkpoint.resolve(d) == prefix100
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {d}/checkpoint.txt: names checkpoint 'model.ckpt-7', which is not in {d}: "
+        f'using {prefix100}, the newest intact checkpoint'
+    ]
 
     for bad in (os.path.join(d, 'nothing'), os.path.join(d, 'model.ckpt-6.index')):
         with pytest.raises(WeightsFileError, match=f'^{bad}: no such file'):
@@ -448,3 +455,43 @@ def test_hostile_declared_shapes_are_refused_before_anything_is_allocated(tmp_pa
             tf1_checkpoint.read(p)
         msg = str(e.value)
         assert msg.startswith(p) and 'conv1/weights' in msg and '\n' not in msg, (what, msg)
+
+
+def test_a_folder_gives_its_newest_intact_checkpoint_and_changes_nothing(tmp_path, capsys):
+    """The original's snapshot folder with its newest checkpoint damaged, or a corrupt state
+    file: the newest intact checkpoint, one note on stderr, every file byte-identical."""
+    prefixes = {s: tiny_checkpoint(tmp_path, s) for s in (5, 20, 100)}  # state: model.ckpt-100
+    d = str(tmp_path)
+
+    def files():
+        return {n: (tmp_path / n).read_bytes() for n in sorted(os.listdir(d))}
+
+    index = prefixes[100] + '.index'
+    with open(index, 'r+b') as f:
+        f.truncate(os.path.getsize(index) - 7)
+    before = files()
+    assert tf1_checkpoint.resolve(d) == prefixes[20]
+    weights, _ = tf1_checkpoint.read(d)
+    assert 'conv1' in weights
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f'note: {index}: not a readable TF checkpoint')
+    assert err[0].endswith(f'using {prefixes[20]}, the newest intact checkpoint')
+    assert files() == before
+
+    found = tf1_checkpoint.newest_intact(d)
+    assert (found.prefix, [p for p, _ in found.damaged]) == (prefixes[20], [prefixes[100]])
+    os.remove(prefixes[20] + '.index')  # only its data file left: listed, and damaged
+    assert tf1_checkpoint.resolve(d) == prefixes[5]
+    assert f'{prefixes[20]}.index: missing' in capsys.readouterr().err
+
+    with open(os.path.join(d, 'checkpoint'), 'wb') as f:
+        f.write(b'\xff\xfe garbage')
+    assert tf1_checkpoint.resolve(d) == prefixes[5]
+    assert f'note: {d}/checkpoint: corrupt checkpoint state file' in capsys.readouterr().err
+
+    with open(prefixes[5] + '.data-00000-of-00001', 'r+b') as f:
+        f.truncate(10)
+    before = files()
+    with pytest.raises(WeightsFileError, match=f'^{d}: no intact checkpoint: .*and 2 more'):
+        tf1_checkpoint.resolve(d)
+    assert files() == before

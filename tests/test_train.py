@@ -343,3 +343,80 @@ def test_filter_scale_is_refused_for_pspnet101():
     with pytest.raises(ValueError, match='ICNet models only'):
         build_model('PSPNet101', filter_scale=2)
     assert build_model('PSPNet101', filter_scale=1, num_classes=3).num_classes == 3
+
+
+def _tiny_cli(data_list, snapshot, *extra):
+    """icnet_tf.train on TinyNet (tests/test_models.py): a few fast steps."""
+    cmd = _train_cli('', snapshot, '--model', 'tests.test_models:TinyNet', *extra)
+    cmd[cmd.index('--data_list') + 1] = str(data_list)
+    cmd[cmd.index('--batch_size') + 1] = '2'
+    cmd[cmd.index('--input_size') + 1] = '32,32'
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_a_bad_image_mid_training_names_its_list_line_or_is_skipped(toy, tmp_path):
+    """A truncated image passes the checks before training (they read headers) and breaks the
+    input pipeline later: training stops with one line naming the list line and the file,
+    the last checkpoint untouched; with --skip_bad_files it trains on and lists the skip."""
+    pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
+    bad = tmp_path / 'truncated.png'
+    with open(pairs[2][0], 'rb') as f:
+        bad.write_bytes(f.read()[:-3000])
+    good_list, bad_list = tmp_path / 'good.txt', tmp_path / 'bad.txt'
+    good_list.write_text(''.join(f'{a} {b}\n' for a, b in pairs))
+    lines = [f'{bad if i == 2 else a} {b}\n' for i, (a, b) in enumerate(pairs)]
+    bad_list.write_text('\n' + ''.join(lines))  # the bad image is on line 4
+    snap = tmp_path / 'snap'
+    r = _tiny_cli(good_list, snap, '--num_steps', '2', '--save_pred_every', '2')
+    assert r.returncode == 0, r.stderr[-2000:]
+    kept = {n: (snap / n).read_bytes() for n in os.listdir(snap) if n.startswith('ckpt-')}
+
+    r = _tiny_cli(bad_list, snap, '--num_steps', '40', '--save_pred_every', '20')
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f'resumed from {snap}/ckpt-2 at step 2' in r.stdout
+    error = r.stderr.strip().splitlines()
+    assert len(error) == 1, r.stderr
+    assert error[0].startswith(
+        f'error: {bad_list}:4: {bad}: cannot decode (Invalid PNG data, size '
+        f'{bad.stat().st_size}); training stopped at step '
+    ), error
+    assert error[0].endswith(
+        f'last checkpoint kept: {snap}/ckpt-2; fix or remove it, or pass --skip_bad_files to '
+        'train without such samples'
+    )
+    assert {n: (snap / n).read_bytes() for n in os.listdir(snap) if n.startswith('ckpt-')} == kept
+
+    r = _tiny_cli(bad_list, snap, '--num_steps', '6', '--save_pred_every', '2', '--skip_bad_files')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f'done: step 6, checkpoint {snap}/ckpt-6' in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == (
+        f'skipped 1 sample(s) with a bad file (--skip_bad_files): {bad_list}:4: {bad}: cannot '
+        f'decode (Invalid PNG data, size {bad.stat().st_size})'
+    )
+
+
+def test_a_snapshot_folder_without_an_intact_checkpoint_is_refused(toy, tmp_path):
+    snap = tmp_path / 'snap'
+    snap.mkdir()
+    (snap / 'ckpt-4.index').write_bytes(b'not an index')
+    (snap / 'ckpt-4.data-00000-of-00001').write_bytes(b'\0' * 100)
+    (snap / 'checkpoint').write_text('model_checkpoint_path: "ckpt-4"\n')
+    before = {n: (snap / n).read_bytes() for n in os.listdir(snap)}
+    data_list = os.path.join(toy, 'list', 'train.txt')
+    r = _tiny_cli(data_list, snap, '--data_dir', toy, '--num_steps', '1')
+    assert r.returncode == 1
+    error = r.stderr.strip().splitlines()
+    assert len(error) == 1, r.stderr
+    assert error[0].startswith(
+        f'error: {snap}: no intact checkpoint to resume from: {snap}/ckpt-4.index: not a '
+        'readable TF checkpoint index'
+    )
+    assert error[0].endswith(
+        '; pass --restart_over_damaged to keep them aside (renamed *.damaged) and train from '
+        'step 0, or choose another --snapshot_dir'
+    )
+    assert {n: (snap / n).read_bytes() for n in os.listdir(snap)} == before
+    r = _tiny_cli(data_list, snap, '--data_dir', toy, '--num_steps', '1', '--restart_over_damaged')
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = {n: (snap / n).read_bytes() for n in os.listdir(snap) if n.endswith('.damaged')}
+    assert after == {f'{n}.damaged': b for n, b in before.items()}

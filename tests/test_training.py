@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from converters.tf1_checkpoint import damage
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
 
@@ -366,3 +368,194 @@ def test_flownet_pretraining_runs_on_two_workers(toy, tmp_path):
     assert checkpoint_series(snap) == ['ckpt-1', 'ckpt-2']
     assert event_pids(snap) == [w.pids[0]]
     assert leftovers(*w.tmpdirs) == []
+
+
+# ------------------------------------------------------------- resuming from damaged folders
+def snapshot_of(folder):
+    """{name: bytes} of every file directly in `folder`."""
+    return {
+        n: (folder / n).read_bytes() for n in sorted(os.listdir(folder)) if (folder / n).is_file()
+    }
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A tiny training folder with ckpt-2, ckpt-4, ckpt-6 and its state file (copied per test)."""
+    from tests.test_train import tiny_trainer
+
+    folder = tmp_path_factory.mktemp('trained') / 'snap'
+    _, _, trainer, data = tiny_trainer(folder)
+    trainer.fit(data, 6)
+    return folder
+
+
+@pytest.fixture
+def snap(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / 'snap'
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def resume(snap, capfd, **kwargs):
+    """A new tiny Trainer over `snap`: (restored prefix, step, its stderr lines, trainer)."""
+    from tests.test_train import tiny_trainer
+
+    _, _, trainer, data = tiny_trainer(snap)
+    capfd.readouterr()
+    restored = trainer.restore(**kwargs)
+    return restored, trainer.step, capfd.readouterr().err.strip().splitlines(), (trainer, data)
+
+
+def damage_data(prefix, how):
+    path = f'{prefix}.data-00000-of-00001'
+    data = bytearray(open(path, 'rb').read())
+    if how == 'truncate':
+        data = data[: len(data) // 2]
+    else:  # same size, one byte flipped: only TensorFlow's checksum sees it
+        data[len(data) // 3] ^= 0xFF
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+
+
+@pytest.mark.parametrize('state', ['garbage', 'empty', 'missing', 'stale'])
+def test_a_bad_state_file_resumes_from_the_newest_intact_checkpoint(snap, capfd, state):
+    """A state file that is corrupt, empty, missing or names a checkpoint that is not there:
+    training resumes from ckpt-6 with one note, keeps the bad state file aside (same bytes),
+    writes a new one, and later saves never touch the checkpoints it had."""
+    bad = {
+        'garbage': b'\x00\xffnot a state{{',
+        'empty': b'',
+        'stale': b'model_checkpoint_path: "ckpt-9"\n',
+    }
+    if state == 'missing':
+        os.remove(snap / 'checkpoint')
+    else:
+        (snap / 'checkpoint').write_bytes(bad[state])
+    before = snapshot_of(snap)
+    restored, step, err, (trainer, data) = resume(snap, capfd)
+    assert restored == f'{snap}/ckpt-6' and step == 6
+    assert len(err) == 1 and err[0].startswith(f'note: {snap}/checkpoint: '), err
+    assert err[0].endswith(
+        f'using {snap}/ckpt-6, the newest intact checkpoint'
+        + ('' if state == 'missing' else f'; kept aside: {snap}/checkpoint.damaged')
+    ), err
+    after = snapshot_of(snap)
+    if state != 'missing':
+        assert after.pop('checkpoint.damaged') == bad[state]
+    assert tf.train.latest_checkpoint(str(snap)) == f'{snap}/ckpt-6'  # a valid state file again
+    before.pop('checkpoint', None), after.pop('checkpoint')
+    assert after == before  # every checkpoint byte-identical
+    trainer.fit(data, 8)
+    assert trainer.latest_checkpoint == f'{snap}/ckpt-8'
+    assert {n: b for n, b in snapshot_of(snap).items() if n in before} == before
+
+
+@pytest.mark.parametrize('how', ['truncate', 'flip'])
+def test_a_damaged_newest_checkpoint_falls_back_and_is_kept_aside(snap, capfd, how):
+    """ckpt-6 damaged (truncated: seen from its index; one byte flipped: TensorFlow's
+    checksum): resume from ckpt-4, one note naming the damaged file, ckpt-6's files renamed
+    *.damaged with their bytes, and the new ckpt-6 written beside them."""
+    damage_data(snap / 'ckpt-6', how)
+    before = snapshot_of(snap)
+    restored, step, err, (trainer, data) = resume(snap, capfd)
+    assert restored == f'{snap}/ckpt-4' and step == 4
+    damaged = f'{snap}/ckpt-6.data-00000-of-00001' if how == 'truncate' else f'{snap}/ckpt-6'
+    assert len(err) == 1 and err[0].startswith(f'note: {damaged}: '), err
+    assert f'using {snap}/ckpt-4, the newest intact checkpoint; kept aside: ' in err[0]
+    trainer.fit(data, 6)
+    after = snapshot_of(snap)
+    for name in ('ckpt-6.index', 'ckpt-6.data-00000-of-00001'):
+        assert after[name + '.damaged'] == before[name]  # the damaged bytes, kept
+    assert after['ckpt-6.data-00000-of-00001'] != before['ckpt-6.data-00000-of-00001']
+    assert damage(f'{snap}/ckpt-6') is None  # a new, intact ckpt-6 beside them
+    assert {n: after[n] for n in before if n.startswith(('ckpt-2', 'ckpt-4'))} == {
+        n: b for n, b in before.items() if n.startswith(('ckpt-2', 'ckpt-4'))
+    }
+    _, step, err, _ = resume(snap, capfd)
+    assert step == 6 and err == []  # the repaired folder resumes without a word
+
+
+def test_a_checkpoint_newer_than_the_state_file_is_resumed_from(snap, capfd):
+    """Killed after a save's files, before its state file: the state file names ckpt-4 but
+    ckpt-6 is intact; training resumes from ckpt-6 (a later save of ckpt-6 would overwrite
+    it otherwise) and the state file lists both again."""
+    (snap / 'checkpoint').write_text(
+        'model_checkpoint_path: "ckpt-4"\nall_model_checkpoint_paths: "ckpt-2"\n'
+        'all_model_checkpoint_paths: "ckpt-4"\n'
+    )
+    restored, step, err, _ = resume(snap, capfd)
+    assert restored == f'{snap}/ckpt-6' and step == 6
+    assert err == [
+        f'note: {snap}/checkpoint: names ckpt-4, older than the intact ckpt-6: using '
+        f'{snap}/ckpt-6, the newest intact checkpoint'
+    ]
+    state = tf.train.get_checkpoint_state(str(snap))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        'ckpt-2',
+        'ckpt-4',
+        'ckpt-6',
+    ]
+
+
+def test_no_intact_checkpoint_is_refused_unless_asked(snap, capfd):
+    from converters.errors import UserError
+
+    for step in (2, 4, 6):
+        damage_data(snap / f'ckpt-{step}', 'truncate')
+    before = snapshot_of(snap)
+    with pytest.raises(UserError) as e:
+        resume(snap, capfd)
+    assert str(e.value).startswith(
+        f'{snap}: no intact checkpoint to resume from: {snap}/ckpt-6.data-00000-of-00001: truncated'
+    )
+    assert '(and 2 more); pass --restart_over_damaged' in str(e.value)
+    assert snapshot_of(snap) == before  # refused: nothing touched
+
+    restored, step, err, (trainer, data) = resume(snap, capfd, restart_over_damaged=True)
+    assert restored is None and step == 0
+    assert len(err) == 1 and 'training starts again from step 0' in err[0], err
+    after = snapshot_of(snap)
+    assert {n[: -len('.damaged')]: b for n, b in after.items()} == before  # all kept aside
+    trainer.fit(data, 2)
+    assert snapshot_of(snap)['ckpt-2.index.damaged'] == before['ckpt-2.index']
+
+
+def test_every_worker_picks_the_same_checkpoint_and_only_the_chief_writes(snap, capfd):
+    """A non-chief worker of a multi-worker run makes the chief's choice from the same files
+    and changes nothing; the chief then repairs; a worker arriving after sees the same."""
+    from tests.test_train import tiny_trainer
+
+    damage_data(snap / 'ckpt-6', 'truncate')
+    (snap / 'checkpoint').write_bytes(b'garbage')
+    before = snapshot_of(snap)
+    _, _, worker, _ = tiny_trainer(snap)
+    worker.is_chief = False
+    assert worker.restore() == f'{snap}/ckpt-4' and worker.manager is None
+    assert snapshot_of(snap) == before
+    restored, _, _, _ = resume(snap, capfd)  # the chief
+    assert restored == f'{snap}/ckpt-4' and snapshot_of(snap) != before
+    _, _, late, _ = tiny_trainer(snap)
+    late.is_chief = False
+    assert late.restore() == f'{snap}/ckpt-4'
+
+
+def test_tools_reading_a_folder_take_its_newest_intact_checkpoint_read_only(snap, capfd):
+    """`--restore_from <snapshot folder>` in inference, evaluate, export, DFF: the newest
+    intact checkpoint, one note, nothing renamed or written."""
+    from converters.tf_checkpoint import read, resolve_checkpoint
+
+    damage_data(snap / 'ckpt-6', 'truncate')
+    before = snapshot_of(snap)
+    capfd.readouterr()
+    assert resolve_checkpoint(str(snap)) == f'{snap}/ckpt-4'
+    weights, _ = read(str(snap))
+    assert set(weights) == {'c', 'out'}
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [
+        f"note: {snap}/ckpt-6.data-00000-of-00001: truncated or not this checkpoint's data "
+        + err[0].split("checkpoint's data ", 1)[1]
+    ]
+    assert err[0].endswith(f': using {snap}/ckpt-4, the newest intact checkpoint')
+    assert snapshot_of(snap) == before
