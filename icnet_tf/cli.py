@@ -33,6 +33,10 @@ def run(main):
 
     def guarded(argv):
         try:
+            if 'max_image_megapixels' in flags.FLAGS:
+                from icnet_tf.predict import set_max_pixels
+
+                set_max_pixels(flags.FLAGS.max_image_megapixels * 1e6)
             return main(argv)
         except UserError as e:
             print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
@@ -48,6 +52,14 @@ def run(main):
     if 'verbose' not in flags.FLAGS:
         flags.DEFINE_bool(
             'verbose', False, "show TensorFlow's start-up log (read before TF is imported)"
+        )
+    if 'max_image_megapixels' not in flags.FLAGS:
+        flags.DEFINE_float(
+            'max_image_megapixels',
+            40,
+            'images larger than this (from their header) are refused before decoding, one '
+            'line each (a small file can declare a huge image)',
+            lower_bound=0.001,
         )
     app.run(guarded)
 
@@ -423,7 +435,9 @@ def output_formats():
 
 
 def check_save_dir(save_dir, inputs):
-    """Refuse a --save_dir that is the folder of an input file (images or labels)."""
+    """Refuse a --save_dir that is a file, or the folder of an input file (images or labels)."""
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise UserError(f'--save_dir {save_dir}: exists and is a file, not a directory')
     target = os.path.realpath(save_dir)
     for path in inputs:
         if os.path.realpath(os.path.dirname(os.path.abspath(path))) == target:

@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from converters.errors import UserError
 from icnet_tf import labels as label_files
 from icnet_tf.datasets import COLOR
+from icnet_tf.predict import check_image_size
 
 SCALE_RANGE = (0.5, 2.0)  # the original's --random-scale range
 
@@ -152,6 +153,9 @@ def check_labels(pairs, spec, list_path=None, encoding=None, protocol=None, work
         try:
             with Image.open(image_path) as img:
                 width, height = img.size
+            check_image_size(image_path, width, height)  # what the pipeline may decode
+        except UserError as e:
+            return index, str(e), None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             return index, f'{image_path}: not a readable image ({e})', None
         if label.shape != (height, width):

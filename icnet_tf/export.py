@@ -6,7 +6,10 @@
 The SavedModel's `serving_default` signature takes `images`: uint8 RGB `[N, H, W, 3]` of any
 height and width (a fixed one with `--input_size`, which networks with static pyramid pooling
 such as PSPNet101 need) and returns `labels` (int32 `[N, H, W]`, trainIds) and, unless
---no_probabilities, `probabilities` (float32 `[N, H, W, C]`); see `icnet_tf.serving`. The
+--no_probabilities, `probabilities` (float32 `[N, H, W, C]`); see `icnet_tf.serving`. It
+declares `images` of any shape and checks it: other input (gray, RGBA, unbatched, empty, or
+another size than `--input_size`) fails with an InvalidArgumentError saying `images: expected
+uint8 RGB [N, H, W, 3] ...` and the shape received (`saved_model_cli` shows `unknown_rank`). The
 network's declared exact rewrites are applied (`icnet_tf.rewrites`; for ICNet: batch norm
 folded into the merged `ICNet`, the zoom rewrites, the channel swap folded into the first
 convolutions, labels-only upsampling where labels can change); --nooptimize applies only
@@ -28,6 +31,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import flags
+from absl import logging as absl_logging
 
 from converters.errors import UserError
 from icnet_tf import build_model, cli
@@ -49,6 +53,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     tf.get_logger().setLevel(logging.ERROR)  # SavedModel/converter INFO chatter
+    absl_logging.set_verbosity(absl_logging.WARNING)  # SavedModel's absl INFO lines
     cli.check_output_dir(FLAGS.export_dir, 'export_dir', FLAGS.overwrite)
     if FLAGS.tflite and not FLAGS.input_size:
         raise UserError('--tflite needs --input_size H,W (TFLite models have a fixed size)')

@@ -25,27 +25,33 @@ from converters.errors import UserError
 
 # Images larger than this are refused before they are decoded (a small PNG can declare a huge
 # size; decoding 12000x12000 and running a network on it needs tens of GB). Cityscapes frames
-# have 2.1 million pixels.
+# have 2.1 million pixels. The command-line tools set it from --max_image_megapixels
+# (`set_max_pixels`).
 MAX_PIXELS = 40_000_000
 
 
-def read_image(path, max_pixels=MAX_PIXELS):
+def set_max_pixels(pixels):
+    """The image size limit of `read_image` and of the training checks (`data.check_labels`);
+    Pillow's own decompression-bomb limit is raised with it when it is lower."""
+    global MAX_PIXELS
+    MAX_PIXELS = int(pixels)
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def read_image(path, max_pixels=None):
     """Any PIL-readable image as uint8 RGB [H, W, 3]: grayscale, RGBA, palette, 16-bit...
 
     16-bit images are scaled to 8 bits by their full range (>> 8); alpha is dropped.
     Raises `UserError` naming the file if it is missing, not a readable image, or declares more
-    than `max_pixels` pixels (checked from the header, before decoding).
+    than `max_pixels` pixels (default `MAX_PIXELS`; checked from the header, before decoding).
     """
     if not os.path.isfile(path):
         raise UserError(f'{path}: no such image file')
     try:
         with Image.open(path) as img:
             width, height = img.size
-            if max_pixels and width * height > max_pixels:
-                raise UserError(
-                    f'{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more '
-                    f'than the limit of {max_pixels / 1e6:.0f} (refused before decoding)'
-                )
+            check_image_size(path, width, height, max_pixels)
             img.load()
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
                 arr = np.asarray(img, dtype=np.uint32)
@@ -62,6 +68,17 @@ def read_image(path, max_pixels=MAX_PIXELS):
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise UserError(f'{path}: empty image')
     return arr
+
+
+def check_image_size(path, width, height, max_pixels=None):
+    """UserError naming `path` if `width x height` exceeds `max_pixels` (default `MAX_PIXELS`)."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if limit and width * height > limit:
+        raise UserError(
+            f'{path}: {width}x{height} is {width * height / 1e6:.3g} megapixels, more than the '
+            f'limit of {limit / 1e6:g} (refused before decoding; --max_image_megapixels '
+            'raises it)'
+        )
 
 
 def padded_size(h, w, multiple=32):

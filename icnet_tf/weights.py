@@ -60,12 +60,17 @@ class LoadReport:
         return '; '.join(parts)
 
     def hint(self, class_heads=()):
-        heads = sorted({k.split('/')[0] for k, _, _ in self.mismatched} & set(class_heads))
-        if heads:
+        """When only class heads differ in shape (another number of classes): how to use the
+        file anyway. Nothing when more differs (another model or filter_scale: the error says
+        what the file holds)."""
+        layers = {k.split('/')[0] for k, _, _ in self.mismatched}
+        heads = sorted(layers & set(class_heads))
+        if heads and layers <= set(class_heads) and not (self.missing or self.unexpected):
             return (
-                f' -- the class heads differ (num_classes?); to fine-tune on other classes '
-                f'skip them: skip={tuple(heads)} (CLI: --skip_layers {",".join(heads)}) '
-                'or ignore_missing=True'
+                ' -- only the class heads differ: give the number of classes (or --dataset) '
+                f'the file was trained with; to fine-tune on other classes skip them: '
+                f'skip={tuple(heads)} (icnet_tf.train skips them by itself; icnet_tf.convert: '
+                f'--skip_layers {",".join(heads)})'
             )
         return ''
 

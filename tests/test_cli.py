@@ -78,6 +78,8 @@ def test_save_dir_and_existing_files(tmp_path):
         cli.check_save_dir(str(tmp_path / 'in' / '.'), [str(image)])
     cli.check_save_dir(str(tmp_path / 'out'), [str(image)])
     (tmp_path / 'metrics.json').write_text('precious')
+    with pytest.raises(UserError, match=r'^--save_dir .*metrics.json: exists and is a file'):
+        cli.check_save_dir(str(tmp_path / 'metrics.json'), [str(image)])
     with pytest.raises(UserError, match=r'metrics.json: exists: pass --overwrite'):
         cli.refuse_existing([str(tmp_path / 'metrics.json')], overwrite=False)
     cli.refuse_existing([str(tmp_path / 'metrics.json')], overwrite=True)

@@ -348,3 +348,21 @@ def test_check_labels_names_the_real_list_line_past_blank_lines(tmp_path):
     pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
     with pytest.raises(UserError, match=r'l.txt:4: .*bad_label.png: values \[7\]'):
         check_labels(pairs, others(4), str(tmp_path / 'l.txt'))
+
+
+def test_the_validation_pass_refuses_training_images_over_the_size_limit(tmp_path):
+    """The input pipeline decodes whole images: one over the tools' limit
+    (--max_image_megapixels) is refused before training, naming its list line."""
+    from icnet_tf import predict
+
+    (tmp_path / 'l.txt').write_text(write_pair(str(tmp_path), 'a', *blocky(0)) + '\n')
+    pairs = read_list(str(tmp_path / 'l.txt'), str(tmp_path))
+    saved = predict.MAX_PIXELS
+    try:
+        predict.set_max_pixels(48 * 64 - 1)
+        with pytest.raises(UserError, match=r'l.txt:1: .*a.png: 64x48 is 0.00307 megapixels, more'):
+            check_labels(pairs, others(4), str(tmp_path / 'l.txt'))
+        predict.set_max_pixels(48 * 64)
+        assert check_labels(pairs, others(4), str(tmp_path / 'l.txt')).decoder == 'png8'
+    finally:
+        predict.MAX_PIXELS = saved

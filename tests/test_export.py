@@ -2,6 +2,7 @@
 (`python -m icnet_tf.export`), saved_model_cli, TFLite, and the inference CLI on an export."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -260,6 +261,8 @@ def exported(tmp_path_factory, bn_net):
     )
     assert done.returncode == 0, done.stderr
     assert 'served as LabelsRGBServingICNet' in done.stdout and 'model.tflite' in done.stdout
+    # no absl INFO lines from the SavedModel writer ("I1130 12:00:00.0 ... Function ...")
+    assert not re.findall(r'^I\d{4} ', done.stderr, re.MULTILINE), done.stderr[-2000:]
     # the TFLite model is written from the optimised graph, minus the label rewrite
     assert 'rewrites: fold_batch_norm, zoom_before_conv, rgb_input); it runs with' in done.stdout
     return export_dir

@@ -104,3 +104,19 @@ def test_read_image_refuses_huge_declared_sizes_before_decoding(tmp_path):
     assert read_image(str(small), max_pixels=600).shape == (20, 30, 3)
     with pytest.raises(UserError, match='more than the limit'):
         read_image(str(small), max_pixels=599)
+    # the tools' --max_image_megapixels sets the default limit (and Pillow's, when higher)
+    from PIL import Image as PILImage
+
+    from icnet_tf import predict
+
+    saved = predict.MAX_PIXELS, PILImage.MAX_IMAGE_PIXELS
+    try:
+        predict.set_max_pixels(599)
+        with pytest.raises(
+            UserError, match=r'small.png: 30x20 is 0.0006 megapixels, more than the'
+        ):
+            read_image(str(small))
+        predict.set_max_pixels(200e6)
+        assert PILImage.MAX_IMAGE_PIXELS == 200_000_000
+    finally:
+        predict.MAX_PIXELS, PILImage.MAX_IMAGE_PIXELS = saved

@@ -52,3 +52,26 @@ def test_tf1_checkpoint_folder_loads_and_a_wrong_model_says_what_the_file_holds(
         ICNet(num_classes=7, filter_scale=2).load(str(tmp_path))
     with pytest.raises(WeightsMismatchError, match=holds):
         ICNet_BN(num_classes=19, filter_scale=1).load(str(tmp_path))
+
+
+def test_the_class_head_hint_only_when_only_the_class_heads_differ():
+    """Another number of classes: the hint says how to use the file (its class count, or skip
+    the heads in training / conversion: inference has no --skip_layers). Another filter_scale
+    (every layer differs, heads too): no class-head hint, the file's description says it."""
+    weights = {}
+    for key, var in ICNet_BN(num_classes=7, seed=3).build().variables_by_key().items():
+        layer, param = key.split('/')
+        weights.setdefault(layer, {})[param] = var.numpy()
+    with pytest.raises(WeightsMismatchError) as e:
+        ICNet_BN(num_classes=5).load(weights)
+    assert 'the file holds ICNet_BN, filter_scale 1, 7 classes' in str(e.value)
+    assert str(e.value).endswith(
+        ' -- only the class heads differ: give the number of classes (or --dataset) the file '
+        "was trained with; to fine-tune on other classes skip them: skip=('conv6_cls', "
+        "'sub24_out', 'sub4_out') (icnet_tf.train skips them by itself; icnet_tf.convert: "
+        '--skip_layers conv6_cls,sub24_out,sub4_out)'
+    )
+    with pytest.raises(WeightsMismatchError) as e:
+        ICNet_BN(num_classes=5, filter_scale=2).load(weights)
+    assert 'the file holds ICNet_BN, filter_scale 1, 7 classes' in str(e.value)
+    assert 'class heads' not in str(e.value) and 'skip' not in str(e.value)
