@@ -273,6 +273,8 @@ class Trainer:
         """
         self._restored = True
         folder = self.snapshot_dir
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UserError(f'--snapshot_dir {folder}: exists and is a file, not a directory')
         found = None
         if os.path.isdir(folder):
             found = newest_intact(folder, follow_state=False, verify=self._restore_from)
@@ -477,10 +479,14 @@ class Trainer:
                 raise
             progress.close()
             reason = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(e).strip())
+            # what a relaunch resumes from: the chief's newest intact checkpoint on disk
+            on_disk = None
+            if os.path.isdir(self.snapshot_dir):
+                on_disk = newest_intact(self.snapshot_dir, follow_state=False).prefix
             raise WorkerLost(
                 f'{self.worker}: lost another worker at step {self.step} '
                 f'({type(e).__name__}: {reason.splitlines()[0][:200]}); the last '
-                f'checkpoint is {self.latest_checkpoint}: relaunch every worker with the same '
+                f'checkpoint is {on_disk}: relaunch every worker with the same '
                 'flags to resume from it'
             ) from None
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from converters.tf1_checkpoint import damage
+from converters.tf1_checkpoint import damage, newest_intact
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT)
@@ -231,7 +231,9 @@ def test_two_workers_checkpoint_once_resume_and_survive_a_lost_worker(toy, tmp_p
         assert b.wait(180, which=[1]) == [1], b.logs()
     for i in range(2):
         assert f'resumed from {snap}/ckpt-4 at step 4' in b.stdout(i), b.logs()
-    latest = tf.train.latest_checkpoint(str(snap))
+    # what a relaunch resumes from: the newest intact checkpoint (the state file's, or a newer
+    # one if the chief died between a save's files and its state file)
+    latest = newest_intact(str(snap), follow_state=False).prefix
     saved = int(latest.rsplit('-', 1)[1])
     error = [line for line in b.stderr(1).splitlines() if line.startswith('error: ')]
     assert len(error) == 1, b.logs()
@@ -520,6 +522,15 @@ def test_no_intact_checkpoint_is_refused_unless_asked(snap, capfd):
     assert {n[: -len('.damaged')]: b for n, b in after.items()} == before  # all kept aside
     trainer.fit(data, 2)
     assert snapshot_of(snap)['ckpt-2.index.damaged'] == before['ckpt-2.index']
+
+
+def test_a_snapshot_dir_that_is_a_file_is_one_line(tmp_path, capfd):
+    from converters.errors import UserError
+
+    (tmp_path / 'file').write_text('mine')
+    with pytest.raises(UserError, match=r'^--snapshot_dir .*file: exists and is a file'):
+        resume(tmp_path / 'file', capfd)
+    assert (tmp_path / 'file').read_text() == 'mine'
 
 
 def test_every_worker_picks_the_same_checkpoint_and_only_the_chief_writes(snap, capfd):
