@@ -2,7 +2,13 @@
 processes on localhost share one snapshot folder. Only the chief writes there (the other
 worker sees the folder read-only, so any write of it would fail the run), the input is split
 over the workers so that two workers take the very steps one process takes, and a run whose
-worker was killed resumes from the last checkpoint when all workers are relaunched."""
+worker was killed resumes from the last checkpoint when all workers are relaunched.
+
+Resuming from damaged folders (`Trainer.restore`): a missing, empty, corrupt or stale state
+file, a truncated or bit-flipped newest checkpoint, a state file behind the newest intact
+checkpoint, no intact checkpoint at all; every worker's choice, the chief alone repairing;
+and the read-only fallback of tools given a snapshot folder. Each checks that no byte the
+user had is lost."""
 
 import json
 import os
