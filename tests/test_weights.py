@@ -64,7 +64,7 @@ def test_the_class_head_hint_only_when_only_the_class_heads_differ():
         weights.setdefault(layer, {})[param] = var.numpy()
     with pytest.raises(WeightsMismatchError) as e:
         ICNet_BN(num_classes=5).load(weights)
-    assert 'the file holds ICNet_BN, filter_scale 1, 7 classes' in str(e.value)
+    assert 'the file holds ICNet_BN (filter_scale=1, num_classes=7)' in str(e.value)
     assert str(e.value).endswith(
         ' -- only the class heads differ: give the number of classes (or --dataset) the file '
         "was trained with; to fine-tune on other classes skip them: skip=('conv6_cls', "
@@ -73,5 +73,5 @@ def test_the_class_head_hint_only_when_only_the_class_heads_differ():
     )
     with pytest.raises(WeightsMismatchError) as e:
         ICNet_BN(num_classes=5, filter_scale=2).load(weights)
-    assert 'the file holds ICNet_BN, filter_scale 1, 7 classes' in str(e.value)
+    assert 'the file holds ICNet_BN (filter_scale=1, num_classes=7)' in str(e.value)
     assert 'class heads' not in str(e.value) and 'skip' not in str(e.value)
