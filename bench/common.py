@@ -65,3 +65,37 @@ def report(title, table, script, append=True):
     if append:
         append_results(title, table, ' '.join(['python', script] + sys.argv[1:]))
     print(machine_info())
+
+
+def size_arguments(description, runs, warmup_help, argv=None):
+    """The options of a per-image-size benchmark (`--sizes HxW,... --runs --warmup
+    --no_append`), parsed; `args.sizes` is a list of (h, w)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--sizes', default='1024x2048,512x1024', help='HxW list')
+    parser.add_argument('--runs', type=int, default=runs, help='timed rounds (median)')
+    parser.add_argument('--warmup', type=int, default=2, help=warmup_help)
+    parser.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes.split(',')]
+    except ValueError:
+        parser.error(f'--sizes: expected HxW[,HxW...], got {args.sizes!r}')
+    return args
+
+
+def publish(title, notes, table, load_before, script, args, argv=None):
+    """Print `table` with the load averages before (`load_before`) and now; unless
+    `args.no_append`, append notes, table and loads to RESULTS.md under `title`."""
+    load_after = os.getloadavg()
+    loads = (
+        f'Load average {", ".join(f"{v:.2f}" for v in load_before)} before, '
+        f'{", ".join(f"{v:.2f}" for v in load_after)} after.'
+    )
+    print(table)
+    print(loads)
+    if not args.no_append:
+        command = f'python {script} ' + ' '.join(sys.argv[1:] if argv is None else argv)
+        append_results(title, '\n\n'.join([notes, table, loads]), command)
+        print('appended to bench/RESULTS.md')

@@ -85,6 +85,7 @@ def worker(args):
 
 
 def free_ports(n):
+    """n distinct free localhost ports (bound to port 0 together, then released)."""
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(('127.0.0.1', 0))

@@ -12,7 +12,6 @@ median wall and CPU ms per image (CPU = process time of all threads), the speed 
 the plain folded row and to the row before, and the share of labels equal to the plain row's.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -59,7 +58,7 @@ def bench_size(size, args):
     for _ in range(args.runs):
         for name, module in rows:
             wall, cpu = time.perf_counter(), time.process_time()
-            module.serve(images)['labels'].numpy()
+            labels[name] = module.serve(images)['labels'].numpy()
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
     plain = rows[0][0]
@@ -94,41 +93,26 @@ def format_table(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--sizes', default='1024x2048,512x1024', help='HxW list')
-    parser.add_argument('--runs', type=int, default=10, help='timed rounds (median)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed calls per row')
-    parser.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
-    args = parser.parse_args(argv)
-    try:
-        sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes.split(',')]
-    except ValueError:
-        parser.error(f'--sizes: expected HxW[,HxW...], got {args.sizes!r}')
-    load_before = os.getloadavg()
-    results = {size: bench_size(size, args) for size in sizes}
-    load_after = os.getloadavg()
-    table = format_table(results)
-    loads = (
-        f'Load average {", ".join(f"{v:.2f}" for v in load_before)} before, '
-        f'{", ".join(f"{v:.2f}" for v in load_after)} after.'
-    )
-    print(table)
-    print(loads)
-    if not args.no_append:
-        from bench.common import append_results
+    from bench.common import publish, size_arguments
 
-        notes = (
-            'ICNet_BN labels-only serving module (seeded weights, psp_bins (1, 2, 3, 4), 19 '
-            'classes, batch 1, toy-city image), the rewrites of `icnet_tf.rewrites` applied one '
-            f'more per row, {args.runs} interleaved rounds after {args.warmup} warm-up calls in '
-            'one process.'
-        )
-        append_results(
-            'Exact serving rewrites one at a time (bench/rewrites.py)',
-            '\n\n'.join([notes, table, loads]),
-            'python bench/rewrites.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
-        )
-        print('appended to bench/RESULTS.md')
+    args = size_arguments(__doc__.split('\n\n')[0], 10, 'untimed calls per row', argv)
+    load_before = os.getloadavg()
+    results = {size: bench_size(size, args) for size in args.sizes}
+    notes = (
+        'ICNet_BN labels-only serving module (seeded weights, psp_bins (1, 2, 3, 4), 19 '
+        'classes, batch 1, toy-city image), the rewrites of `icnet_tf.rewrites` applied one '
+        f'more per row, {args.runs} interleaved rounds after {args.warmup} warm-up calls in '
+        'one process.'
+    )
+    publish(
+        'Exact serving rewrites one at a time (bench/rewrites.py)',
+        notes,
+        format_table(results),
+        load_before,
+        'bench/rewrites.py',
+        args,
+        argv,
+    )
 
 
 if __name__ == '__main__':

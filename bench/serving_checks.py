@@ -13,7 +13,6 @@ load from other jobs slows both alike. Reported: median wall and CPU ms per imag
 process time of all threads) and checked / unchecked ratios; the labels must be identical.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -56,7 +55,7 @@ def bench_size(size, args):
     for r in range(args.runs):
         for name in sorted(variants, reverse=bool(r % 2)):
             wall, cpu = time.perf_counter(), time.process_time()
-            variants[name](images)['labels'].numpy()
+            labels[name] = variants[name](images)['labels'].numpy()
             walls[name].append(time.perf_counter() - wall)
             cpus[name].append(time.process_time() - cpu)
     same = bool(np.array_equal(labels['checked'], labels['unchecked']))
@@ -67,52 +66,37 @@ def bench_size(size, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--sizes', default='1024x2048,512x1024', help='HxW list')
-    parser.add_argument('--runs', type=int, default=20, help='timed rounds (median)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed calls per variant')
-    parser.add_argument('--no_append', action='store_true', help='do not write bench/RESULTS.md')
-    args = parser.parse_args(argv)
-    try:
-        sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes.split(',')]
-    except ValueError:
-        parser.error(f'--sizes: expected HxW[,HxW...], got {args.sizes!r}')
+    from bench.common import publish, size_arguments
+
+    args = size_arguments(__doc__.split('\n\n')[0], 20, 'untimed calls per variant', argv)
     load_before = os.getloadavg()
     lines = [
         '| size | checked ms/img (wall / CPU) | unchecked ms/img (wall / CPU) | checked / '
         'unchecked (wall / CPU) | labels identical |',
         '|---|---:|---:|---:|---|',
     ]
-    for size in sizes:
+    for size in args.sizes:
         times, same = bench_size(size, args)
         (cw, cc), (uw, uc) = times['checked'], times['unchecked']
         lines.append(
             f'| {size[0]}x{size[1]} | {cw:.1f} / {cc:.1f} | {uw:.1f} / {uc:.1f} | '
             f'{cw / uw:.3f} / {cc / uc:.3f} | {same} |'
         )
-    load_after = os.getloadavg()
-    table = '\n'.join(lines)
-    loads = (
-        f'Load average {", ".join(f"{v:.2f}" for v in load_before)} before, '
-        f'{", ".join(f"{v:.2f}" for v in load_after)} after.'
+    notes = (
+        'ICNet_BN serving function (every exact rewrite, labels + probabilities; seeded '
+        'weights, psp_bins (1, 2, 3, 4), 19 classes, batch 1, toy-city image) with the '
+        "exported signature's input check and without it, "
+        f'{args.runs} interleaved rounds after {args.warmup} warm-up calls in one process.'
     )
-    print(table)
-    print(loads)
-    if not args.no_append:
-        from bench.common import append_results
-
-        notes = (
-            'ICNet_BN serving function (every exact rewrite, labels + probabilities; seeded '
-            'weights, psp_bins (1, 2, 3, 4), 19 classes, batch 1, toy-city image) with the '
-            "exported signature's input check and without it, "
-            f'{args.runs} interleaved rounds after {args.warmup} warm-up calls in one process.'
-        )
-        append_results(
-            "The SavedModel's input check (bench/serving_checks.py)",
-            '\n\n'.join([notes, table, loads]),
-            'python bench/serving_checks.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
-        )
-        print('appended to bench/RESULTS.md')
+    publish(
+        "The SavedModel's input check (bench/serving_checks.py)",
+        notes,
+        '\n'.join(lines),
+        load_before,
+        'bench/serving_checks.py',
+        args,
+        argv,
+    )
 
 
 if __name__ == '__main__':

@@ -168,14 +168,7 @@ def main(argv):
         labels=labels,
         **cli.stream_options(input_context),
     )
-    trainer.fit(
-        dataset,
-        FLAGS.num_steps,
-        learning_rate=schedule,
-        samples=files,
-        skip_bad_files=FLAGS.skip_bad_files,
-    )
-    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
+    cli.fit(trainer, dataset, files, learning_rate=schedule)
 
 
 if __name__ == '__main__':

@@ -248,16 +248,14 @@ def main(argv):
         random_mirror=FLAGS.random_mirror,
         **cli.stream_options(input_context),
     )
-    trainer.fit(
+    cli.fit(
+        trainer,
         dataset,
-        FLAGS.num_steps,
+        files,
         hooks=hooks,
         hook_every=FLAGS.save_pred_every,
         learning_rate=schedule,
-        samples=files,
-        skip_bad_files=FLAGS.skip_bad_files,
     )
-    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 
 if __name__ == '__main__':

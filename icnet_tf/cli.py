@@ -367,6 +367,19 @@ def stream_options(input_context):
     return dict(batch_size=FLAGS.batch_size, seed=FLAGS.seed, input_context=input_context)
 
 
+def fit(trainer, dataset, samples, **options):
+    """`trainer.fit` to --num_steps with --skip_bad_files (`samples`: the `SampleFiles` that
+    name a bad file), then the closing line; `options`: hooks, hook_every, learning_rate."""
+    trainer.fit(
+        dataset,
+        FLAGS.num_steps,
+        samples=samples,
+        skip_bad_files=FLAGS.skip_bad_files,
+        **options,
+    )
+    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
+
+
 def strategy():
     """The --strategy, checked against --batch_size; returns (strategy, replicas)."""
     from icnet_tf.training import make_strategy

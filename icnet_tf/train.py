@@ -132,16 +132,14 @@ def main(argv):
         )
     else:
         hooks = [image_summary_hook(net, pairs[0], labels)]
-    trainer.fit(
+    cli.fit(
+        trainer,
         dataset,
-        FLAGS.num_steps,
+        files,
         hooks=hooks,
         hook_every=FLAGS.val_every or FLAGS.save_pred_every,
         learning_rate=schedule,
-        samples=files,
-        skip_bad_files=FLAGS.skip_bad_files,
     )
-    print(f'done: step {trainer.step}, checkpoint {trainer.latest_checkpoint}')
 
 
 if __name__ == '__main__':

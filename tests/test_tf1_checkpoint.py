@@ -42,14 +42,8 @@ NETS = {
 }
 # The TF1 batch-norm variable names -> the caffe-tensorflow names seeded.py keys weights by
 # (written here independently of the module; the crc32 check below confirms each pairing).
-SEEDED_PARAM = {
-    'weights': 'weights',
-    'biases': 'biases',
-    'gamma': 'scale',
-    'beta': 'offset',
-    'moving_mean': 'mean',
-    'moving_variance': 'variance',
-}
+TF1_PARAMS = ('weights', 'biases', 'gamma', 'beta', 'moving_mean', 'moving_variance')
+SEEDED_PARAM = dict(zip(TF1_PARAMS, ('weights', 'biases', 'scale', 'offset', 'mean', 'variance')))
 
 
 def load_record(case):

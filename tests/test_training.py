@@ -13,7 +13,6 @@ user had is lost."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.multiworker import free_ports
 from converters.tf1_checkpoint import damage, newest_intact
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,17 +46,6 @@ def toy(tmp_path_factory):
         seed=4,
     )
     return out
-
-
-def free_ports(n):
-    """n distinct free localhost ports (bound to port 0 together, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(('127.0.0.1', 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def readonly_view(folder, cmd):
