@@ -20,3 +20,10 @@ class WeightsFileError(UserError):
 
 class WeightsMismatchError(UserError):
     """Weights do not fit the network: missing, unexpected or wrong-shape keys (strict load)."""
+
+
+class Note(UserWarning):
+    """Something the user should know that did not stop the work (e.g. a damaged checkpoint
+    passed over for the newest intact one). Library code warns with it (`warnings.warn`; Python
+    shows each distinct note once per place); `icnet_tf.cli.run` prints it as one line,
+    `note: <message>`."""

@@ -30,7 +30,8 @@ API (a bottom-layer reader: files -> NumPy; imports nothing from icnet_tf/dff_tf
   working directory, `./snapshots/model.ckpt-N`), then as written if it is absolute.
   A folder's checkpoint must be intact (`damage`): when the one named is damaged (a truncated
   index or data file, a missing index), or the state file is corrupt or names a checkpoint that
-  is not there, the newest intact one is taken instead, with one `note:` line on stderr.
+  is not there, the newest intact one is taken instead, with a `converters.errors.Note` warning
+  (printed by the command-line tools as one `note:` line).
 * `newest_intact(folder, follow_state=True, verify=None) -> FolderCheckpoints`: that choice,
   read-only, with what was passed over and why (training repairs its folder from it:
   `icnet_tf.training.Trainer.restore`); `folder_prefixes(folder)`, `read_state_file(path)`.
@@ -56,12 +57,12 @@ tensor's crc32c. Any failure is a one-line `WeightsFileError` starting with the 
 import os
 import re
 import struct
-import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from converters.errors import WeightsFileError
+from converters.errors import Note, WeightsFileError
 
 STATE_FILES = ('checkpoint', 'checkpoint.txt')
 
@@ -147,8 +148,8 @@ def _is_tf2_key(name):
 def resolve(path):
     """A TF1 checkpoint prefix from a prefix, one of its files, a state file or a folder.
 
-    A folder gives its newest intact checkpoint (`newest_intact`; a fallback is noted once on
-    stderr). Raises `WeightsFileError` (one line naming `path`) when no checkpoint is found.
+    A folder gives its newest intact checkpoint (`newest_intact`; a fallback is a `Note`
+    warning). Raises `WeightsFileError` (one line naming `path`) when no checkpoint is found.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -360,20 +361,16 @@ def newest_intact(folder, *, follow_state=True, verify=None):
     )
 
 
-_noted = set()
-
-
 def resolve_folder(folder):
     """The newest intact checkpoint of a folder (`newest_intact`, following its state file);
-    a fallback is said once per process on stderr (`note: ...`); a one-line
-    `WeightsFileError` naming the folder when none is intact."""
+    a fallback is a `Note` warning; a one-line `WeightsFileError` naming the folder when none
+    is intact."""
     found = newest_intact(folder)
     if found.prefix is None:
         raise found.error()
     note = found.note()
-    if note and note not in _noted:
-        _noted.add(note)
-        print(f'note: {note}', file=sys.stderr, flush=True)
+    if note:
+        warnings.warn(note, Note, stacklevel=2)
     return found.prefix
 
 

@@ -24,7 +24,7 @@ _OBJECT_GRAPH = '_CHECKPOINTABLE_OBJECT_GRAPH'
 def resolve_checkpoint(path):
     """A checkpoint prefix from a directory or a prefix. A directory gives its latest intact
     checkpoint: the one its `checkpoint` state file names, or when that one is damaged, or the
-    state file is missing or corrupt, the newest intact one, said in one `note:` line on stderr
+    state file is missing or corrupt, the newest intact one, said as a `Note` warning
     (`tf1_checkpoint.newest_intact`; nothing in the folder is changed)."""
     path = os.fspath(path)
     if os.path.isdir(path):

@@ -18,10 +18,11 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 from absl import app, flags
 
-from converters.errors import UserError
+from converters.errors import Note, UserError
 from icnet_tf import datasets
 from icnet_tf.labels import FORMATS
 
@@ -32,6 +33,20 @@ def run(main):
     """`absl.app.run(main)`, turning user errors into one line on stderr and exit status 1."""
 
     def guarded(argv):
+        with warnings.catch_warnings():
+            warnings.simplefilter('default', Note)  # each distinct note once
+            show_others = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, Note):
+                    print(f'note: {message}', file=sys.stderr, flush=True)
+                else:
+                    show_others(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return checked(argv)
+
+    def checked(argv):
         try:
             if 'max_image_megapixels' in flags.FLAGS:
                 from icnet_tf.predict import set_max_pixels

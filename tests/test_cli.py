@@ -127,30 +127,47 @@ def test_converter_refuses_a_folder_that_holds_a_checkpoint(tmp_path):
     check_out_dir(str(tmp_path / 'fresh'), overwrite=False)  # a new folder is fine
 
 
-def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path):
-    """`cli.run` turns an OSError (a missing folder, a file where a folder is expected, no
-    permission) into `error: <file>: <reason>` and exit status 1, not a traceback."""
+def run_main(body):
+    """Run `def main(argv): <body>` under `cli.run` in a fresh Python, as a user starts a tool
+    (without the suite's log level, so the CLI's own quieting applies)."""
     import os
     import subprocess
     import sys
+    import textwrap
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    missing = tmp_path / 'no_such_dir' / 'out.txt'
-    code = (
-        'import sys\n'
-        'from icnet_tf import cli\n'
-        'def main(argv):\n'
-        f'    open({str(missing)!r}, "w")\n'
-        'cli.run(main)\n'
-    )
-    # As a user starts it: without the suite's log level, so the CLI's own quieting applies.
+    code = 'from icnet_tf import cli\n\ndef main(argv):\n' + textwrap.indent(body, '    ')
     user_env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
-    proc = subprocess.run(
-        [sys.executable, '-c', code],
+    return subprocess.run(
+        [sys.executable, '-c', code + '\ncli.run(main)\n'],
         capture_output=True,
         text=True,
         timeout=300,
         env=dict(user_env, PYTHONPATH=root),
     )
+
+
+def test_a_file_the_system_refuses_is_one_line_naming_it(tmp_path):
+    """`cli.run` turns an OSError (a missing folder, a file where a folder is expected, no
+    permission) into `error: <file>: <reason>` and exit status 1, not a traceback."""
+    missing = tmp_path / 'no_such_dir' / 'out.txt'
+    proc = run_main(f'open({str(missing)!r}, "w")\n')
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f'error: {missing}: No such file or directory']
+
+
+def test_a_note_from_the_library_is_one_line_said_once():
+    """A `Note` warning (e.g. a damaged checkpoint passed over) is `note: <message>`, each
+    distinct one once; other warnings keep Python's own form."""
+    proc = run_main(
+        'import warnings\n'
+        'from converters.errors import Note\n'
+        'for _ in range(3):\n'
+        "    warnings.warn('ckpt-6: truncated; using ckpt-4', Note)\n"
+        "warnings.warn('ckpt-4: also odd', Note)\n"
+        "warnings.warn('something else', UserWarning)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[:2] == ['note: ckpt-6: truncated; using ckpt-4', 'note: ckpt-4: also odd']
+    assert 'UserWarning: something else' in lines[2]

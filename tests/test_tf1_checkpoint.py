@@ -11,10 +11,12 @@ name -> value pairing is the original's, not this module's. It is read with
 outputs: max abs difference <= 1e-4 * max |reference|, argmax agreement >= 99.99%.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -22,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 from converters import tf1_checkpoint
-from converters.errors import WeightsFileError
+from converters.errors import Note, WeightsFileError
 from icnet_tf import ICNet, ICNet_BN, PSPNet101
 from icnet_tf.network import Network
 from tests.golden.seeded import seeded_array, seeded_images, seeded_uniform
@@ -44,6 +46,17 @@ NETS = {
 # (written here independently of the module; the crc32 check below confirms each pairing).
 TF1_PARAMS = ('weights', 'biases', 'gamma', 'beta', 'moving_mean', 'moving_variance')
 SEEDED_PARAM = dict(zip(TF1_PARAMS, ('weights', 'biases', 'scale', 'offset', 'mean', 'variance')))
+
+
+@contextlib.contextmanager
+def notes():
+    """The `Note` warnings given inside the block, as message strings, each distinct one once
+    per place (as the command-line tools show them)."""
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('default', Note)
+        yield said
+    said += [str(w.message) for w in caught if issubclass(w.category, Note)]
 
 
 def load_record(case):
@@ -238,7 +251,7 @@ def test_read_maps_names_and_lists_everything_else(tmp_path):
     assert len(skipped) == len(values) - 1
 
 
-def test_resolve_state_files_and_file_paths(tmp_path, capsys):
+def test_resolve_state_files_and_file_paths(tmp_path):
     prefix5 = tiny_checkpoint(tmp_path, 5)
     prefix100 = tiny_checkpoint(tmp_path, 100)  # the state file now names model.ckpt-100
     d = str(tmp_path)
@@ -271,11 +284,12 @@ def test_resolve_state_files_and_file_paths(tmp_path, capsys):
         WeightsFileError, match=r'checkpoint\.txt: names checkpoint .*model\.ckpt-7'
     ):
         tf1_checkpoint.resolve(os.path.join(d, 'checkpoint.txt'))
-    # the folder: the newest intact checkpoint instead, said once on stderr
-    assert tf1_checkpoint.resolve(d) == prefix100
-    assert tf1_checkpoint.resolve(d) == prefix100
-    assert capsys.readouterr().err.splitlines() == [
-        f"note: {d}/checkpoint.txt: names checkpoint 'model.ckpt-7', which is not in {d}: "
+    # the folder: the newest intact checkpoint instead, said once (a Note)
+    with notes() as said:
+        assert tf1_checkpoint.resolve(d) == prefix100
+        assert tf1_checkpoint.resolve(d) == prefix100
+    assert said == [
+        f"{d}/checkpoint.txt: names checkpoint 'model.ckpt-7', which is not in {d}: "
         f'using {prefix100}, the newest intact checkpoint'
     ]
 
@@ -451,7 +465,7 @@ def test_hostile_declared_shapes_are_refused_before_anything_is_allocated(tmp_pa
         assert msg.startswith(p) and 'conv1/weights' in msg and '\n' not in msg, (what, msg)
 
 
-def test_a_folder_gives_its_newest_intact_checkpoint_and_changes_nothing(tmp_path, capsys):
+def test_a_folder_gives_its_newest_intact_checkpoint_and_changes_nothing(tmp_path):
     """The original's snapshot folder with its newest checkpoint damaged, or a corrupt state
     file: the newest intact checkpoint, one note on stderr, every file byte-identical."""
     prefixes = {s: tiny_checkpoint(tmp_path, s) for s in (5, 20, 100)}  # state: model.ckpt-100
@@ -464,24 +478,26 @@ def test_a_folder_gives_its_newest_intact_checkpoint_and_changes_nothing(tmp_pat
     with open(index, 'r+b') as f:
         f.truncate(os.path.getsize(index) - 7)
     before = files()
-    assert tf1_checkpoint.resolve(d) == prefixes[20]
-    weights, _ = tf1_checkpoint.read(d)
+    with notes() as said:
+        assert tf1_checkpoint.resolve(d) == prefixes[20]
+        weights, _ = tf1_checkpoint.read(d)
     assert 'conv1' in weights
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith(f'note: {index}: not a readable TF checkpoint')
-    assert err[0].endswith(f'using {prefixes[20]}, the newest intact checkpoint')
+    assert len(said) == 1 and said[0].startswith(f'{index}: not a readable TF checkpoint')
+    assert said[0].endswith(f'using {prefixes[20]}, the newest intact checkpoint')
     assert files() == before
 
     found = tf1_checkpoint.newest_intact(d)
     assert (found.prefix, [p for p, _ in found.damaged]) == (prefixes[20], [prefixes[100]])
     os.remove(prefixes[20] + '.index')  # only its data file left: listed, and damaged
-    assert tf1_checkpoint.resolve(d) == prefixes[5]
-    assert f'{prefixes[20]}.index: missing' in capsys.readouterr().err
+    with notes() as said:
+        assert tf1_checkpoint.resolve(d) == prefixes[5]
+    assert f'{prefixes[20]}.index: missing' in said[0]
 
     with open(os.path.join(d, 'checkpoint'), 'wb') as f:
         f.write(b'\xff\xfe garbage')
-    assert tf1_checkpoint.resolve(d) == prefixes[5]
-    assert f'note: {d}/checkpoint: corrupt checkpoint state file' in capsys.readouterr().err
+    with notes() as said:
+        assert tf1_checkpoint.resolve(d) == prefixes[5]
+    assert f'{d}/checkpoint: corrupt checkpoint state file' in said[0]
 
     with open(prefixes[5] + '.data-00000-of-00001', 'r+b') as f:
         f.truncate(10)
