@@ -1,4 +1,4 @@
-"""`python -m dff_tf.evaluate`: mIoU of DFF at key distances {1, 5, 9} and of the per-frame
+r"""`python -m dff_tf.evaluate`: mIoU of DFF at key distances {1, 5, 9} and of the per-frame
 baseline on the same frames, plus frames/s.
 
     python -m dff_tf.evaluate --data_list list/video_val.txt --data_dir DIR \

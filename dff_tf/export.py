@@ -1,4 +1,4 @@
-"""`python -m dff_tf.export`: a SavedModel of DFF with a key-frame and a propagation signature.
+r"""`python -m dff_tf.export`: a SavedModel of DFF with a key-frame and a propagation signature.
 
     python -m dff_tf.export --restore_from snapshots_dff/ --input_size 1024,2048 \
         --export_dir dff_saved_model [--flownet_weights W]

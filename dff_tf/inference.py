@@ -1,4 +1,4 @@
-"""`python -m dff_tf.inference`: segment a video with Deep Feature Flow.
+r"""`python -m dff_tf.inference`: segment a video with Deep Feature Flow.
 
     python -m dff_tf.inference --frames DIR_or_GLOB --restore_from snapshots_dff/ \
         [--key_interval 5] [--save_dir dff_output] [--flownet_weights W] [--gif_width 1024]

@@ -1,4 +1,4 @@
-"""`python -m dff_tf.train`: train Deep Feature Flow on (key, current, label) pairs of videos.
+r"""`python -m dff_tf.train`: train Deep Feature Flow on (key, current, label) pairs of videos.
 
     python -m dff_tf.train --data_list list/video_train.txt --data_dir DIR \
         [--videos_json DIR/videos.json] [--feature_net pspnet101|icnet_bn|icnet]
@@ -152,8 +152,7 @@ def main(argv):
             print('no --flownet_weights: FlowNetS starts from a fresh initialisation')
         load_weights(dff, FLAGS.restore_from, FLAGS.flownet_weights, fresh_heads=True)
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
-        os.makedirs(FLAGS.snapshot_dir, exist_ok=True)
-        cli.write_json(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), dff.get_config())
+        cli.record_json(os.path.join(FLAGS.snapshot_dir, CONFIG_NAME), dff.get_config(), 'model')
         cli.save_dataset(FLAGS.snapshot_dir, spec)
 
     max_distance = FLAGS.key_distance if FLAGS.key_distance is not None else FLAGS.max_key_distance

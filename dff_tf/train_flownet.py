@@ -1,4 +1,4 @@
-"""`python -m dff_tf.train_flownet`: pretrain FlowNetS on videos whose flow is known.
+r"""`python -m dff_tf.train_flownet`: pretrain FlowNetS on videos whose flow is known.
 
     python -m dff_tf.train_flownet --data_list list/video_train.txt --data_dir DIR \
         --videos_json DIR/videos.json [--val_list list/video_val.txt]
@@ -28,8 +28,6 @@ a poly learning rate. Checkpoints, resume, NaN stop, progress bar and TensorBoar
 `icnet_tf.training.Trainer`; with --val_list the mean end-point error in frame pixels of the
 validation pairs is printed and logged (`val/epe_px`) every --save_pred_every steps.
 """
-
-import os
 
 import tensorflow as tf
 from absl import flags
@@ -159,12 +157,6 @@ def validation_batches(pairs, limit, batch_size=4):
     return list(ds.take(max(1, len(idx) // min(batch_size, len(idx)))))
 
 
-def write_config(snapshot_dir, config):
-    """`<snapshot_dir>/flownet_config.json` (through a temporary file and a rename)."""
-    os.makedirs(snapshot_dir, exist_ok=True)
-    cli.write_json(flownet_config_path(snapshot_dir), config)
-
-
 def main(argv):
     del argv
     quiet_tf()
@@ -218,7 +210,8 @@ def main(argv):
         save_every=FLAGS.save_pred_every,
     )
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
-        write_config(FLAGS.snapshot_dir, dict(config, flownet=flownet_config(flownet)))
+        config = dict(config, flownet=flownet_config(flownet))
+        cli.record_json(flownet_config_path(FLAGS.snapshot_dir), config, 'flow network')
     resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')

@@ -76,6 +76,11 @@ def run(main):
             'line each (a small file can declare a huge image)',
             lower_bound=0.001,
         )
+    # --help lists the tool's own flags: the shared groups defined here and in dff_tf.cli
+    # (data, training, model, dataset, output flags) count as the tool's, not only --helpfull.
+    for module in ('icnet_tf.cli', 'dff_tf.cli'):
+        for flag in FLAGS.get_flags_for_module(module):
+            FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(guarded)
 
 
@@ -209,9 +214,44 @@ def saved_dataset(restore_from):
 
 
 def save_dataset(snapshot_dir, spec):
-    """Record the dataset next to the checkpoints (`saved_dataset` reads it back)."""
-    os.makedirs(snapshot_dir, exist_ok=True)
-    write_json(os.path.join(snapshot_dir, DATASET_FILE), datasets.to_record(spec))
+    """Record the dataset next to the checkpoints (`saved_dataset` reads it back). A record of
+    another dataset already there (a resumed run given other dataset flags) is a UserError:
+    the checkpoints were trained on it, and the other tools read it."""
+    record_json(os.path.join(snapshot_dir, DATASET_FILE), datasets.to_record(spec), 'dataset')
+
+
+def record_json(path, data, what):
+    """Write a training run's record (its dataset, its model configuration) next to its
+    checkpoints: written when absent, left alone when equal; another record there is a
+    UserError naming it (a resumed run given other flags: the checkpoints were made with the
+    first, and the other tools read the record)."""
+    data = json.loads(json.dumps(data))
+    if os.path.exists(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                old = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f'{path}: unreadable {what} record ({e})') from None
+        if old != data:
+            changed = sorted(
+                (k for k in set(old) | set(data) if old.get(k) != data.get(k)),
+                key=lambda k: (k != 'name', k),
+            )
+
+            def short(value):
+                text = repr(value)
+                return text if len(text) <= 40 else text[:36] + ' ...'
+
+            raise UserError(
+                f'{path}: the checkpoints here were trained with another {what} ('
+                + ', '.join(
+                    f'{k} {short(old.get(k))}, now {short(data.get(k))}' for k in changed[:2]
+                )
+                + '): use another --snapshot_dir, or the flags of the first run'
+            )
+        return
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    write_json(path, data)
 
 
 # ------------------------------------------------------------------------------------ model

@@ -1,4 +1,4 @@
-"""`python -m icnet_tf.convert`: weights of another framework -> a TF2 checkpoint of a network.
+r"""`python -m icnet_tf.convert`: weights of another framework -> a TF2 checkpoint of a network.
 
     python -m icnet_tf.convert --npy icnet_cityscapes_train_30k_bnnomerge.npy --model ICNet_BN \
         --skip_layers sub4_out,sub24_out --out_dir weights/icnet_bn

@@ -1,4 +1,4 @@
-"""`python -m icnet_tf.evaluate`: mIoU of a network over a list file (the original evaluate.py).
+r"""`python -m icnet_tf.evaluate`: mIoU of a network over a list file (the original evaluate.py).
 
     python -m icnet_tf.evaluate --data_list list/val.txt --data_dir DIR --restore_from W \
         [--dataset cityscapes|ade20k|others] [--model ICNet_BN --filter_scale 1]

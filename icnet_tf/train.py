@@ -1,4 +1,4 @@
-"""`python -m icnet_tf.train`: train ICNet (or PSPNet101, `--model PSPNet101`) on a
+r"""`python -m icnet_tf.train`: train ICNet (or PSPNet101, `--model PSPNet101`) on a
 Cityscapes-style list (the original train.py).
 
     python -m icnet_tf.train --data_list list/train.txt --data_dir DIR \
@@ -20,6 +20,8 @@ the latest checkpoint in --snapshot_dir (weights, optimizer slots and step); oth
 starts from --restore_from (class heads that do not fit, e.g. another num_classes or the Caffe
 files' missing auxiliary heads, are skipped with a message) or from a fresh initialisation.
 """
+
+import sys
 
 from absl import flags
 
@@ -107,12 +109,20 @@ def main(argv):
         save_every=FLAGS.save_pred_every,
     )
     resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
-    if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
-        cli.save_dataset(FLAGS.snapshot_dir, spec)
     if resumed:
         print(f'resumed from {resumed} at step {trainer.step}')
     else:
         load_skipping_class_heads(net, FLAGS.restore_from)
+        batch_norm = any(key.endswith('/mean') for key in net.param_shapes())
+        if not FLAGS.restore_from and batch_norm and not FLAGS.update_mean_var:
+            print(
+                'note: training from scratch without --update_mean_var: the batch-norm '
+                'statistics stay at mean 0, variance 1, so the network will not predict in '
+                'inference mode; pass --update_mean_var --train_beta_gamma (as the demo does)',
+                file=sys.stderr,
+            )
+    if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
+        cli.save_dataset(FLAGS.snapshot_dir, spec)
 
     files = pair_files(pairs, where, labels)  # finds a file tf.data cannot decode
     dataset = lambda input_context: train_dataset(  # one input pipeline per worker
