@@ -204,6 +204,18 @@ class FlowNetS(Network):
         self.batch_norm = bool(batch_norm)
         self.width = width
 
+    @classmethod
+    def recognise(cls, weights):
+        """FlowNetS: `predict_flow2` and `conv1`. batch_norm: a `conv1_bn` layer; width: the
+        output channels of the `conv1` kernel / 64."""
+        if 'predict_flow2' not in weights or 'conv1' not in weights:
+            return None
+        kernel = weights['conv1'].get('weights')
+        options = {'batch_norm': 'conv1_bn' in weights}
+        if kernel is not None and len(kernel.shape) == 4:
+            options['width'] = kernel.shape[-1] / 64
+        return options
+
     def get_config(self):
         return dict(batch_norm=self.batch_norm, width=self.width)
 

@@ -60,8 +60,8 @@ def run(main):
             where = f'{e.filename}: ' if e.filename else ''
             print(f'error: {where}{e.strerror or e}', file=sys.stderr)
             sys.exit(1)
-        except KeyboardInterrupt:
-            print('interrupted', file=sys.stderr)
+        except KeyboardInterrupt as e:  # a tool may say where it stopped and how to go on
+            print(f'interrupted{": " if str(e) else ""}{e}', file=sys.stderr)
             sys.exit(130)
 
     if 'verbose' not in flags.FLAGS:

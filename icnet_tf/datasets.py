@@ -617,6 +617,8 @@ def _walk(top, suffix):
 def scan_pairs(spec, root, split, encoding=None):
     """Find (image, label) pairs of `split` in the official tree under `root`.
 
+    `encoding`: the label files to pair (None: the layout's default, or the one encoding the
+    tree has when it has no default-encoded files).
     Returns `(pairs, problems)`: `pairs` is a sorted list of `(image_rel, label_rel)` with
     paths relative to `root` ('/' separators; `label_rel` is None for unlabelled splits such as
     Cityscapes test), `problems` one line per unmatched file (an image without its label or a
@@ -630,7 +632,7 @@ def scan_pairs(spec, root, split, encoding=None):
             f'--dataset {spec.name} has no split {split!r} (choose one of '
             f'{", ".join(layout.splits)})'
         )
-    encoding = encoding or layout.default_encoding
+    chosen, encoding = encoding, encoding or layout.default_encoding
     if encoding not in layout.label_suffixes:
         raise UserError(
             f'--dataset {spec.name}: the official tree has no {encoding!r} label files '
@@ -656,12 +658,19 @@ def scan_pairs(spec, root, split, encoding=None):
     label_top = os.path.join(root, base, label_dir)
     labels = _walk(label_top, suffix) if os.path.isdir(label_top) else {}
     if not labels:
-        others_found = [
-            f'*{s} ({e})'
+        found = [
+            e
             for e, s in layout.label_suffixes.items()
             if s != suffix and os.path.isdir(label_top) and _walk(label_top, s)
         ]
-        hint = f'; found {", ".join(others_found)} instead' if others_found else ''
+        if chosen is None and len(found) == 1:  # the one encoding the tree has: read it
+            return scan_pairs(spec, root, split, found[0])
+        hint = (
+            f'; found {", ".join(f"*{layout.label_suffixes[e]}" for e in found)} instead '
+            f'(--label_encoding {" or ".join(found)})'
+            if found
+            else ''
+        )
         raise UserError(f'{label_top}: no *{suffix} label files{hint}')
     label_rel = {k: f'{prefix}{label_dir}/{p}' for k, p in labels.items()}
     pairs, problems = [], []

@@ -1,14 +1,15 @@
 """`python -m icnet_tf.export`: a SavedModel (and optionally TFLite) of any registered network.
 
     python -m icnet_tf.export --restore_from W --model ICNet_BN [--dataset cityscapes|ade20k|others]
-        [--filter_scale 1] --export_dir DIR [--no_probabilities] [--tflite --input_size 1024,2048]
+        [--filter_scale 1] --export_dir DIR [--serving_size H,W] [--no_probabilities]
+        [--tflite --input_size 1024,2048]
 
 The SavedModel's `serving_default` signature takes `images`: uint8 RGB `[N, H, W, 3]` of any
-height and width (a fixed one with `--input_size`, which networks with static pyramid pooling
-such as PSPNet101 need) and returns `labels` (int32 `[N, H, W]`, trainIds) and, unless
+height and width (a fixed one with `--serving_size`, which networks with static pyramid
+pooling such as PSPNet101 need) and returns `labels` (int32 `[N, H, W]`, trainIds) and, unless
 --no_probabilities, `probabilities` (float32 `[N, H, W, C]`); see `icnet_tf.serving`. It
 declares `images` of any shape and checks it: other input (gray, RGBA, unbatched, empty, or
-another size than `--input_size`) fails with an InvalidArgumentError saying `images: expected
+another size than `--serving_size`) fails with an InvalidArgumentError saying `images: expected
 uint8 RGB [N, H, W, 3] ...` and the shape received (`saved_model_cli` shows `unknown_rank`). The
 network's declared exact rewrites are applied (`icnet_tf.rewrites`; for ICNet: batch norm
 folded into the merged `ICNet`, the zoom rewrites, the channel swap folded into the first
@@ -57,6 +58,11 @@ def main(argv):
     cli.check_output_dir(FLAGS.export_dir, 'export_dir', FLAGS.overwrite)
     if FLAGS.tflite and not FLAGS.input_size:
         raise UserError('--tflite needs --input_size H,W (TFLite models have a fixed size)')
+    if FLAGS.input_size and not FLAGS.tflite:
+        raise UserError(
+            '--input_size is the size of the TFLite model (with --tflite); the SavedModel takes '
+            'any size, or one fixed with --serving_size H,W'
+        )
     tflite_size = cli.parse_size(FLAGS.input_size, 'input_size') if FLAGS.tflite else None
     serving_size = (
         cli.parse_size(FLAGS.serving_size, 'serving_size') if FLAGS.serving_size else None

@@ -474,6 +474,12 @@ class Trainer:
             return self._fit(
                 dataset, start, num_steps, hooks, hook_every, learning_rate, progress, bad_input
             )
+        except KeyboardInterrupt:
+            progress.close()
+            raise KeyboardInterrupt(
+                f'at step {self.step}; the last checkpoint is {self.latest_checkpoint}: the same '
+                'command resumes from it'
+            ) from None
         except _LOST_WORKER_ERRORS as e:
             if self.num_workers <= 1:
                 raise

@@ -82,8 +82,10 @@ class LoadReport:
             lines.append(
                 f'  not network parameters (not used): {len(self.not_parameters)} ({shown}{more})'
             )
-        if self.skipped:
-            lines.append(f'  skipped on request: {", ".join(self.skipped)}')
+        if self.skipped:  # --skip_layers, or heads the tool does not use (auxiliary heads)
+            more = ', ...' if len(self.skipped) > 3 else ''
+            shown = ', '.join(self.skipped[:3])
+            lines.append(f'  skipped (not used here): {len(self.skipped)} ({shown}{more})')
         for key in self.missing:
             lines.append(f'  missing (left as initialised): {key}')
         for key in self.unexpected:

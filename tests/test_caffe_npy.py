@@ -182,7 +182,7 @@ def test_cli_converts_and_reports(tmp_path, bn_net):
     )
     assert r.returncode == 0, r.stderr
     n_arrays = len(bn_net.variables_by_key()) - 4
-    assert f'loaded {n_arrays} arrays' in r.stdout and 'skipped on request' in r.stdout
+    assert f'loaded {n_arrays} arrays' in r.stdout and 'skipped (not used here)' in r.stdout
     net = ICNet_BN(num_classes=19)
     net.load(str(out), skip=('sub4_out', 'sub24_out'))
     want = np.load(path, allow_pickle=True).item()['conv5_4_k1']['weights']

@@ -370,3 +370,23 @@ def test_export_cli_errors_are_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error:') and 'missing.npy' in lines[0], (
         done.stderr
     )
+
+
+def test_input_size_without_tflite_is_refused(tmp_path):
+    """--input_size sizes the TFLite model only; without --tflite it would be silently ignored
+    (the SavedModel size is --serving_size)."""
+    done = run_module(
+        'icnet_tf.export',
+        '--restore_from',
+        str(tmp_path / 'missing.npy'),
+        '--export_dir',
+        str(tmp_path / 'x'),
+        '--input_size',
+        '256,512',
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        'error: --input_size is the size of the TFLite model (with --tflite); the SavedModel '
+        'takes any size, or one fixed with --serving_size H,W'
+    ]
+    assert not (tmp_path / 'x').exists()

@@ -550,3 +550,15 @@ def test_half_width_parity_with_torch_checkpoint(light, tmp_path):
     with pytest.raises(WeightsMismatchError, match='conv1/weights'):
         sd = seeded_torch_state_dict(FlowNetS().torch_state_dict_shapes(), 1)
         net.load(net.torch_key_map(sd), verbose=False)
+
+
+def test_flownet_weights_are_recognised(nets, light):
+    """A FlowNetS snapshot given where another network is expected is named as one (the
+    'the file holds ...' hint), with its variant's options."""
+    for net in (*nets.values(), *light.values()):
+        weights = {}
+        for key, shape in net.param_shapes().items():
+            layer, param = key.split('/')
+            weights.setdefault(layer, {})[param] = np.broadcast_to(np.float32(0), shape)
+        options = f'batch_norm={net.batch_norm}, width={net.width}'
+        assert Network.describe_weights(weights) == f'holds FlowNetS ({options})'

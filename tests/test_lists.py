@@ -114,6 +114,29 @@ def test_train_ids_by_flag_and_a_helpful_error_when_absent(cityscapes):
         scan_pairs(CITYSCAPES, cityscapes, 'train', 'trainIds')
 
 
+def test_a_tree_with_only_train_ids_is_read_without_the_flag(tmp_path):
+    """The toy city (and a tree made with cityscapesScripts' createTrainIdLabelImgs alone) has
+    only *_labelTrainIds.png: without --label_encoding those are paired; an encoding asked
+    for and absent names the flag for the one there."""
+    (tmp_path / 'leftImg8bit' / 'val' / 'c').mkdir(parents=True)
+    (tmp_path / 'gtFine' / 'val' / 'c').mkdir(parents=True)
+    (tmp_path / 'leftImg8bit/val/c/c_000000_000001_leftImg8bit.png').write_bytes(b'')
+    (tmp_path / 'gtFine/val/c/c_000000_000001_gtFine_labelTrainIds.png').write_bytes(b'')
+    pairs, problems = scan_pairs(CITYSCAPES, str(tmp_path), 'val')
+    assert (
+        pairs
+        == [
+            (
+                'leftImg8bit/val/c/c_000000_000001_leftImg8bit.png',
+                'gtFine/val/c/c_000000_000001_gtFine_labelTrainIds.png',
+            )
+        ]
+        and problems == []
+    )
+    with pytest.raises(UserError, match=r'instead \(--label_encoding trainIds\)$'):
+        scan_pairs(CITYSCAPES, str(tmp_path), 'val', 'labelIds')
+
+
 def test_overwrite_needs_the_flag(cityscapes, tmp_path):
     out = tmp_path / 'val.txt'
     out.write_text('precious\n')

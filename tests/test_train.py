@@ -142,6 +142,20 @@ def test_resume_restores_weights_step_and_optimizer_slots(tmp_path):
     assert trainer2.step == 5
 
 
+def test_an_interrupt_says_the_step_and_the_checkpoint_to_resume_from(tmp_path):
+    _, _, trainer, data = tiny_trainer(tmp_path, save_every=2)
+
+    def interrupt(step, writer):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        trainer.fit(data, 10, hooks=[interrupt], hook_every=1)
+    assert str(caught.value) == (
+        f'at step 3; the last checkpoint is {tmp_path}/ckpt-2: the same command resumes from it'
+    )
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     _, _, trainer, data = tiny_trainer(tmp_path, loss_scale=4, save_every=2)
     with pytest.raises(TrainingDiverged, match=r'nan at step 5.*ckpt-4'):
