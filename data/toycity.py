@@ -1068,7 +1068,14 @@ def generate(out_dir, progress=False, **run):
         results[task] = result
         if progress and (20 * before // total != 20 * done // total or done == total):  # 5 % steps
             bar = '#' * (30 * done // total)
-            sys.stderr.write(f'\r[{bar:<30}] {done}/{total} images  {time.time() - start:5.1f}s')
+            elapsed = time.time() - start
+            rate = done / max(elapsed, 1e-9)
+            eta = int((total - done) / max(rate, 1e-9))
+            end = '\r' if sys.stderr.isatty() else '\n'  # a file or pipe gets whole lines
+            sys.stderr.write(
+                f'[{bar:<30}] {done}/{total} images {rate:.1f} images/s ETA '
+                f'{eta // 60:02d}:{eta % 60:02d}{end}'
+            )
             sys.stderr.flush()
 
     if num_workers <= 1:
@@ -1082,7 +1089,7 @@ def generate(out_dir, progress=False, **run):
             futures = {pool.submit(_run_task, out_dir, *task, *args): task for task in tasks}
             for fut in cf.as_completed(futures):
                 record(futures[fut], fut.result())
-    if progress and total:
+    if progress and total and sys.stderr.isatty():
         sys.stderr.write('\n')
     out = dict(out_dir=out_dir)
     for name, kind, split in (

@@ -94,7 +94,8 @@ def evaluate(
     if not samples:
         raise UserError(
             f'{videos.list_path}: no labelled frame has frames at all distances '
-            f'{distances} before it in its sequence'
+            f'{distances} before it in its sequence (the key interval l adds 1..l-1): give '
+            'smaller --distances / --key_interval, or longer videos'
         )
     samples = spread(samples, max_samples)
     runner = VideoRunner(dff, key_interval=key_interval)

@@ -81,7 +81,16 @@ def run(main):
     for module in ('icnet_tf.cli', 'dff_tf.cli'):
         for flag in FLAGS.get_flags_for_module(module):
             FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(guarded)
+    app.run(guarded, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag as one `error:` line and exit status 1."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f'error: {" ".join(str(e).split())} (--help lists the flags)', file=sys.stderr)
+        sys.exit(1)
 
 
 def tool_command(module, *args, **flags):

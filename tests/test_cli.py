@@ -127,7 +127,7 @@ def test_converter_refuses_a_folder_that_holds_a_checkpoint(tmp_path):
     check_out_dir(str(tmp_path / 'fresh'), overwrite=False)  # a new folder is fine
 
 
-def run_main(body):
+def run_main(body, *args):
     """Run `def main(argv): <body>` under `cli.run` in a fresh Python, as a user starts a tool
     (without the suite's log level, so the CLI's own quieting applies)."""
     import os
@@ -139,7 +139,7 @@ def run_main(body):
     code = 'from icnet_tf import cli\n\ndef main(argv):\n' + textwrap.indent(body, '    ')
     user_env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
     return subprocess.run(
-        [sys.executable, '-c', code + '\ncli.run(main)\n'],
+        [sys.executable, '-c', code + '\ncli.run(main)\n', *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -171,3 +171,12 @@ def test_a_note_from_the_library_is_one_line_said_once():
     lines = proc.stderr.strip().splitlines()
     assert lines[:2] == ['note: ckpt-6: truncated; using ckpt-4', 'note: ckpt-4: also odd']
     assert 'UserWarning: something else' in lines[2]
+
+
+def test_a_bad_flag_is_one_line():
+    proc = run_main('pass\n', '--max_image_megapixel', '3')
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: Unknown command line flag 'max_image_megapixel'. Did you mean: "
+        'max_image_megapixels ? (--help lists the flags)'
+    ]
