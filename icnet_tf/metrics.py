@@ -13,6 +13,7 @@ import numpy as np
 
 from converters.errors import UserError
 from icnet_tf import labels as label_files
+from icnet_tf.data import list_lines, sample_place
 from icnet_tf.datasets import others
 from icnet_tf.predict import Segmenter, read_image
 from icnet_tf.progress import Progress
@@ -86,12 +87,17 @@ def evaluate(
     cm = np.zeros((n, n), np.int64)
     stems = label_files.output_stems([image for image, _ in pairs]) if save_dir else {}
     bar = Progress(0, len(pairs)) if progress else None
+    lines = list_lines(list_path) if list_path and os.path.isfile(list_path) else None
     for index, (image_path, label_path) in enumerate(pairs):
-        image = read_image(image_path)
-        label = read(label_path)
+        place = sample_place(list_path, lines, index)
+        try:
+            image = read_image(image_path)
+            label = read(label_path)
+        except UserError as e:  # a file that passed the header checks but does not decode
+            raise UserError(f'{place}: {e}') from None
         if label.shape != image.shape[:2]:
             raise UserError(
-                f'{list_path}:{index + 1}: label {label.shape} and image '
+                f'{place}: label {label.shape} and image '
                 f'{image.shape[:2]} sizes differ ({label_path})'
             )
         pred = segmenter(image)

@@ -355,6 +355,16 @@ def test_bad_inputs_are_one_line(cityscapes, trained, tmp_path):
         r, 'frankfurt_000000_000019_leftImg8bit.png: the image is 48x80', '48x64 of --input_size'
     )
     assert not (tmp_path / 'e').exists()  # refused before anything was written
+    # an image that passes the header checks but does not decode: its list line is named
+    image = 'leftImg8bit/val/frankfurt/frankfurt_000001_000019_leftImg8bit.png'
+    label = 'gtFine/val/frankfurt/frankfurt_000001_000019_gtFine_labelIds.png'
+    truncated = tmp_path / 'truncated.png'
+    data = open(os.path.join(cityscapes, image), 'rb').read()
+    truncated.write_bytes(data[: len(data) // 2])
+    listed = tmp_path / 'truncated.txt'
+    listed.write_text(f'\n{image} {label}\n{truncated} {label}\n')
+    r = run('icnet_tf.evaluate', '--data_list', listed, '--data_dir', cityscapes, *common, expect=1)
+    one_line_error(r, f'error: {listed}:3: {truncated}: ')
 
 
 @pytest.mark.slow
