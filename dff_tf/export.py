@@ -138,7 +138,7 @@ def main(argv):
     with replacing_dir(FLAGS.export_dir) as tmp:
         module = export(dff, height, width, tmp, spec)
     print(
-        f'wrote a SavedModel for {height}x{width} frames to {FLAGS.export_dir}/ '
+        f'wrote a SavedModel for {height}x{width} frames to {os.path.join(FLAGS.export_dir, "")} '
         f'(signatures key_frame, propagate; features {module.grid[0]}x{module.grid[1]}x'
         f'{module.channels})'
     )

@@ -148,7 +148,9 @@ def main(argv):
     )
     if count:
         print(speed_line(runner, count, time.perf_counter() - start))
-        print(f'wrote {count} segmentation PNGs and video.gif to {FLAGS.save_dir}/')
+        print(
+            f'wrote {count} segmentation PNGs and video.gif to {os.path.join(FLAGS.save_dir, "")}'
+        )
     if problems:
         more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
         raise UserError(f'{len(problems)} of {len(paths)} frames skipped: {problems[0]}{more}')

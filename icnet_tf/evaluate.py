@@ -85,7 +85,7 @@ def main(argv):
     os.replace(tmp, os.path.join(out_dir, 'confusion_matrix.npy'))
     cli.write_json(os.path.join(out_dir, 'metrics.json'), metrics_dict(cm, spec))
     written = f'; {", ".join(f"*_{f}.png" for f in formats)}' if FLAGS.save_dir else ''
-    print(f'wrote confusion_matrix.npy and metrics.json{written} to {out_dir}/')
+    print(f'wrote confusion_matrix.npy and metrics.json{written} to {os.path.join(out_dir, "")}')
 
 
 if __name__ == '__main__':

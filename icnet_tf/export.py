@@ -92,7 +92,8 @@ def main(argv):
     applied = applied_rewrites(net, FLAGS.optimize)
     outputs = 'labels' + ('' if FLAGS.no_probabilities else ', probabilities')
     print(
-        f'wrote SavedModel to {FLAGS.export_dir}/ in {time.perf_counter() - start:.1f} s: '
+        f'wrote SavedModel to {os.path.join(FLAGS.export_dir, "")} in '
+        f'{time.perf_counter() - start:.1f} s: '
         f'{type(net).__name__} served as {type(module.net).__name__} '
         f'({len(module.net.params)} layers with weights; rewrites: '
         f'{", ".join(applied) or "none"}); '

@@ -250,7 +250,7 @@ def main(argv):
         print(
             f'{len(done)} image(s) segmented in {total:.1f} s (median {median:.0f} '
             f'ms/image, first {times[0]:.0f} ms incl. tracing); wrote '
-            f'{", ".join(f"*_{f}.png" for f in formats)} to {FLAGS.save_dir}/'
+            f'{", ".join(f"*_{f}.png" for f in formats)} to {os.path.join(FLAGS.save_dir, "")}'
         )
     if failed:
         for reason in failed.values():
