@@ -32,6 +32,7 @@ from icnet_tf.data import (
     decode_image,
     decode_label,
     list_lines,
+    natural_key,
     read_list,
     sample_stream,
 )
@@ -276,14 +277,14 @@ def frame_paths(spec):
                     ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.ppm', '.tif', '.tiff', '.webp')
                 )
             ),
-            key=sort_key,
+            key=natural_key,
         )
         paths = [os.path.join(spec, n) for n in names]
         if not paths:
             raise UserError(f'{spec}: directory holds no image files')
         return paths
     if any(ch in spec for ch in '*?['):
-        paths = sorted((p for p in glob.glob(spec) if os.path.isfile(p)), key=sort_key)
+        paths = sorted((p for p in glob.glob(spec) if os.path.isfile(p)), key=natural_key)
         if not paths:
             raise UserError(f'{spec}: the pattern matches no files')
         return paths
@@ -291,11 +292,6 @@ def frame_paths(spec):
         f'{spec}: no such directory (pass a directory of frames or a glob '
         'pattern such as "video/*.png")'
     )
-
-
-def sort_key(path):
-    """Natural order (frame_2 before frame_10)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', os.path.basename(path))]
 
 
 # ------------------------------------------------------------------ known flow (toy city videos)

@@ -73,6 +73,11 @@ def read_list(list_path, data_dir=''):
     return pairs
 
 
+def natural_key(path):
+    """Sort key of file names in natural order (frame_2 before frame_10)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', os.path.basename(path))]
+
+
 def list_lines(list_path):
     """The 1-based line numbers of the samples of a list file (its non-blank lines), so that
     the i-th pair of `read_list` can be named `<list>:<line>`."""

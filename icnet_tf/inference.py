@@ -50,6 +50,7 @@ from PIL import Image
 
 from converters.errors import UserError
 from icnet_tf import cli
+from icnet_tf.data import natural_key
 from icnet_tf.labels import check_outputs, is_own_output, output_stems, write_label_png
 from icnet_tf.palette import ORIGINAL
 from icnet_tf.predict import Protocol, Segmenter, read_image
@@ -85,7 +86,9 @@ def find_images(img_path):
             if name.lower().endswith(IMAGE_EXTENSIONS)
             and os.path.isfile(os.path.join(img_path, name))
         ]
-        found = sorted(os.path.join(img_path, n) for n in images if not is_own_output(n))
+        found = sorted(
+            (os.path.join(img_path, n) for n in images if not is_own_output(n)), key=natural_key
+        )
         if not found:
             own = len(images)
             skipped = f'; {own} files named like its outputs skipped' if own else ''
@@ -95,7 +98,10 @@ def find_images(img_path):
         return found
     if not glob.has_magic(img_path):
         raise UserError(f'{img_path}: no such file or directory')
-    found = sorted(p for p in glob.glob(img_path) if os.path.isfile(p) and not is_own_output(p))
+    found = sorted(
+        (p for p in glob.glob(img_path) if os.path.isfile(p) and not is_own_output(p)),
+        key=natural_key,
+    )
     if not found:
         raise UserError(f'{img_path}: the pattern matches no files')
     return found

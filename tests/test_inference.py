@@ -257,3 +257,13 @@ def test_a_folder_scan_skips_what_the_tools_wrote(tmp_path):
         os.remove(tmp_path / name)
     with pytest.raises(UserError, match='5 files named like its outputs skipped'):
         find_images(str(tmp_path))
+
+
+def test_a_folder_is_read_in_natural_order(tmp_path):
+    """p2 before p10, as DFF inference orders frames (not p1, p10, p11, p2)."""
+    for name in ('p10.png', 'p2.png', 'p1.png', 'p11.png'):
+        (tmp_path / name).write_bytes(b'')
+    names = [os.path.basename(p) for p in find_images(str(tmp_path))]
+    assert names == ['p1.png', 'p2.png', 'p10.png', 'p11.png']
+    names = [os.path.basename(p) for p in find_images(str(tmp_path / 'p*.png'))]
+    assert names == ['p1.png', 'p2.png', 'p10.png', 'p11.png']
