@@ -412,20 +412,29 @@ class Network(tf.Module):
         return None
 
     @staticmethod
+    def recognising_class(weights):
+        """`(class, options)` of the first network class that recognises a weights dict (see
+        `describe_weights` for the order), or `(None, None)`."""
+        classes = list(Network.__subclasses__())
+        for cls in classes:  # grows while it is walked: breadth first
+            classes += [sub for sub in cls.__subclasses__() if sub not in classes]
+        for cls in classes:
+            options = cls.recognise(weights)
+            if options is not None:
+                return cls, options
+        return None, None
+
+    @staticmethod
     def describe_weights(weights):
         """One line on what a weights dict holds, e.g. 'holds ICNet_BN (filter_scale=2,
         num_classes=150)': the first network class that recognises it, asking every subclass
         of `Network` defined so far, breadth first (a class before the classes derived from it,
         such as the serving variants of `icnet_tf.rewrites`), or its size when none does. The
         hint given when a file does not fit the network asked for."""
-        classes = list(Network.__subclasses__())
-        for cls in classes:  # grows while it is walked: breadth first
-            classes += [sub for sub in cls.__subclasses__() if sub not in classes]
-        for sub in classes:
-            options = sub.recognise(weights)
-            if options is not None:
-                told = ', '.join(f'{k}={v}' for k, v in options.items())
-                return f'holds {sub.__name__}' + (f' ({told})' if told else '')
+        cls, options = Network.recognising_class(weights)
+        if cls is not None:
+            told = ', '.join(f'{k}={v}' for k, v in options.items())
+            return f'holds {cls.__name__}' + (f' ({told})' if told else '')
         arrays = sum(len(params) for params in weights.values())
         return f'holds {arrays} arrays in {len(weights)} layers, of no network known here'
 

@@ -142,12 +142,24 @@ def load_into(net, source, ignore_missing=False, skip=(), verbose=True, source_n
         raise WeightsMismatchError(
             f'{name}: does not fit {type(net).__name__}{_describe(net)}: the file '
             f'{net.describe_weights(weights)}; {report.problems()}{report.hint(net.class_heads)}'
+            f'{_other_network_hint(net, weights)}'
         )
     for key, value in assignments.items():
         variables[key].assign(value.astype(np.float32))
     if verbose and (not report.ok or report.skipped):
         print(report)
     return report
+
+
+def _other_network_hint(net, weights):
+    """When the file holds another kind of network: how to ask for that one."""
+    cls, _ = net.recognising_class(weights)
+    if cls is None or isinstance(net, cls):
+        return ''
+    return (
+        f' -- to use it, ask for {cls.__name__} (--model {cls.__name__}; DFF: --feature_net '
+        f'{cls.__name__.lower()})'
+    )
 
 
 def _describe(net):

@@ -48,10 +48,14 @@ def test_tf1_checkpoint_folder_loads_and_a_wrong_model_says_what_the_file_holds(
     for key, var in net.variables_by_key().items():
         np.testing.assert_array_equal(var.numpy(), values[key])
     holds = re.escape('the file holds ICNet_BN (filter_scale=2, num_classes=7)')
-    with pytest.raises(WeightsMismatchError, match=holds):
+    with pytest.raises(WeightsMismatchError, match=holds) as e:
         ICNet(num_classes=7, filter_scale=2).load(str(tmp_path))
-    with pytest.raises(WeightsMismatchError, match=holds):
+    assert str(e.value).endswith(
+        ' -- to use it, ask for ICNet_BN (--model ICNet_BN; DFF: --feature_net icnet_bn)'
+    )
+    with pytest.raises(WeightsMismatchError, match=holds) as e:
         ICNet_BN(num_classes=19, filter_scale=1).load(str(tmp_path))
+    assert 'to use it, ask for' not in str(e.value)  # the same network: its options differ
 
 
 def test_the_class_head_hint_only_when_only_the_class_heads_differ():
