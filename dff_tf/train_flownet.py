@@ -29,6 +29,8 @@ a poly learning rate. Checkpoints, resume, NaN stop, progress bar and TensorBoar
 validation pairs is printed and logged (`val/epe_px`) every --save_pred_every steps.
 """
 
+import os
+
 import tensorflow as tf
 from absl import flags
 
@@ -210,6 +212,7 @@ def main(argv):
         save_every=FLAGS.save_pred_every,
     )
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
+        os.makedirs(FLAGS.snapshot_dir, exist_ok=True)  # flownet_config_path needs the folder
         config = dict(config, flownet=flownet_config(flownet))
         cli.record_json(flownet_config_path(FLAGS.snapshot_dir), config, 'flow network')
     resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
