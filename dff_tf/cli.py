@@ -6,7 +6,6 @@ The dataset group (`--dataset`, `--num_classes`, `--ignore_label`, `--class_name
 
 import inspect
 
-import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
@@ -154,12 +153,6 @@ def model_config(
         train_feature_net=train_feature_net,
         feature_net_kwargs=feature_kwargs,
     )
-
-
-def quiet_tf():
-    """TF's Python-side warnings (e.g. about a checkpoint that did not fit, right before our
-    own one-line error) would break the one-line error contract; errors still surface."""
-    tf.get_logger().setLevel('ERROR')
 
 
 # ----------------------------------------------------------------------------- training

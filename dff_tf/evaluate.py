@@ -41,7 +41,6 @@ from dff_tf.cli import (
     define_video_data_flags,
     define_weights_flags,
     model_and_dataset,
-    quiet_tf,
 )
 from dff_tf.data import read_video_list
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
@@ -209,7 +208,6 @@ def metrics(cms, speed, num_frames, config):
 
 def main(argv):
     del argv
-    quiet_tf()
     distances = parse_distances(FLAGS.distances)
     if FLAGS.interval_miou:
         distances = sorted(set(distances) | set(range(1, FLAGS.key_interval)))

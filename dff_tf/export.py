@@ -34,7 +34,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
+from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset
 from dff_tf.model import build_dff, check_frame_size, load_weights
 from icnet_tf import cli
 from icnet_tf.cli import check_output_dir, parse_size, replacing_dir
@@ -125,7 +125,6 @@ def export(dff, height, width, export_dir, spec=None):
 
 def main(argv):
     del argv
-    quiet_tf()
     if not FLAGS.input_size:
         raise UserError('--input_size H,W is required (the SavedModel has a static frame size)')
     height, width = parse_size(FLAGS.input_size, 'input_size')

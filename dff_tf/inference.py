@@ -22,7 +22,7 @@ from absl import flags
 from PIL import Image
 
 from converters.errors import UserError
-from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset, quiet_tf
+from dff_tf.cli import define_model_flags, define_weights_flags, model_and_dataset
 from dff_tf.data import frame_paths
 from dff_tf.model import VideoRunner, build_dff, check_frame_size, load_weights
 from icnet_tf import cli
@@ -122,7 +122,6 @@ def speed_line(runner, count, elapsed):
 
 def main(argv):
     del argv
-    quiet_tf()
     paths = [p for p in frame_paths(FLAGS.frames) if not own_output(p)]
     if not paths:
         raise UserError(f'{FLAGS.frames}: holds no frames besides earlier outputs of this tool')

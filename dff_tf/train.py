@@ -27,7 +27,6 @@ from dff_tf.cli import (
     define_model_flags,
     define_video_data_flags,
     model_and_dataset,
-    quiet_tf,
 )
 from dff_tf.data import MAX_KEY_DISTANCE, first_frame_size, read_video_list, train_dataset
 from dff_tf.model import (
@@ -100,7 +99,6 @@ def make_loss_fn(dff, *, ignore_label, weight_decay):
 
 def main(argv):
     del argv
-    quiet_tf()
     config, spec = model_and_dataset(
         FLAGS.restore_from,
         train_feature_net=FLAGS.train_feature_net,

@@ -35,7 +35,7 @@ import tensorflow as tf
 from absl import flags
 
 from converters.errors import UserError
-from dff_tf.cli import define_flownet_flag, quiet_tf
+from dff_tf.cli import define_flownet_flag
 from dff_tf.data import (
     MAX_KEY_DISTANCE,
     first_frame_size,
@@ -161,7 +161,6 @@ def validation_batches(pairs, limit, batch_size=4):
 
 def main(argv):
     del argv
-    quiet_tf()
     videos = read_video_list(FLAGS.data_list, FLAGS.data_dir, FLAGS.videos_json)
     pairs = flow_pairs(videos, FLAGS.videos_json, FLAGS.data_dir, FLAGS.max_key_distance)
     frame_size = first_frame_size(videos)

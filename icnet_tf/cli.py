@@ -14,6 +14,7 @@ predictions (`--save_dir`, `--output_format`, `--overwrite`).
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -47,6 +48,10 @@ def run(main):
             return checked(argv)
 
     def checked(argv):
+        if not FLAGS.verbose:
+            # TF's Python-side warnings (e.g. about a checkpoint that did not fit, right before
+            # our own one-line error) would break the one-line contract; errors still show.
+            logging.getLogger('tensorflow').setLevel(logging.ERROR)
         try:
             if 'max_image_megapixels' in flags.FLAGS:
                 from icnet_tf.predict import set_max_pixels

@@ -462,6 +462,7 @@ def test_from_scratch_notes_frozen_batch_norm_and_a_resume_keeps_its_dataset(toy
         timeout=300,
     )
     assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # no TF warning before it
     assert (
         r.stderr.strip()
         .splitlines()[-1]
@@ -470,6 +471,19 @@ def test_from_scratch_notes_frozen_batch_norm_and_a_resume_keeps_its_dataset(toy
             "'cityscapes', now 'others'"
         )
     ), r.stderr
+    assert open(record, 'rb').read() == before
+    # another class count: the checkpoint does not fit; one line, no TF warnings before it
+    r = subprocess.run(
+        _train_cli(toy, snap, '--num_steps', '2', '--dataset', 'ade20k'),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f'error: {snap}/ckpt-1: '), r.stderr
     assert open(record, 'rb').read() == before
     assert sorted(n for n in os.listdir(snap) if n.startswith('ckpt-1')) == [
         'ckpt-1.data-00000-of-00001',
