@@ -217,34 +217,40 @@ class DFF(tf.Module):
         return flow_input_size(height, width, self.flow_scale)
 
     # ------------------------------------------------------------------------- parts
-    def key_features(self, key_images):
-        """N_feat on key frames: `[N, Gh, Gw, C]` features (batch norm in inference mode)."""
+    def key_features(self, key_images, compute_dtype=None):
+        """N_feat on key frames: `[N, Gh, Gw, C]` features (batch norm in inference mode), in
+        `compute_dtype` (None: float32; see `Network.__call__`)."""
         x = self.feature_input(self._frames(key_images))
-        return self.feature_net(x, training=False, outputs=(self.feature_layer,))[
-            self.feature_layer
-        ]
+        return self.feature_net(
+            x, training=False, outputs=(self.feature_layer,), compute_dtype=compute_dtype
+        )[self.feature_layer]
 
-    def task(self, features, training=False):
+    def task(self, features, training=False, compute_dtype=None):
         """N_task: the feature network's classifier on (warped) features -> logits."""
-        return self.feature_net.classify(features, training=training)
+        return self.feature_net.classify(features, training=training, compute_dtype=compute_dtype)
 
     def flownet_pair(self, key_images, current_images):
         """FlowNetS' input for these frames (`flownet_pair` at this model's flow_scale)."""
         return flownet_pair(key_images, current_images, self.flow_scale)
 
-    def raw_flow(self, key_images, current_images, training=False):
+    def raw_flow(self, key_images, current_images, training=False, compute_dtype=None):
         """FlowNetS on `concat([current, key])` at `flow_scale`.
 
         Returns `(flow2, concat2)`: the raw flow `[N, ceil(h/4), ceil(w/4), 2]` (h, w =
         `flow_input_size`; FlowNetS input pixels / 20, x then y) and the decoder features it
-        was predicted from (`concat2`, the input of the scale field).
+        was predicted from (`concat2`, the input of the scale field), float32 (FlowNetS runs
+        in `compute_dtype`).
         """
         out = self.flownet(
             self.flownet_pair(key_images, current_images),
             training=training,
             outputs=('predict_flow2', FLOWNET_CONCAT2),
+            compute_dtype=compute_dtype,
         )
-        return out['predict_flow2'], out[FLOWNET_CONCAT2]
+        return (
+            tf.cast(out['predict_flow2'], tf.float32),
+            tf.cast(out[FLOWNET_CONCAT2], tf.float32),
+        )
 
     def grid_flow(self, raw_flow, grid_size, flow_input_size):
         """Raw FlowNetS flow -> displacement in pixels of a feature grid of `grid_size`.
@@ -269,18 +275,30 @@ class DFF(tf.Module):
             s = resize_bilinear_align_corners(s, grid_size)
         return s
 
-    def warp_features(self, features, key_images, current_images, *, training=False, raw_flow=None):
+    def warp_features(
+        self,
+        features,
+        key_images,
+        current_images,
+        *,
+        training=False,
+        raw_flow=None,
+        compute_dtype=None,
+    ):
         """Key-frame features warped to the current frames (times S with a scale field).
 
         `raw_flow`: use this FlowNetS output (raw units, at 1/4 of `flow_input_size`) instead
         of running FlowNetS (for tests and analysis; FlowNetS still runs for S if enabled).
+        FlowNetS runs in `compute_dtype`; the warp is float32 (so are the warped features).
         """
-        features = tf.convert_to_tensor(features, tf.float32)
+        features = tf.cast(tf.convert_to_tensor(features), tf.float32)
         current = self._frames(current_images)
         grid = _static_hw(features, 'features')
         concat2 = None
         if raw_flow is None or self.scale_field is not None:
-            flow2, concat2 = self.raw_flow(key_images, current, training=training)
+            flow2, concat2 = self.raw_flow(
+                key_images, current, training=training, compute_dtype=compute_dtype
+            )
             raw_flow = flow2 if raw_flow is None else raw_flow
         flow = self.grid_flow(raw_flow, grid, self.flow_input_size(*_static_hw(current, 'frames')))
         warped = warp(features, flow)
@@ -295,17 +313,22 @@ class DFF(tf.Module):
         )
         return self.task(warped, training=training)
 
-    def __call__(self, key_images, current_images, training=False):
-        """Training/evaluation forward pass of (key, current) pairs -> logits of current."""
+    def __call__(self, key_images, current_images, training=False, compute_dtype=None):
+        """Training/evaluation forward pass of (key, current) pairs -> logits of current.
+
+        `compute_dtype` (mixed precision): the networks run in it, the warp in float32; the
+        logits come in it."""
         key, current = self._frames(key_images), self._frames(current_images)
-        features = self.key_features(key)
+        features = tf.cast(self.key_features(key, compute_dtype), tf.float32)
         if not self.train_feature_net:
             features = tf.stop_gradient(features)
-        warped = self.warp_features(features, key, current, training=training)
+        warped = self.warp_features(
+            features, key, current, training=training, compute_dtype=compute_dtype
+        )
         # eq_flag of the original: a key frame's own features are used unwarped.
         same = tf.reduce_all(tf.equal(key, current), axis=[1, 2, 3])
         warped = tf.where(same[:, None, None, None], features, warped)
-        return self.task(warped, training=training)
+        return self.task(warped, training=training, compute_dtype=compute_dtype)
 
     def labels(self, logits, size):
         """Logits -> int32 labels `[N, H, W]`: resized the feature network's way, argmax."""

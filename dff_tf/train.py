@@ -6,6 +6,7 @@ r"""`python -m dff_tf.train`: train Deep Feature Flow on (key, current, label) p
         [--flownet_weights flownets_EPE1.951.pth] [--snapshot_dir snapshots_dff/]
         [--batch_size 4 --input_size 512,1024 --learning_rate 2.5e-4 --num_steps 20000]
         [--key_distance D] [--scale_field] [--train_feature_net] [--strategy mirrored]
+        [--precision float32|mixed_float16|mixed_bfloat16]
 
 Semantics: each sample is a labelled frame t, a key frame t - d with d
 uniform in [0, --max_key_distance] (or fixed --key_distance), clamped to the sequence start
@@ -38,7 +39,7 @@ from dff_tf.model import (
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, TF1Momentum, segmentation_loss
-from icnet_tf.training import Trainer
+from icnet_tf.training import Trainer, compute_dtype
 
 FLAGS = flags.FLAGS
 
@@ -78,12 +79,14 @@ def define_flags():
     define_model_flags()
 
 
-def make_loss_fn(dff, *, ignore_label, weight_decay):
-    """The replica loss of one ((key, current), label) batch and its parts."""
+def make_loss_fn(dff, *, ignore_label, weight_decay, precision='float32'):
+    """The replica loss of one ((key, current), label) batch and its parts (the networks in
+    the compute dtype of `precision`, the loss in float32)."""
+    dtype = compute_dtype(precision)
 
     def loss_fn(batch):
         (key, current), labels = batch
-        logits = dff(key, current, training=True)
+        logits = dff(key, current, training=True, compute_dtype=dtype)
         return segmentation_loss(
             {'xent': logits},
             labels,
@@ -124,7 +127,8 @@ def main(argv):
     print(
         f'{len(videos)} labelled frames in {len(videos.frames)} sequences ({spec.name}, '
         f'{labels.encoding} labels), {distance}, '
-        f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}; '
+        f'crop {crop[0]}x{crop[1]}, {replicas} replica(s), global batch {FLAGS.batch_size}, '
+        f'{FLAGS.precision}; '
         f'DFF({dff.feature_net_name}, flownet={config["flownet"]}, '
         f'flow_scale={dff.flow_scale}, '
         f'scale_field={dff.scale_field is not None}), N_feat '
@@ -136,9 +140,15 @@ def main(argv):
         model=dff,
         optimizer=optimizer,
         variables=dff.trained_variables(),
-        loss_fn=make_loss_fn(dff, ignore_label=spec.ignore_label, weight_decay=FLAGS.weight_decay),
+        loss_fn=make_loss_fn(
+            dff,
+            ignore_label=spec.ignore_label,
+            weight_decay=FLAGS.weight_decay,
+            precision=FLAGS.precision,
+        ),
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
+        precision=FLAGS.precision,
     )
     resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if resumed:

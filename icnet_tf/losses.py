@@ -24,7 +24,9 @@ def resize_labels(labels, size):
 
 
 def masked_xent_sum(logits, labels, num_classes, ignore_label):
-    """(sum of per-pixel cross entropies, number of valid pixels) for one head."""
+    """(sum of per-pixel cross entropies, number of valid pixels) for one head; logits of a
+    16-bit compute dtype (mixed precision) are cast to float32 first."""
+    logits = tf.cast(logits, tf.float32)
     labels = resize_labels(labels, tf.shape(logits)[1:3])[..., 0]
     valid = tf.logical_and(labels < num_classes, labels != ignore_label)
     labels = tf.boolean_mask(labels, valid)

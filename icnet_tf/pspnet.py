@@ -99,6 +99,7 @@ from icnet_tf.network import (
     Chain,
     Network,
     caffe_bgr_input,
+    keep_half_dtype,
     layer,
     resize_bilinear_align_corners,
 )
@@ -251,8 +252,8 @@ def adaptive_avg_pool2d(x, bins):
     h, w = x.shape[1], x.shape[2]
     if h is None or w is None:
         raise ValueError('adaptive_avg_pool2d needs a static height and width')
-    rows = tf.constant(adaptive_pool_matrix(int(h), int(bh)))
-    cols = tf.constant(adaptive_pool_matrix(int(w), int(bw)))
+    rows = tf.constant(adaptive_pool_matrix(int(h), int(bh)), dtype=x.dtype)
+    cols = tf.constant(adaptive_pool_matrix(int(w), int(bw)), dtype=x.dtype)
     y = tf.einsum('ih,bhwc->biwc', rows, x)
     return tf.einsum('jw,biwc->bijc', cols, y)
 
@@ -264,9 +265,8 @@ def resize_bilinear_half_pixel(x, size):
     Source row `(i + 0.5) * in_h / out_h - 0.5`, clamped at the borders (TF clamps the
     neighbour indices, PyTorch the negative coordinates; both give the edge pixel).
     """
-    return tf.raw_ops.ResizeBilinear(
-        images=x, size=size, align_corners=False, half_pixel_centers=True
-    )
+    y = tf.raw_ops.ResizeBilinear(images=x, size=size, align_corners=False, half_pixel_centers=True)
+    return keep_half_dtype(x, y)
 
 
 def caffe_pool_padding(size, kernel=3, stride=2, pad=1):

@@ -11,7 +11,8 @@ of `REWRITES`; a network opts in by naming it.
 
 * `fold_batch_norm`: batch norm folded into the preceding convolutions (`icnet_tf.fold`), into
   the structure the network names with `merged_network()`; auxiliary heads dropped.
-* `zoom_before_conv`: the network's chain class is extended with `LazyZoomChain`: a Caffe zoom
+* `zoom_before_conv` (also a training rewrite: `training_chain`, `TrainingZoomChain`): the
+  network's chain class is extended with `LazyZoomChain`: a Caffe zoom
   `interp(z_factor=2)` is kept lazy (`LazyZoom`) and a following linear layer runs on the small
   map (`zoom_dilated_conv` for `zero_padding(2)` + 3x3 dilation-2 convolutions; 1x1
   convolutions before the zoom); the final zoom of the logits is skipped when the network
@@ -76,7 +77,18 @@ def _materialized(value):
     return value
 
 
-def zoom_dilated_conv(x, kernel, bias=None):
+def native_dilated_conv(x, kernel):
+    """VALID convolution with dilation 2 (`tf.nn.conv2d(dilations=2)`)."""
+    return tf.nn.conv2d(x, kernel, 1, 'VALID', dilations=2)
+
+
+def space_to_batch_dilated_conv(x, kernel):
+    """The same as `native_dilated_conv` through `tf.nn.atrous_conv2d` (space to batch), whose
+    gradients exist on every device and dtype (TF 2.15's CPU float16 dilated kernels have none)."""
+    return tf.nn.atrous_conv2d(x, kernel, 2, 'VALID')
+
+
+def zoom_dilated_conv(x, kernel, bias=None, dilated_conv=native_dilated_conv):
     """`conv(pad(zoom2(x), 2), kernel, dilation=2, VALID) + bias` at a quarter of the cost.
 
     With `zoom2` the align-corners bilinear zoom of Caffe's `Interp(zoom_factor=2)` (h -> 2h-1)
@@ -91,7 +103,8 @@ def zoom_dilated_conv(x, kernel, bias=None):
     and columns 1 and 2w-3 and is computed with 1x3 / 3x1 convolutions on those lines. Needs
     h, w >= 2 (guaranteed by the serving size). The lines are subtracted with a scatter when h,
     w are only known at run time, and by slicing and concatenating when they are static (the
-    ops TFLite's builtins have: `tflite_model` converts this path).
+    ops TFLite's builtins have: `tflite_model` converts this path). `dilated_conv(x, kernel)`
+    computes the lines' dilation-2 convolutions.
     """
     shape = tf.shape(x)
     b, h, w = shape[0], shape[1], shape[2]
@@ -104,16 +117,16 @@ def zoom_dilated_conv(x, kernel, bias=None):
     # Rows of E: the first/last image row, zero-padded by one column, zoomed along the width, /2.
     rows = tf.pad(tf.concat([x[:, :1], x[:, -1:]], axis=1), [[0, 0], [0, 0], [1, 1], [0, 0]])
     rows = resize_bilinear_align_corners(rows, tf.stack([2, 2 * w + 3])) * 0.5
-    row_top = tf.nn.conv2d(rows[:, :1], kernel[:1], 1, 'VALID', dilations=2)  # [B,1,ow,C]
-    row_bottom = tf.nn.conv2d(rows[:, 1:], kernel[2:], 1, 'VALID', dilations=2)
+    row_top = dilated_conv(rows[:, :1], kernel[:1])  # [B,1,ow,C]
+    row_bottom = dilated_conv(rows[:, 1:], kernel[2:])
     # Columns of E, without the rows already counted above (its rows 1 and 2h+1).
     cols = tf.pad(tf.concat([x[:, :, :1], x[:, :, -1:]], axis=2), [[0, 0], [1, 1], [0, 0], [0, 0]])
     cols = resize_bilinear_align_corners(cols, tf.stack([2 * h + 3, 2])) * 0.5
     one, zero = tf.ones([1], x.dtype), tf.zeros([1], x.dtype)
     keep = tf.concat([one, zero, tf.ones(tf.reshape(2 * h - 1, [1]), x.dtype), zero, one], 0)
     cols = cols * tf.reshape(keep, [1, -1, 1, 1])
-    col_left = tf.nn.conv2d(cols[:, :, :1], kernel[:, :1], 1, 'VALID', dilations=2)  # [B,oh,1,C]
-    col_right = tf.nn.conv2d(cols[:, :, 1:], kernel[:, 2:], 1, 'VALID', dilations=2)
+    col_left = dilated_conv(cols[:, :, :1], kernel[:, :1])  # [B,oh,1,C]
+    col_right = dilated_conv(cols[:, :, 1:], kernel[:, 2:])
 
     out_shape = [x.shape[0], None, None, kernel.shape[3]]
     if x.shape[1] is not None and x.shape[2] is not None:  # static: slices and concat
@@ -152,7 +165,7 @@ def _subtract_lines(y, first, last, *, axis, size):
 
 
 class LazyZoomChain:
-    """A chain mixin with inference-only rewrites, all equal to the plain ops in real arithmetic.
+    """A chain mixin with exact rewrites, all equal to the plain ops in real arithmetic.
 
     Mixed in front of a network's own chain class (`zoom_before_conv`); the plain ops are the
     next class's in the MRO (called unwrapped, so each layer is recorded once).
@@ -165,11 +178,14 @@ class LazyZoomChain:
       align-corners resize is the align-corners resize of the original: bilinear interpolation
       reproduces bilinear functions). Every other op materializes a lazy input first.
     * Dilated convolutions call `tf.nn.conv2d(dilations=d)` instead of `atrous_conv2d`'s
-      space-to-batch form, so grappler fuses bias and ReLU into them.
+      space-to-batch form, so grappler fuses bias and ReLU into them (`native_dilation`).
     * `add` with run-time shapes skips the TF1-default resize when the shapes already agree (a
       `tf.cond`; the resize is the identity then) and adds two inputs with `AddV2`, which the
       remapper can fuse into the preceding convolution.
     """
+
+    native_dilation = True  # dilated convolutions that follow no zoom: conv2d(dilations=d)
+    dilated_line_conv = staticmethod(native_dilated_conv)  # see zoom_dilated_conv
 
     @layer
     def interp(self, x, s_factor=1, z_factor=1, *, name):
@@ -192,8 +208,8 @@ class LazyZoomChain:
             and not relu
         ):
             p = self._conv_params(name, x.base, k_h, k_w, c_o, biased)
-            y = tf.nn.conv2d(x.base, p['weights'], 1, 'VALID')
-            return LazyZoom(tf.nn.bias_add(y, p['biases']) if biased else y)
+            y = tf.nn.conv2d(x.base, self.cast(p['weights']), 1, 'VALID')
+            return LazyZoom(tf.nn.bias_add(y, self.cast(p['biases'])) if biased else y)
         return super().conv.__wrapped__(
             self,
             _materialized(x),
@@ -221,12 +237,28 @@ class LazyZoomChain:
             and not relu
         ):
             p = self._conv_params(name, x.base, k_h, k_w, c_o, biased)
-            return zoom_dilated_conv(x.base, p['weights'], p.get('biases'))
+            bias = self.cast(p['biases']) if biased else None
+            return zoom_dilated_conv(
+                x.base, self.cast(p['weights']), bias, dilated_conv=self.dilated_line_conv
+            )
         x = _materialized(x)
+        if not self.native_dilation:
+            return super().atrous_conv.__wrapped__(
+                self,
+                x,
+                k_h,
+                k_w,
+                c_o,
+                dilation,
+                name=name,
+                relu=relu,
+                padding=padding,
+                biased=biased,
+            )
         p = self._conv_params(name, x, k_h, k_w, c_o, biased)
-        y = tf.nn.conv2d(x, p['weights'], 1, padding, dilations=dilation)
+        y = tf.nn.conv2d(x, self.cast(p['weights']), 1, padding, dilations=dilation)
         if biased:
-            y = tf.nn.bias_add(y, p['biases'])
+            y = tf.nn.bias_add(y, self.cast(p['biases']))
         return tf.nn.relu(y) if relu else y
 
     @layer
@@ -259,6 +291,40 @@ class LazyZoomChain:
         if biased:
             specs['biases'] = (c_o,)
         return self._params(name, specs)
+
+
+class TrainingZoomChain(LazyZoomChain):
+    """`LazyZoomChain` for training (`training_chain`): the zooms stay lazy as in serving
+    (`conv_sub4`, `conv_sub2` and the 1x1 heads of ICNet run on the un-zoomed maps; their
+    gradients follow the same exact identity), every other op is the plain one (dilated
+    convolutions in `atrous_conv2d`'s space-to-batch form, as the original), the network's
+    outputs are materialized tensors (`result`), and the layers compute in the call's compute
+    dtype."""
+
+    native_dilation = False
+    dilated_line_conv = staticmethod(space_to_batch_dilated_conv)
+
+    def result(self, value):
+        return _materialized(value)
+
+
+# name -> chain mixin of the rewrites a network may run its training loss with
+TRAINING_REWRITES = {'zoom_before_conv': TrainingZoomChain}
+
+
+def training_chain(net):
+    """The chain class `net`'s training loss runs with: its own, with the mixins of the rewrites
+    it declares in `training_rewrites` in front (None when it declares none). Pass it to
+    `net(..., chain_class=...)`: the same variables, the same function in exact arithmetic."""
+    unknown = [name for name in net.training_rewrites if name not in TRAINING_REWRITES]
+    if unknown:
+        raise ValueError(
+            f'{type(net).__name__} declares an unknown training rewrite {unknown[0]!r}'
+        )
+    if not net.training_rewrites:
+        return None
+    mixins = tuple(TRAINING_REWRITES[name] for name in net.training_rewrites)
+    return type(f'Training{net.chain_class.__name__}', (*mixins, net.chain_class), {})
 
 
 class LazyZoomNetwork:

@@ -7,6 +7,7 @@ Cityscapes-style list (the original train.py).
         [--batch_size 16 --input_size 720,720 --learning_rate 1e-3 --num_steps 60001 ...]
         [--random_scale --random_mirror --update_mean_var --train_beta_gamma]
         [--val_list list/val.txt] [--strategy default|mirrored|multi_worker]
+        [--precision float32|mixed_float16|mixed_bfloat16]
 
 Labelled data: a list file, or `--data_dir ROOT --split train` for an official tree (no list;
 `icnet_tf.datasets.read_tree`). Labels are read by meaning for `--dataset` (Cityscapes
@@ -75,7 +76,8 @@ def main(argv):
     strategy, replicas = cli.strategy()
     print(
         f'{len(pairs)} training pairs ({spec.name}, {spec.num_classes} classes, '
-        f'{labels.encoding} labels), {replicas} replica(s), global batch {FLAGS.batch_size}'
+        f'{labels.encoding} labels), {replicas} replica(s), global batch {FLAGS.batch_size}, '
+        f'{FLAGS.precision}'
     )
 
     with strategy.scope():
@@ -98,6 +100,7 @@ def main(argv):
         ignore_label=spec.ignore_label,
         weight_decay=FLAGS.weight_decay,
         update_mean_var=FLAGS.update_mean_var,
+        precision=FLAGS.precision,
     )
     trainer = Trainer(
         strategy=strategy,
@@ -107,6 +110,7 @@ def main(argv):
         loss_fn=loss_fn,
         snapshot_dir=FLAGS.snapshot_dir,
         save_every=FLAGS.save_pred_every,
+        precision=FLAGS.precision,
     )
     resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
     if resumed:

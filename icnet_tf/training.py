@@ -8,6 +8,23 @@ ETA, and TensorBoard scalars. What the caller owns: the model, the loss (`loss_f
 (replica loss, {name: scalar})`, run in replica context, returning this replica's share of the
 global loss) and optional periodic hooks (validation, image summaries).
 
+Precision (`precision=`, the training CLIs' `--precision`): 'float32', 'mixed_bfloat16' or
+'mixed_float16'. Mixed precision keeps float32 variables (the master weights: what the
+optimizer updates and checkpoints hold, under the same names, so float32 tools load them) and
+runs the network in the 16-bit compute dtype (`Network.__call__(compute_dtype=...)`), with
+the logits cast to float32 for the softmax cross entropy and the loss, and batch-norm
+statistics in float32. 'mixed_float16' also scales the loss (a dynamic loss scale, Keras'
+`LossScaleOptimizer`: it starts at 2**15, halves and skips the update when a gradient
+overflows, doubles after 2000 good steps); the scale is saved with the optimizer. A run may
+resume under another precision: a float16 checkpoint under float32 or bfloat16 (its loss scale
+is left unused), a float32 or bfloat16 one under float16 (the scale starts at 2**15).
+
+Per step the loop does no Python work beyond starting the compiled step and reading one
+flag: the loss terms stay tensors, the non-finite check is computed inside the step, and the
+TensorBoard scalars are written by one compiled function; the progress bar converts values
+only when it prints. The input pipeline (`icnet_tf.data.train_dataset`) decodes and augments
+in parallel threads and prefetches, so the next batch is ready when a step ends.
+
 Checkpoints are crash-safe: TF writes a new checkpoint's data and index files under new names
 and only then rewrites the small `checkpoint` state file (atomic rename), so a kill at any
 moment leaves the previous checkpoint intact; at most `save_every` steps are lost. Resuming
@@ -53,6 +70,7 @@ from icnet_tf.metrics import evaluate, scores
 from icnet_tf.palette import colorize
 from icnet_tf.predict import Segmenter, read_image
 from icnet_tf.progress import Progress  # also re-exported: the tools' progress bar
+from icnet_tf.rewrites import training_chain
 
 
 def make_strategy(name):
@@ -82,6 +100,23 @@ def worker_role(strategy):
     jobs = resolver.cluster_spec().as_dict()
     num_workers = len(jobs.get('chief', [])) + len(jobs.get('worker', []))
     return f'{resolver.task_type}:{resolver.task_id}', is_chief, num_workers
+
+
+# --precision: name -> (compute dtype, loss scaling)
+PRECISIONS = {
+    'float32': (tf.float32, False),
+    'mixed_bfloat16': (tf.bfloat16, False),
+    'mixed_float16': (tf.float16, True),
+}
+
+
+def compute_dtype(precision):
+    """The network's compute dtype under `precision` (a name of PRECISIONS)."""
+    if precision not in PRECISIONS:
+        raise UserError(
+            f'unknown precision {precision!r} (float32, mixed_float16 or mixed_bfloat16)'
+        )
+    return PRECISIONS[precision][0]
 
 
 class TrainingDiverged(UserError):
@@ -198,7 +233,10 @@ class Trainer:
         save_every,
         keep=5,
         log_dir=None,
+        precision='float32',
     ):
+        compute_dtype(precision)  # a one-line error for an unknown name
+        self.precision = precision
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -211,6 +249,7 @@ class Trainer:
             # Slots for every trainable variable, trained or not: the optimizer checkpoints its
             # slots by position, so a resume with other freezing flags must see the same list.
             optimizer.build(model.trainable_variables)
+        self._loss_scaler = None  # float16: made on first use (`loss_scaler`)
         self.checkpoint = tf.train.Checkpoint(net=model, optimizer=optimizer)
         self.log_dir = log_dir or os.path.join(snapshot_dir, 'logs')
         self.keep = keep
@@ -220,6 +259,18 @@ class Trainer:
         self._written = set()  # checkpoint prefixes this Trainer saved
         self._writer = None
         self._step_fn = None
+        self._summary_fn = None
+
+    @property
+    def loss_scaler(self):
+        """The dynamic loss scale of 'mixed_float16' (Keras' `LossScaleOptimizer` around the
+        optimizer), None under the other precisions. Made on first use, after `restore()`: its
+        state is a dependency of the optimizer, restored from a float16 checkpoint when it is
+        made, and absent from a float32 one (which must still restore)."""
+        if PRECISIONS[self.precision][1] and self._loss_scaler is None:
+            with self.strategy.scope():
+                self._loss_scaler = tf.keras.mixed_precision.LossScaleOptimizer(self.optimizer)
+        return self._loss_scaler
 
     @property
     def writer(self):
@@ -271,6 +322,8 @@ class Trainer:
         writes; a file renamed meanwhile is just as damaged to the others), and with several
         workers all check that they restored the same step (UserError otherwise).
         """
+        if self._loss_scaler is not None:  # see `loss_scaler`
+            raise RuntimeError('Trainer.restore() must come before the first step')
         self._restored = True
         folder = self.snapshot_dir
         if os.path.exists(folder) and not os.path.isdir(folder):
@@ -303,7 +356,8 @@ class Trainer:
         logger.setLevel('ERROR')  # a failed restore's "deleted with unrestored values" chatter
         try:
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                # A float16 checkpoint's loss scale is left unused under another precision.
+                self.checkpoint.restore(prefix).assert_existing_objects_matched().expect_partial()
                 return
             except (AssertionError, ValueError, tf.errors.OpError) as e:
                 text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', str(e))
@@ -395,26 +449,60 @@ class Trainer:
         return self._latest
 
     def _replica_step(self, batch):
+        scaler = self.loss_scaler
         with tf.GradientTape() as tape:
             loss, parts = self.loss_fn(batch)
-        grads = tape.gradient(loss, self.variables)
-        self.optimizer.apply_gradients(zip(grads, self.variables))
+            loss = tf.cast(loss, tf.float32)
+            target = loss if scaler is None else scaler.get_scaled_loss(loss)
+        grads = tape.gradient(target, self.variables)
+        if scaler is None:
+            self.optimizer.apply_gradients(zip(grads, self.variables))
+        else:  # unscaled; the update is skipped (and the scale halved) on an overflow
+            grads = scaler.get_unscaled_gradients(grads)
+            scaler.apply_gradients(zip(grads, self.variables))
         return dict(parts, loss=loss)
 
-    def train_step(self, batch):
-        """One distributed step; returns the global loss terms as Python floats."""
+    def _step(self, batch):
+        """One distributed step: `(global loss terms, all finite)` as tensors."""
         if self._step_fn is None:
+            self.loss_scaler  # noqa: B018 (made before tracing: it creates variables)
 
             @tf.function
             def step_fn(batch):
                 per_replica = self.strategy.run(self._replica_step, args=(batch,))
-                return {
+                values = {
                     k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                     for k, v in per_replica.items()
                 }
+                finite = tf.reduce_all(
+                    [tf.reduce_all(tf.math.is_finite(v)) for v in values.values()]
+                )
+                return values, finite
 
             self._step_fn = step_fn
-        return {k: float(v) for k, v in self._step_fn(batch).items()}
+        return self._step_fn(batch)
+
+    def train_step(self, batch):
+        """One distributed step; returns the global loss terms as Python floats."""
+        values, _ = self._step(batch)
+        return {k: float(v) for k, v in values.items()}
+
+    def _write_summaries(self, values, step, learning_rate):
+        """The step's scalars to TensorBoard, by one compiled function (traced once)."""
+        if self._summary_fn is None or self._summary_fn[0] is not learning_rate:
+
+            @tf.function
+            def write(values, step):
+                with self.writer.as_default(step=step):
+                    for name, value in values.items():
+                        tf.summary.scalar(f'loss/{name}', value)
+                    if learning_rate is not None:
+                        tf.summary.scalar('learning_rate', learning_rate(step - 1))
+                    if self.loss_scaler is not None:
+                        tf.summary.scalar('loss_scale', self.loss_scaler.loss_scale)
+
+            self._summary_fn = learning_rate, write
+        self._summary_fn[1](values, tf.constant(step, tf.int64))
 
     def distribute(self, dataset):
         """A distributed iterator over `dataset`: a `tf.data.Dataset` of global batches, or a
@@ -502,26 +590,23 @@ class Trainer:
         iterator = self.distribute(dataset)
         last_saved = self.latest_checkpoint
         values = {}
-        while self.step < num_steps:
+        step = start
+        while step < num_steps:
             try:
                 batch = next(iterator)
             except _INPUT_ERRORS as e:
                 iterator = bad_input(e, progress=progress, last_saved=last_saved)
                 continue
-            values = self.train_step(batch)
-            step = self.step
-            if not all(np.isfinite(v) for v in values.values()):
+            values, finite = self._step(batch)
+            step += 1  # = self.step (the optimizer counts skipped float16 steps too)
+            if not finite:
                 progress.close()
                 kept = last_saved or 'none (no checkpoint was written yet)'
                 raise TrainingDiverged(
-                    f'loss is {values["loss"]} at step {step}: training '
+                    f'loss is {float(values["loss"])} at step {step}: training '
                     f'stopped; last good checkpoint kept: {kept}'
                 )
-            with self.writer.as_default(step=step):
-                for name, value in values.items():
-                    tf.summary.scalar(f'loss/{name}', value)
-                if learning_rate is not None:
-                    tf.summary.scalar('learning_rate', learning_rate(step - 1))
+            self._write_summaries(values, step, learning_rate)
             progress.update(step, values, force=step == num_steps)
             if step % self.save_every == 0 or step == num_steps:
                 last_saved = self.save()
@@ -541,7 +626,7 @@ class Trainer:
                 file=sys.stderr,
                 flush=True,
             )
-        return values
+        return {k: float(v) for k, v in values.items()}
 
     def _bad_input(self, error, *, dataset, samples, skip, progress, last_saved):
         """The input pipeline failed: find the bad file and stop, or skip it and return a new
@@ -599,15 +684,24 @@ def trained_variables(net, train_beta_gamma):
     return [v for v in net.trainable_variables if train_beta_gamma or id(v) not in affine]
 
 
-def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var):
+def make_loss_fn(net, *, ignore_label, weight_decay, update_mean_var, precision='float32'):
     """The replica loss of one (images, labels) batch: BN in training mode, the network's
-    heads weighted by `net.loss_weights` (ICNet_BN: LAMBDA1..3 on its three heads)."""
+    heads weighted by `net.loss_weights` (ICNet_BN: LAMBDA1..3 on its three heads); the
+    network runs in the compute dtype of `precision` with the exact rewrites it declares for
+    training (`net.training_rewrites`), the loss in float32."""
     head_weights = net.loss_weights
+    dtype = compute_dtype(precision)
+    chain = training_chain(net)
 
     def loss_fn(batch):
         images, labels = batch
         outputs = net(
-            images, training=True, update_stats=update_mean_var, outputs=list(head_weights)
+            images,
+            training=True,
+            update_stats=update_mean_var,
+            outputs=list(head_weights),
+            compute_dtype=dtype,
+            chain_class=chain,
         )
         return segmentation_loss(
             outputs,

@@ -94,8 +94,12 @@ def snapshot(toy, tmp_path_factory):
         'quarter',
         '--flow_scale',
         0.25,
+        # trained in mixed precision: every tool below reads its checkpoint in float32
+        '--precision',
+        'mixed_bfloat16',
     )
     assert 'done: step 3' in proc.stdout, proc.stdout
+    assert 'global batch 1, mixed_bfloat16' in proc.stdout, proc.stdout
     assert 'flownet=quarter, flow_scale=0.25' in proc.stdout, proc.stdout
     return snap
 

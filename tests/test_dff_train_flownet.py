@@ -244,6 +244,8 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
             str(snap),
             '--flownet',
             'quarter',
+            '--precision',  # the strict float32 load below reads its checkpoint
+            'mixed_bfloat16',
         ],
         env=env,
         cwd=ROOT,
@@ -254,6 +256,7 @@ def test_cli_trains_validates_and_feeds_dff_train(toy, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'validation EPE' in proc.stdout and 'done: step 2' in proc.stdout, proc.stdout
     assert '--flownet quarter (2,436,160 parameters)' in proc.stdout, proc.stdout
+    assert 'global batch 2, mixed_bfloat16' in proc.stdout, proc.stdout
     report = build_flownet('quarter').build().load(str(snap), verbose=False)  # strict
     assert not report.missing and not report.unexpected
     with open(snap / 'flownet_config.json') as f:

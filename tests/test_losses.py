@@ -53,6 +53,21 @@ def test_masked_xent_matches_numpy_per_head():
         )
 
 
+def test_16_bit_logits_are_read_in_float32():
+    """Mixed precision: bfloat16 / float16 logits go through the cross entropy in float32, i.e.
+    the loss is NumPy's on the 16-bit values themselves (float32 accuracy, not 16-bit)."""
+    outputs, labels = make_case(3)
+    logits = outputs['conv6_cls'] * 4
+    for dtype in (tf.bfloat16, tf.float16):
+        low = tf.cast(tf.constant(logits, tf.float32), dtype)
+        total, count = masked_xent_sum(low, tf.constant(labels), 5, 255)
+        assert total.dtype == tf.float32
+        seen = tf.cast(low, tf.float64).numpy()
+        np.testing.assert_allclose(
+            float(total / count), np_masked_xent(seen, labels, 5, 255), rtol=1e-6
+        )
+
+
 def test_total_loss_weights_heads_and_decays_conv_kernels_only():
     outputs, labels = make_case(1)
     kernels = [

@@ -302,6 +302,74 @@ def test_batch_norm_training_uses_batch_statistics_and_updates_only_on_request()
         net(tf.constant(x, tf.float32), training=False, update_stats=True)
 
 
+def test_batch_norm_of_16_bit_input_keeps_float32_statistics():
+    """Mixed precision: a bfloat16 / float16 input is normalised with float32 batch statistics
+    (those of its own 16-bit values, to float32 accuracy) and float32 gamma/beta, and the moving
+    statistics are updated in float32; only the output is rounded to the 16-bit dtype."""
+    for dtype, eps in ((tf.bfloat16, 2.0**-8), (tf.float16, 2.0**-11)):
+        net, x, v = _bn_net(True)
+        x16 = tf.cast(tf.constant(x, tf.float32), dtype)
+        x_seen = tf.cast(x16, tf.float64).numpy()  # the values the layer receives
+        mean, var = x_seen.mean(axis=(0, 1, 2)), x_seen.var(axis=(0, 1, 2))
+        want = (x_seen - mean) / np.sqrt(var + BN_EPSILON) * v['scale'] + v['offset']
+        got = net(x16, training=True, update_stats=True, compute_dtype=dtype)
+        assert got.dtype == dtype
+        # one rounding of the output: half an ulp of |y|, plus float32 noise
+        np.testing.assert_allclose(tf.cast(got, tf.float64), want, rtol=eps, atol=1e-5)
+        n, m = x.shape[0] * x.shape[1] * x.shape[2], BN_MOMENTUM
+        # float32 statistics of the 16-bit values: far below a 16-bit rounding of them
+        np.testing.assert_allclose(
+            net.params['out']['mean'].numpy(), m * v['mean'] + (1 - m) * mean, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            net.params['out']['variance'].numpy(),
+            m * v['variance'] + (1 - m) * var * n / (n - 1),
+            atol=1e-5,
+        )
+        assert all(p.dtype == tf.float32 for p in net.params['out'].values())
+        inference = net(x16, compute_dtype=dtype)  # moving statistics, fused, float32 inside
+        m_now, v_now = (net.params['out'][k].numpy() for k in ('mean', 'variance'))
+        want = (x_seen - m_now) / np.sqrt(v_now + BN_EPSILON) * v['scale'] + v['offset']
+        np.testing.assert_allclose(tf.cast(inference, tf.float64), want, rtol=eps, atol=1e-5)
+
+
+def test_compute_dtype_runs_every_layer_in_it_from_the_float32_variables():
+    """`compute_dtype`: the same variables (names, shapes, float32: the master weights), no new
+    ones; every layer computes in the 16-bit dtype (the output differs from float32 by bfloat16
+    rounding, nonzero and within a few ulps of the output's scale), and the gradients reach the
+    float32 variables."""
+
+    def setup(n):
+        (
+            n.feed('data')
+            .conv(3, 3, 8, 1, 1, name='c1', padding='SAME')
+            .batch_normalization(name='bn', relu=True)
+            .zero_padding(2, name='pad')
+            .atrous_conv(3, 3, 8, 2, name='a1')
+            .interp(z_factor=2, name='zoom')
+            .conv_transpose(4, 4, 4, 2, 2, crop=1, name='up')
+        )
+        n.feed('up').resize_bilinear((9, 9), name='r')
+        n.feed('r', 'r').add(name='s').conv(1, 1, 3, 1, 1, relu=False, name='out')
+
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 9, 9, 3)), tf.float32)
+    net = Tiny(setup, seed=1)
+    ref = net(x, training=True).numpy()
+    keys = {k: (tuple(v.shape), v.dtype) for k, v in net.variables_by_key().items()}
+    with tf.GradientTape() as tape:
+        got = net(x, training=True, compute_dtype=tf.bfloat16)
+        loss = tf.reduce_sum(tf.cast(got, tf.float32) ** 2)
+    grads = tape.gradient(loss, net.trainable_variables)
+    assert got.dtype == tf.bfloat16
+    assert {k: (tuple(v.shape), v.dtype) for k, v in net.variables_by_key().items()} == keys
+    assert all(d == tf.float32 for _, d in keys.values())
+    assert all(g is not None and g.dtype == tf.float32 for g in grads)
+    err = np.abs(tf.cast(got, tf.float32).numpy() - ref).max() / np.abs(ref).max()
+    assert 0 < err < 8 * 2.0**-8, err  # 16-bit, not float32; a few bfloat16 ulps
+    with pytest.raises(ValueError, match='compute_dtype'):
+        net(x, compute_dtype=tf.float64)
+
+
 def test_dropout_only_when_training():
     x = np.ones((1, 8, 8, 4))
     f = lambda n: n.feed('data').dropout(0.5, name='out')  # noqa: E731

@@ -1,6 +1,8 @@
-"""The exact serving rewrites of `icnet_tf.rewrites` that are not tested with the exported
-network in tests/test_export.py: `sparse_label_upsampling` (`bilinear_labels`) against the
-unrewritten resize + top_k, on random, smooth, tied and near-tied logits of many geometries."""
+"""The exact rewrites of `icnet_tf.rewrites` that are not tested with the exported network in
+tests/test_export.py: `sparse_label_upsampling` (`bilinear_labels`) against the unrewritten
+resize + top_k, on random, smooth, tied and near-tied logits of many geometries; the training
+rewrite (`training_chain`: ICNet's lazy zooms) against the plain network's heads, loss and
+gradients."""
 
 import numpy as np
 import pytest
@@ -205,3 +207,70 @@ def test_rgb_input_preprocess_is_the_caffe_convention_reversed_bit_for_bit():
         for got in (net.preprocess(rgb), fn(rgb)):
             assert got.shape == shape
             np.testing.assert_array_equal(got.numpy(), want)
+
+
+# ------------------------------------------------------------------------- training rewrite
+@pytest.mark.parametrize('hw', [(193, 193), (200, 246)])  # 32k+1, and sizes where `add` resizes
+def test_training_chain_equals_the_plain_network_and_its_gradients(hw):
+    """ICNet_BN in training mode (batch statistics, statistics updated) with its training
+    rewrite: the three heads and the loss equal the plain network's to float rounding, and so
+    do the gradients of every variable. Gradients through batch-statistics BN at a random
+    initialisation are ill-conditioned (a 1-ulp change of the input moves some by ~3%), so
+    each variable's gradient may differ from the plain one by 1e-3 of its norm plus twice what
+    that 1-ulp control changes it by."""
+    from icnet_tf import ICNet_BN
+    from icnet_tf.losses import segmentation_loss
+    from icnet_tf.rewrites import TrainingZoomChain, training_chain
+    from tests.golden.seeded import seeded_images, seeded_weights
+
+    net = ICNet_BN(num_classes=19, psp_bins=(1, 2, 3, 4)).build()
+    net.load(seeded_weights(net.param_shapes(), seed=0), verbose=False)
+    chain = training_chain(net)
+    assert issubclass(chain, TrainingZoomChain) and issubclass(chain, net.chain_class)
+    images = seeded_images((2, *hw, 3), seed=1)
+    labels = tf.random.stateless_uniform((2, *hw, 1), [1, 2], 0, 19, tf.int32)
+
+    def run(x, chain_class):
+        with tf.GradientTape() as tape:
+            out = net(
+                tf.constant(x),
+                training=True,
+                outputs=list(net.loss_weights),
+                chain_class=chain_class,
+            )
+            loss, _ = segmentation_loss(
+                out,
+                labels,
+                head_weights=net.loss_weights,
+                num_classes=19,
+                ignore_label=255,
+                weight_decay=1e-4,
+                conv_weights=net.conv_weights(),
+            )
+        grads = tape.gradient(loss, net.trainable_variables)
+        return {k: v.numpy() for k, v in out.items()}, float(loss), [g.numpy() for g in grads]
+
+    out, loss, grads = run(images, None)
+    lazy_out, lazy_loss, lazy_grads = run(images, chain)
+    _, _, control = run(images * np.float32(1 + 2**-22), None)  # the 1-ulp control
+    for head, ref in out.items():
+        got = lazy_out[head]
+        assert isinstance(got, np.ndarray) and got.shape == ref.shape, head
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), head
+    assert abs(lazy_loss - loss) <= 1e-6 * loss
+    for var, ref, got, ctl in zip(net.trainable_variables, grads, lazy_grads, control):
+        bound = 1e-3 * np.linalg.norm(ref) + 2 * np.linalg.norm(ctl - ref)
+        assert np.linalg.norm(got - ref) <= bound, var.name
+
+
+def test_networks_without_training_rewrites_train_plain():
+    from icnet_tf import PSPNet101
+    from icnet_tf.rewrites import training_chain
+    from tests.test_models import TinyNet
+
+    assert training_chain(TinyNet()) is None
+    assert training_chain(PSPNet101(num_classes=3, width_multiplier=1 / 8)) is None
+    bad = TinyNet()
+    bad.training_rewrites = ('fold_batch_norm',)
+    with pytest.raises(ValueError, match="unknown training rewrite 'fold_batch_norm'"):
+        training_chain(bad)

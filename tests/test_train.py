@@ -207,8 +207,8 @@ def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_pat
     assert latest is not None
     tf.train.load_checkpoint(latest).get_variable_to_shape_map()  # readable, not broken
     saved = int(latest.rsplit('-', 1)[1])
-    r = subprocess.run(
-        _train_cli(toy, snapshot, '--num_steps', str(saved + 1)),
+    r = subprocess.run(  # resumed under mixed precision: same checkpoint layout
+        _train_cli(toy, snapshot, '--num_steps', str(saved + 1), '--precision', 'mixed_bfloat16'),
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -217,6 +217,7 @@ def test_kill_9_never_breaks_the_latest_checkpoint_and_resume_works(toy, tmp_pat
     )
     assert r.returncode == 0, r.stderr
     assert f'resumed from {latest} at step {saved}' in r.stdout
+    assert 'global batch 1, mixed_bfloat16' in r.stdout, r.stdout
     tags = set()  # TensorBoard: losses, learning rate, and the image panels
     for events in os.listdir(os.path.join(snapshot, 'logs')):
         for event in tf.compat.v1.train.summary_iterator(os.path.join(snapshot, 'logs', events)):

@@ -1,8 +1,10 @@
-"""Training across processes (`--strategy multi_worker`, icnet_tf.training): two worker
-processes on localhost share one snapshot folder. Only the chief writes there (the other
-worker sees the folder read-only, so any write of it would fail the run), the input is split
-over the workers so that two workers take the very steps one process takes, and a run whose
-worker was killed resumes from the last checkpoint when all workers are relaunched.
+"""icnet_tf.training: mixed precision (compute dtypes, float16 loss scaling, checkpoints that
+float32 tools load, 30-step loss curves against float32), and training across processes
+(`--strategy multi_worker`): two worker processes on localhost share one snapshot folder.
+Only the chief writes there (the other worker sees the folder read-only, so any write of it
+would fail the run), the input is split over the workers so that two workers take the very
+steps one process takes, and a run whose worker was killed resumes from the last checkpoint
+when all workers are relaunched.
 
 Resuming from damaged folders (`Trainer.restore`): a missing, empty, corrupt or stale state
 file, a truncated or bit-flipped newest checkpoint, a state file behind the newest intact
@@ -48,6 +50,241 @@ def toy(tmp_path_factory):
         seed=4,
     )
     return out
+
+
+# ------------------------------------------------------------------------ mixed precision
+def test_precisions_name_compute_dtypes():
+    from converters.errors import UserError
+    from icnet_tf.training import PRECISIONS, compute_dtype
+
+    assert {p: compute_dtype(p) for p in PRECISIONS} == {
+        'float32': tf.float32,
+        'mixed_bfloat16': tf.bfloat16,
+        'mixed_float16': tf.float16,
+    }
+    with pytest.raises(UserError, match="unknown precision 'float16'"):
+        compute_dtype('float16')
+
+
+def tiny_trainer(snapshot_dir, precision, scale=1.0):
+    """A conv + BN network trained on a fixed batch in `precision`; the loss times `scale`."""
+    from icnet_tf.losses import TF1Momentum
+    from icnet_tf.training import Trainer, compute_dtype
+    from tests.test_network import Tiny
+
+    net = Tiny(
+        lambda n: n.feed('data').conv(3, 3, 4, 1, 1, name='c').batch_normalization(name='out'),
+        seed=2,
+    ).build()
+    dtype = compute_dtype(precision)
+
+    def loss_fn(batch):
+        y = tf.cast(net(batch, training=True, compute_dtype=dtype), tf.float32)
+        return scale * tf.reduce_mean(tf.square(y - 1.0)), {}
+
+    trainer = Trainer(
+        strategy=tf.distribute.get_strategy(),
+        model=net,
+        optimizer=TF1Momentum(0.1),
+        variables=net.trainable_variables,
+        loss_fn=loss_fn,
+        snapshot_dir=str(snapshot_dir),
+        save_every=1,
+        precision=precision,
+    )
+    batch = tf.random.stateless_normal((2, 8, 8, 3), [1, 1])
+    return net, trainer, batch
+
+
+def test_float16_scales_the_loss_and_skips_a_step_whose_gradients_overflow(tmp_path):
+    """mixed_float16: a dynamic loss scale starts at 2**15; a step whose scaled gradients
+    overflow float16 leaves the weights alone, halves the scale and still counts as a step;
+    then a step applies and keeps the scale. float32 and bfloat16 have no loss scale."""
+    for precision in ('float32', 'mixed_bfloat16'):
+        assert tiny_trainer(tmp_path / precision, precision)[1].loss_scaler is None
+    # 2000 x the loss: its float16 gradients overflow at the first scales
+    net, trainer, batch = tiny_trainer(tmp_path / 'f16', 'mixed_float16', scale=2e3)
+    scale = float(trainer.loss_scaler.loss_scale)
+    assert scale == 2.0**15
+    weights = [v.numpy().copy() for v in net.trainable_variables]
+    for step in range(1, 11):
+        trainer.train_step(batch)
+        assert trainer.step == step
+        now = [v.numpy().copy() for v in net.trainable_variables]
+        if all(np.array_equal(a, b) for a, b in zip(weights, now)):  # skipped: halved
+            assert float(trainer.loss_scaler.loss_scale) == scale / 2, step
+            scale /= 2
+            continue
+        assert float(trainer.loss_scaler.loss_scale) == scale  # applied: kept
+        break
+    assert 1 < step < 10, step  # some steps were skipped, then one applied
+    assert np.isfinite(now[0]).all()
+
+
+def test_float16_and_float32_checkpoints_resume_under_each_others_precision(tmp_path):
+    """The checkpoint of a mixed_float16 run holds the float32 master weights and the
+    optimizer under the same keys as a float32 run's, plus the loss scale: a float32 run
+    resumes from it (same weights and momentum, the loss scale left unused), a float16 run
+    resumes from it at its loss scale, and a float16 run resumes from a float32 checkpoint
+    (the loss scale starting at 2**15)."""
+    data = lambda batch: tf.data.Dataset.from_tensors(batch).repeat()  # noqa: E731
+    net16, t16, batch = tiny_trainer(tmp_path / 'a', 'mixed_float16', scale=2e3)
+    t16.fit(data(batch), 2)  # the first steps overflow: the scale is below 2**15 now
+    scale = float(t16.loss_scaler.loss_scale)
+    _, t32, _ = tiny_trainer(tmp_path / 'b', 'float32')
+    t32.fit(data(batch), 2)
+
+    def layout(prefix):
+        reader = tf.train.load_checkpoint(prefix)
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+        return {k: (tuple(shapes[k]), dtypes[k]) for k in shapes if 'OBJECT_GRAPH' not in k}
+
+    f16_keys, f32_keys = layout(t16.latest_checkpoint), layout(t32.latest_checkpoint)
+    loss_scale = {k for k in f16_keys if k.startswith('optimizer/loss_scale/')}
+    assert len(loss_scale) == 2 and scale < 2.0**15
+    assert {k: v for k, v in f16_keys.items() if k not in loss_scale} == f32_keys
+
+    resumed_net, resumed, _ = tiny_trainer(tmp_path / 'a', 'float32')
+    assert resumed.restore().endswith('ckpt-2') and resumed.step == 2
+    for a, b in zip(net16.variables, resumed_net.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(t16.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    again_net, again, _ = tiny_trainer(tmp_path / 'a', 'mixed_float16')
+    assert again.restore().endswith('ckpt-2') and float(again.loss_scaler.loss_scale) == scale
+    switched_net, switched, _ = tiny_trainer(tmp_path / 'b', 'mixed_float16')
+    assert switched.restore().endswith('ckpt-2') and switched.step == 2
+    assert float(switched.loss_scaler.loss_scale) == 2.0**15
+    switched.fit(data(batch), 3)
+    assert switched.step == 3
+
+
+@pytest.fixture(scope='module')
+def small_toy(tmp_path_factory):
+    from data import toycity
+
+    out = str(tmp_path_factory.mktemp('toyprec'))
+    toycity.generate(
+        out,
+        num_train=6,
+        num_val=1,
+        height=224,
+        width=320,
+        num_videos_train=0,
+        num_videos_val=0,
+        seed=3,
+    )
+    return out
+
+
+def icnet_precision_trainer(toy, snapshot_dir, precision, batch_size=2):
+    from icnet_tf import ICNet_BN
+    from icnet_tf.data import read_list, train_dataset
+    from icnet_tf.losses import PolyLR, TF1Momentum
+    from icnet_tf.training import Trainer, make_loss_fn, trained_variables
+
+    net = ICNet_BN(num_classes=19, seed=1).build()
+    trainer = Trainer(
+        strategy=tf.distribute.get_strategy(),
+        model=net,
+        optimizer=TF1Momentum(PolyLR(1e-2, 100, 0.9), momentum=0.9),
+        variables=trained_variables(net, True),
+        loss_fn=make_loss_fn(
+            net, ignore_label=255, weight_decay=1e-4, update_mean_var=True, precision=precision
+        ),
+        snapshot_dir=str(snapshot_dir),
+        save_every=1000,
+        precision=precision,
+    )
+    pairs = read_list(os.path.join(toy, 'list', 'train.txt'), toy)
+    ds = train_dataset(
+        pairs,
+        preprocess=net.preprocess,
+        batch_size=batch_size,
+        crop_size=(193, 193),
+        random_mirror=True,
+        seed=0,
+    )
+    return net, trainer, ds
+
+
+def test_a_mixed_precision_checkpoint_restores_into_a_float32_network(small_toy, tmp_path):
+    """ICNet_BN trained under mixed_bfloat16: its checkpoint loads into a fresh float32
+    ICNet_BN the way every tool loads weights (`net.load`, as --restore_from), holding exactly
+    the trained float32 variables, and segments and exports from there."""
+    from icnet_tf import ICNet_BN
+    from icnet_tf.predict import Segmenter, read_image
+    from icnet_tf.serving import export_saved_model
+
+    net, trainer, ds = icnet_precision_trainer(small_toy, tmp_path / 'snap', 'mixed_bfloat16')
+    trainer.fit(ds, 2)
+    fresh = ICNet_BN(num_classes=19, seed=7).build()
+    fresh.load(str(tmp_path / 'snap'), verbose=False)
+    trained = net.variables_by_key()
+    assert set(fresh.variables_by_key()) == set(trained)
+    for key, var in fresh.variables_by_key().items():
+        assert var.dtype == tf.float32
+        np.testing.assert_array_equal(var.numpy(), trained[key].numpy(), err_msg=key)
+    image = read_image(
+        os.path.join(small_toy, 'leftImg8bit/val/toycity/toycity_000000_000019_leftImg8bit.png')
+    )
+    labels = Segmenter(fresh)(image)
+    np.testing.assert_array_equal(labels, Segmenter(net)(image))
+    module = export_saved_model(fresh, str(tmp_path / 'exported'), probabilities=False)
+    served = tf.saved_model.load(str(tmp_path / 'exported')).signatures['serving_default']
+    out = served(images=tf.constant(image[None]))['labels'].numpy()[0]
+    assert module.num_classes == 19 and out.shape == labels.shape
+    assert np.mean(out == labels) > 0.999  # the exported rewrites round differently
+
+
+def loss_curve(toy, snapshot_dir, precision, steps, batch_size=2, round_input=False):
+    """Total losses of `steps` training steps of ICNet_BN (`icnet_precision_trainer`)."""
+    _, trainer, ds = icnet_precision_trainer(toy, snapshot_dir, precision, batch_size)
+    if round_input:  # the control: float32 on images rounded to bfloat16, nothing else
+        ds = ds.map(lambda x, y: (tf.cast(tf.cast(x, tf.bfloat16), tf.float32), y))
+    batches = iter(ds)
+    return np.array([trainer.train_step(next(batches))['loss'] for _ in range(steps)])
+
+
+@pytest.mark.slow
+def test_thirty_step_loss_curve_of_mixed_bfloat16_follows_float32(small_toy, tmp_path):
+    """ICNet_BN from the same initialisation on the same 30 batches (toy city, 193x193 crops,
+    batch 2, lr 1e-2): the mixed_bfloat16 loss curve against float32's.
+
+    Tolerance. A randomly initialised ICNet_BN in training mode is chaotic: a perturbation of
+    the size of one bfloat16 rounding (8 significant bits) grows through the layers and the
+    steps (rounding only the input images to bfloat16, everything else float32, moves the
+    logits by ~20% of their range and the loss curve by ~2% on average). So the bound is
+    relative to that control run, float32 on bfloat16-rounded images: the mean relative
+    distance of the mixed_bfloat16 curve to float32's may be at most twice the control's
+    (measured: 0.96x), and both must be small (< 10%). Also: the first step (same weights,
+    same batch: only the forward pass differs) within 3% (measured 1.1%), and the same
+    progress (mean of the last 5 losses over the first 5 within 0.05 of float32's, ~0.44)."""
+    f32 = loss_curve(small_toy, tmp_path / 'f32', 'float32', 30)
+    control = loss_curve(small_toy, tmp_path / 'ctl', 'float32', 30, round_input=True)
+    bf16 = loss_curve(small_toy, tmp_path / 'bf16', 'mixed_bfloat16', 30)
+    dev = lambda curve: float(np.mean(np.abs(curve - f32) / f32))  # noqa: E731
+    progress = lambda curve: curve[-5:].mean() / curve[:5].mean()  # noqa: E731
+    report = f'float32 {f32.round(3)}\nbfloat16 {bf16.round(3)}\ncontrol {control.round(3)}'
+    assert 0 < dev(control) < 0.1 and 0 < dev(bf16) < 0.1, report
+    assert dev(bf16) <= 2 * dev(control), (dev(bf16), dev(control), report)
+    assert abs(bf16[0] - f32[0]) / f32[0] < 0.03, report
+    assert progress(f32) < 0.6 and abs(progress(bf16) - progress(f32)) < 0.05, report
+
+
+@pytest.mark.slow
+def test_first_mixed_float16_steps_follow_float32(small_toy, tmp_path):
+    """mixed_float16 on CPU (TF 2.15 has no fast float16 convolutions on this CPU: a step costs
+    ~50x float32's, so two steps only, batch 1): the first loss (same weights and batch) within
+    0.5% of float32's (float16 has 11 significant bits, 8x bfloat16's precision; measured
+    0.08%), finite, and the dynamic loss scale at work (2**15, halved for each skipped step)."""
+    f32 = loss_curve(small_toy, tmp_path / 'f32', 'float32', 2, batch_size=1)
+    net, trainer, ds = icnet_precision_trainer(small_toy, tmp_path / 'f16', 'mixed_float16', 1)
+    batches = iter(ds)
+    f16 = np.array([trainer.train_step(next(batches))['loss'] for _ in range(2)])
+    assert np.isfinite(f16).all() and abs(f16[0] - f32[0]) / f32[0] < 0.005, (f16, f32)
+    assert float(trainer.loss_scaler.loss_scale) in (2.0**13, 2.0**14, 2.0**15)
+    assert trainer.step == 2
 
 
 def readonly_view(folder, cmd):
