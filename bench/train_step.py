@@ -28,10 +28,13 @@ Variants, each in its own process (its CPU time and peak RSS are its own):
     scalars, progress bar, non-finite check); `ours: fit (mixed_bfloat16)` when listed;
   - `TF1: step + pipeline`: the original graph fed by its own `ImageReader` (tf.data: parse,
     scale, mirror, crop with 8 parallel calls, shuffle 500, batch, repeat);
-  - `TF1: train.py`: what its loop really runs each step: also the validation loss of one
-    evaluation image padded to 1025x2049 (`val_reduced_loss`, fetched every step). Its
-    validation reader has no `repeat()`, so `train.py` stops after as many steps as its
-    validation list has lines; the benchmark repeats the 2 validation lines enough times.
+  - `TF1: train.py`: what its loop really runs each step: also the validation loss
+    (`val_reduced_loss`, fetched every step) of a second `ICNet_BN` on the same variables fed
+    by `ImageReader(cfg, mode='eval')`. With train.py's config (`is_training=True`) that reader
+    builds the training pipeline over the validation list (random scale, mirror, crops, batch,
+    repeat), so each step also runs a forward pass of a batch of validation crops (in training
+    mode: its batch norm updates the moving statistics too). The 2 toy validation scenes are
+    fewer than a batch (`drop_remainder` would leave none): the list is repeated to a batch.
 
 Each phase starts its workers together; then every worker runs --warmup untimed rounds and
 --rounds timed rounds, interleaved (one round of each variant in turn, the order rotating every
@@ -506,13 +509,12 @@ def prepare_data(args, tmp):
     with open(args.train_list) as f:
         num_images = sum(1 for line in f if line.strip())
     args.steps_per_round = args.steps_per_round or max(1, num_images // args.batch_size)
-    # train.py's validation reader has no repeat(): one line per step it will run
-    steps = (args.warmup + args.rounds) * args.steps_per_round + 2
+    # train.py's validation pipeline batches with drop_remainder: at least one batch of lines
     with open(os.path.join(args.data_dir, 'list', 'val.txt')) as f:
         val_lines = [line for line in f if line.strip()]
     args.val_list = os.path.join(tmp, 'val_repeated.txt')
     with open(args.val_list, 'w') as f:
-        f.writelines((val_lines * (steps // len(val_lines) + 1))[:steps])
+        f.writelines(val_lines * -(-args.batch_size // len(val_lines)))
     # the fixed batch: the first batch of our pipeline (what both "step" variants train on)
     from icnet_tf.network import caffe_bgr_input
 

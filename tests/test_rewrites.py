@@ -264,11 +264,12 @@ def test_training_chain_equals_the_plain_network_and_its_gradients(hw):
 
 
 def test_networks_without_training_rewrites_train_plain():
-    from icnet_tf import PSPNet101
+    from icnet_tf import ICNet, PSPNet101
     from icnet_tf.rewrites import training_chain
     from tests.test_models import TinyNet
 
     assert training_chain(TinyNet()) is None
+    assert training_chain(ICNet(num_classes=3)) is None  # the inference structure trains plain
     assert training_chain(PSPNet101(num_classes=3, width_multiplier=1 / 8)) is None
     bad = TinyNet()
     bad.training_rewrites = ('fold_batch_norm',)
