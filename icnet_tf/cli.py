@@ -8,8 +8,8 @@ Flag groups (each defined once here, used by every tool that takes it; `dff_tf/c
 DFF model's): the dataset (`--dataset`, `--num_classes`, `--ignore_label`,
 `--class_names_json`), the model (`--model`, `--filter_scale`), where labelled data comes from
 (`--data_list` or `--data_dir ROOT --split S`, `--label_encoding`), training (`--batch_size`
-... `--strategy`, `--precision`), the evaluation protocol (`--input_size`, `--protocol`) and written
-predictions (`--save_dir`, `--output_format`, `--overwrite`).
+... `--strategy`, `--precision`), the evaluation protocol (`--input_size`, `--protocol`) and
+written predictions (`--save_dir`, `--output_format`, `--overwrite`).
 """
 
 import contextlib
