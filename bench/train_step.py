@@ -597,7 +597,9 @@ def format_report(results, loads, args, num_images):
         if 'wall' not in r:
             lines.append(f'| {phase} | {variant} | {r.get("error", "not run")} | | | | |')
             continue
-        loss = f'{r["first_loss"]:.5f}' if r['first_loss'] is not None else '-'
+        # the first loss only means something on the fixed batch both sides share
+        fixed = phase == 'step' and r['first_loss'] is not None
+        loss = f'{r["first_loss"]:.5f}' if fixed else '-'
         lines.append(
             f'| {phase} | {variant} | {1 / r["wall"]:.3f} | {r["wall"]:.2f} | {r["cpu"]:.2f} | '
             f'{r["rss"]:.0f} | {loss} |'
@@ -719,7 +721,7 @@ def main(argv=None):
                 notes,
                 table,
                 '\n'.join(f'- {line}' for line in load_lines),
-                '\n'.join(f'**{v}**' for v in verdicts),
+                '\n\n'.join(f'**{v}**' for v in verdicts),
             ]
         )
         append_results(
