@@ -99,3 +99,61 @@ def publish(title, notes, table, load_before, script, args, argv=None):
         command = f'python {script} ' + ' '.join(sys.argv[1:] if argv is None else argv)
         append_results(title, '\n\n'.join([notes, table, loads]), command)
         print('appended to bench/RESULTS.md')
+
+
+def spawn_worker(command, stderr_path, env):
+    """A benchmark worker process talking over stdin/stdout (text), its stderr to a file (a
+    full pipe would block it), run from the repository root."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(stderr_path, 'w') as stderr:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+
+
+def read_reply(proc, stderr_path, name):
+    """The next JSON line a `spawn_worker` process writes (other lines are passed over); a
+    RuntimeError with the last line of its stderr when it died."""
+    import json
+
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait()
+            with open(stderr_path) as f:
+                err = f.read().strip().splitlines()
+            raise RuntimeError(
+                f'{name} worker died: ' + (err[-1] if err else f'exit {proc.returncode}')
+            )
+        line = line.strip()
+        if line.startswith('{'):
+            return json.loads(line)
+
+
+class Worker:
+    """A benchmark worker process that answers each command line with one JSON line; its
+    stderr goes to `<tmp>/stderr_<tag>.txt` (`tag`: `label` made file-name safe)."""
+
+    def __init__(self, variant, tmp, label=None):
+        import re
+
+        self.variant = variant
+        self.tag = re.sub(r'[^A-Za-z0-9]+', '_', label or variant)
+        self.stderr_path = os.path.join(tmp, f'stderr_{self.tag}.txt')
+
+    def start(self, command, env):
+        self.proc = spawn_worker(command, self.stderr_path, env)
+
+    def read(self):
+        return read_reply(self.proc, self.stderr_path, self.variant)
+
+    def ask(self, command):
+        self.proc.stdin.write(command + '\n')
+        self.proc.stdin.flush()
+        return self.read()

@@ -41,7 +41,6 @@ bench/RESULTS.md. GPU: when TensorFlow sees one, every size is run a second time
 import argparse
 import json
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -56,6 +55,8 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
+
+from bench import common  # noqa: E402
 
 PSP_BINS = (1, 2, 3, 4)  # the TF1 ICNet_BN pyramid
 NUM_CLASSES = 19
@@ -215,12 +216,10 @@ def worker(args):
 # ---------------------------------------------------------------------------------------------
 # Parent
 # ---------------------------------------------------------------------------------------------
-class Worker:
+class Worker(common.Worker):
     def __init__(self, variant, size, image, tmp, args, env, optimize=True, export_dir=None):
-        self.variant = variant
-        tag = re.sub(r'[^A-Za-z0-9]+', '_', f'{variant}_{size[0]}x{size[1]}')
-        self.labels_path = os.path.join(tmp, f'labels_{tag}.npy')
-        self.stderr_path = os.path.join(tmp, f'stderr_{tag}.txt')
+        super().__init__(variant, tmp, f'{variant}_{size[0]}x{size[1]}')
+        self.labels_path = os.path.join(tmp, f'labels_{self.tag}.npy')
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -240,37 +239,8 @@ class Worker:
         if not optimize:
             command += ['--nooptimize']
         command += ['--tflite_threads', str(args.tflite_threads)]
-        with open(self.stderr_path, 'w') as stderr:  # a file: a full pipe would block it
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
+        self.start(command, env)
         self.walls, self.cpus, self.error = [], [], None
-
-    def read(self):
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                self.proc.wait()
-                with open(self.stderr_path) as f:
-                    err = f.read().strip().splitlines()
-                raise RuntimeError(
-                    f'{self.variant} worker died: '
-                    + (err[-1] if err else f'exit {self.proc.returncode}')
-                )
-            line = line.strip()
-            if line.startswith('{'):
-                return json.loads(line)
-
-    def ask(self, command):
-        self.proc.stdin.write(command + '\n')
-        self.proc.stdin.flush()
-        return self.read()
 
 
 def run_export(image, export_dir, optimize, env, args):

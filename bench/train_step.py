@@ -48,13 +48,12 @@ pipeline does between rounds is counted), the ratios ours/TF1 from the medians a
 """
 
 import argparse
+import dataclasses
 import json
 import os
-import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,8 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
+
+from bench import common  # noqa: E402
 
 NUM_CLASSES = 19
 PSP_BINS = (1, 2, 3, 4)  # the TF1 ICNet_BN pyramid
@@ -124,41 +125,7 @@ def load_original(reference_dir):
     from tests.golden import make_icnet_golden as golden
 
     modules = golden.REFERENCE_MODULES + EXTRA_REFERENCE_MODULES
-    touched = {name for name, *_ in modules} | set(golden.STUBBED_MODULES)
-    saved = {name: sys.modules[name] for name in touched if name in sys.modules}
-    loaded = {}
-    try:
-        for name in golden.STUBBED_MODULES:  # cv2 / scipy: used only by helpers not run here
-            sys.modules[name] = golden._stub_module(name)
-        sys.modules['scipy'].io = sys.modules['scipy.io']
-        for name, rel_path, is_package, blob_id in modules:
-            path = os.path.join(reference_dir, rel_path)
-            with open(path, 'rb') as f:
-                raw = f.read()
-            if golden.git_blob_id(raw) != blob_id:
-                raise RuntimeError(
-                    f'{path} is not {rel_path} of {golden.REFERENCE_REPO}@'
-                    f'{golden.REFERENCE_COMMIT[:7]}'
-                )
-            source = raw.decode('utf-8')
-            source = golden.TF_IMPORT.sub('import tensorflow.compat.v1 as tf', source)
-            module = types.ModuleType(name)
-            module.__file__ = path
-            if is_package:
-                module.__path__ = []
-            sys.modules[name] = module
-            if '.' in name:
-                parent, child = name.rsplit('.', 1)
-                setattr(loaded[parent], child, module)
-            exec(compile(source, path, 'exec'), module.__dict__)
-            loaded[name] = module
-        return loaded
-    finally:
-        for name in touched:
-            if name in saved:
-                sys.modules[name] = saved[name]
-            else:
-                sys.modules.pop(name, None)
+    return golden.load_reference_modules(reference_dir, modules)
 
 
 def tf1_trainer(args, validation):
@@ -299,14 +266,12 @@ def our_dataset(args, net, pairs, labels):
     return lambda input_context: train_dataset(
         pairs,
         preprocess=net.preprocess,
-        batch_size=args.batch_size,
         crop_size=tuple(args.crop),
         random_scale=True,
         random_mirror=True,
         ignore_label=IGNORE_LABEL,
-        seed=DATA_SEED,
-        input_context=input_context,
         labels=labels,
+        **dict(batch_size=args.batch_size, seed=DATA_SEED, input_context=input_context),
     )
 
 
@@ -428,11 +393,9 @@ def fit_worker(args, spec, proto, start):
 # ---------------------------------------------------------------------------------------------
 # Parent
 # ---------------------------------------------------------------------------------------------
-class Worker:
+class Worker(common.Worker):
     def __init__(self, variant, args, tmp):
-        self.variant = variant
-        tag = re.sub(r'[^A-Za-z0-9]+', '_', variant)
-        self.stderr_path = os.path.join(tmp, f'stderr_{tag}.txt')
+        super().__init__(variant, tmp)
         command = [
             sys.executable,
             os.path.abspath(__file__),
@@ -456,35 +419,9 @@ class Worker:
         if args.reference_dir:
             command += ['--reference_dir', args.reference_dir]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES='')
-        with open(self.stderr_path, 'w') as stderr:
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
+        self.start(command, env)
         self.walls, self.cpus, self.losses = [], [], []
         self.setup_s = self.rss = None
-
-    def read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            with open(self.stderr_path) as f:
-                err = f.read().strip().splitlines()
-            raise RuntimeError(
-                f'{self.variant} worker died: '
-                + (err[-1] if err else f'exit {self.proc.returncode}')
-            )
-        return json.loads(line)
-
-    def ask(self, command):
-        self.proc.stdin.write(command + '\n')
-        self.proc.stdin.flush()
-        return self.read()
 
 
 def prepare_data(args, tmp):
@@ -495,16 +432,8 @@ def prepare_data(args, tmp):
         args.data_dir = os.path.join(tmp, 'toycity')
         h, w = args.image_size
         print(f'generating {args.num_images} toy-city scenes of {h}x{w} ...', flush=True)
-        toycity.generate(
-            args.data_dir,
-            num_train=args.num_images,
-            num_val=2,
-            height=h,
-            width=w,
-            num_videos_train=0,
-            num_videos_val=0,
-            seed=0,
-        )
+        run = toycity.Run(args.num_images, 2, h, w, num_videos_train=0, num_videos_val=0)
+        toycity.generate(args.data_dir, **dataclasses.asdict(run))
     args.train_list = os.path.join(args.data_dir, 'list', 'train.txt')
     with open(args.train_list) as f:
         num_images = sum(1 for line in f if line.strip())

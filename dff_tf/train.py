@@ -39,7 +39,7 @@ from dff_tf.model import (
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, TF1Momentum, segmentation_loss
-from icnet_tf.training import Trainer, compute_dtype
+from icnet_tf.training import compute_dtype
 
 FLAGS = flags.FLAGS
 
@@ -135,7 +135,7 @@ def main(argv):
         f'{"trained" if dff.train_feature_net else "frozen"}'
     )
 
-    trainer = Trainer(
+    trainer = cli.make_trainer(
         strategy=strategy,
         model=dff,
         optimizer=optimizer,
@@ -146,14 +146,9 @@ def main(argv):
             weight_decay=FLAGS.weight_decay,
             precision=FLAGS.precision,
         ),
-        snapshot_dir=FLAGS.snapshot_dir,
-        save_every=FLAGS.save_pred_every,
-        precision=FLAGS.precision,
     )
-    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
-    if resumed:
-        print(f'resumed from {resumed} at step {trainer.step}')
-    else:
+    resumed = cli.resume(trainer)
+    if not resumed:
         if not FLAGS.restore_from:
             print('no --restore_from: the feature network starts from a fresh initialisation')
         if not FLAGS.flownet_weights:

@@ -53,7 +53,7 @@ from dff_tf.model import (
 from icnet_tf import cli
 from icnet_tf.cli import parse_size
 from icnet_tf.losses import PolyLR, num_replicas
-from icnet_tf.training import Trainer, compute_dtype
+from icnet_tf.training import compute_dtype
 
 FLAGS = flags.FLAGS
 SCALE_WEIGHTS = (0.005, 0.01, 0.02, 0.08, 0.32)  # flow2..flow6, FlowNetPytorch multiscaleEPE
@@ -204,7 +204,7 @@ def main(argv):
         f'--flownet {FLAGS.flownet} ({flownet.count_params():,} parameters), input {fh}x{fw}, '
         f'{replicas} replica(s), global batch {FLAGS.batch_size}, {FLAGS.precision}'
     )
-    trainer = Trainer(
+    trainer = cli.make_trainer(
         strategy=strategy,
         model=flownet,
         optimizer=optimizer,
@@ -217,17 +217,13 @@ def main(argv):
             weight_decay=FLAGS.weight_decay,
             precision=FLAGS.precision,
         ),
-        snapshot_dir=FLAGS.snapshot_dir,
-        save_every=FLAGS.save_pred_every,
-        precision=FLAGS.precision,
     )
     if trainer.is_chief:  # the other workers of a multi-worker run write nothing there
         os.makedirs(FLAGS.snapshot_dir, exist_ok=True)  # flownet_config_path needs the folder
         config = dict(config, flownet=flownet_config(flownet))
         cli.record_json(flownet_config_path(FLAGS.snapshot_dir), config, 'flow network')
-    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
-    if resumed:
-        print(f'resumed from {resumed} at step {trainer.step}')
+    if cli.resume(trainer):
+        pass  # the weights, optimizer and step of the checkpoint
     elif FLAGS.restore_from:
         print(flownet.load(FLAGS.restore_from, verbose=False))
     else:

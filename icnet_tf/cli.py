@@ -444,6 +444,28 @@ def stream_options(input_context):
     return dict(batch_size=FLAGS.batch_size, seed=FLAGS.seed, input_context=input_context)
 
 
+def make_trainer(**options):
+    """A `training.Trainer` with the training flags: --snapshot_dir, --save_pred_every,
+    --precision; `options`: strategy, model, optimizer, variables, loss_fn."""
+    from icnet_tf.training import Trainer
+
+    return Trainer(
+        snapshot_dir=FLAGS.snapshot_dir,
+        save_every=FLAGS.save_pred_every,
+        precision=FLAGS.precision,
+        **options,
+    )
+
+
+def resume(trainer):
+    """`trainer.restore()` with --restart_over_damaged, saying where it resumed; returns the
+    checkpoint it resumed from, or None."""
+    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
+    if resumed:
+        print(f'resumed from {resumed} at step {trainer.step}')
+    return resumed
+
+
 def fit(trainer, dataset, samples, **options):
     """`trainer.fit` to --num_steps with --skip_bad_files (`samples`: the `SampleFiles` that
     name a bad file), then the closing line; `options`: hooks, hook_every, learning_rate."""

@@ -32,7 +32,6 @@ from icnet_tf.cli import parse_size
 from icnet_tf.data import pair_files, read_list, train_dataset
 from icnet_tf.losses import PolyLR, TF1Momentum
 from icnet_tf.training import (
-    Trainer,
     image_summary_hook,
     make_loss_fn,
     trained_variables,
@@ -102,20 +101,15 @@ def main(argv):
         update_mean_var=FLAGS.update_mean_var,
         precision=FLAGS.precision,
     )
-    trainer = Trainer(
+    trainer = cli.make_trainer(
         strategy=strategy,
         model=net,
         optimizer=optimizer,
         variables=trained_variables(net, FLAGS.train_beta_gamma),
         loss_fn=loss_fn,
-        snapshot_dir=FLAGS.snapshot_dir,
-        save_every=FLAGS.save_pred_every,
-        precision=FLAGS.precision,
     )
-    resumed = trainer.restore(restart_over_damaged=FLAGS.restart_over_damaged)
-    if resumed:
-        print(f'resumed from {resumed} at step {trainer.step}')
-    else:
+    resumed = cli.resume(trainer)
+    if not resumed:
         load_skipping_class_heads(net, FLAGS.restore_from)
         batch_norm = any(key.endswith('/mean') for key in net.param_shapes())
         if not FLAGS.restore_from and batch_norm and not FLAGS.update_mean_var:

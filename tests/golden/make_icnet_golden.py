@@ -215,7 +215,16 @@ def _stub_module(name):
 
 def load_reference(reference_dir, check_blobs=True):
     """Exec the reference modules with `tf` bound to tf.compat.v1; returns (network, model)."""
-    touched = {name for name, *_ in REFERENCE_MODULES} | set(STUBBED_MODULES)
+    loaded = load_reference_modules(reference_dir, REFERENCE_MODULES, check_blobs)
+    return loaded['network'], loaded['model']
+
+
+def load_reference_modules(reference_dir, modules, check_blobs=True):
+    """Exec `modules` ((import name, path, is package, git blob id), in import order) of the
+    reference checkout with `tf` bound to tf.compat.v1 (every module but `utils` must have its
+    one `import tensorflow as tf` line, or none), cv2/scipy stubbed; returns {name: module}.
+    `sys.modules` is restored afterwards."""
+    touched = {name for name, *_ in modules} | set(STUBBED_MODULES)
     saved = {name: sys.modules[name] for name in touched if name in sys.modules}
     try:
         for name in STUBBED_MODULES:
@@ -223,7 +232,7 @@ def load_reference(reference_dir, check_blobs=True):
         sys.modules['scipy'].io = sys.modules['scipy.io']
 
         loaded = {}
-        for name, rel_path, is_package, blob_id in REFERENCE_MODULES:
+        for name, rel_path, is_package, blob_id in modules:
             path = os.path.join(reference_dir, rel_path)
             with open(path, 'rb') as f:
                 raw = f.read()
@@ -235,7 +244,7 @@ def load_reference(reference_dir, check_blobs=True):
             source = raw.decode('utf-8')
             if name != 'utils':
                 source, n = TF_IMPORT.subn('import tensorflow.compat.v1 as tf', source)
-                if n != 1:
+                if n > 1 or (n == 0 and 'tf.' in source):
                     raise RuntimeError(
                         f"expected one 'import tensorflow as tf' line in {path}, found {n}"
                     )
@@ -249,7 +258,7 @@ def load_reference(reference_dir, check_blobs=True):
                 setattr(loaded[parent], child, module)
             exec(compile(source, path, 'exec'), module.__dict__)
             loaded[name] = module
-        return loaded['network'], loaded['model']
+        return loaded
     finally:
         for name in touched:
             if name in saved:
