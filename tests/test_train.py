@@ -437,29 +437,22 @@ def test_a_snapshot_folder_without_an_intact_checkpoint_is_refused(toy, tmp_path
     assert after == {f'{n}.damaged': b for n, b in before.items()}
 
 
+def _run(cmd, timeout=300):
+    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
 def test_from_scratch_notes_frozen_batch_norm_and_a_resume_keeps_its_dataset(toy, tmp_path):
     """Training ICNet_BN from scratch without --update_mean_var says that its batch-norm
     statistics stay at their start; resuming with other dataset flags is refused (one line)
     and the recorded dataset.json stays byte-identical."""
     snap = str(tmp_path / 'snap')
-    r = subprocess.run(
-        _train_cli(toy, snap, '--num_steps', '1'),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _run(_train_cli(toy, snap, '--num_steps', '1'), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'note: training from scratch without --update_mean_var' in r.stderr
     record = os.path.join(snap, 'dataset.json')
     before = open(record, 'rb').read()
-    r = subprocess.run(
+    r = _run(
         _train_cli(toy, snap, '--num_steps', '2', '--dataset', 'others', '--num_classes', '19'),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert r.returncode == 1
@@ -474,14 +467,7 @@ def test_from_scratch_notes_frozen_batch_norm_and_a_resume_keeps_its_dataset(toy
     ), r.stderr
     assert open(record, 'rb').read() == before
     # another class count: the checkpoint does not fit; one line, no TF warnings before it
-    r = subprocess.run(
-        _train_cli(toy, snap, '--num_steps', '2', '--dataset', 'ade20k'),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = _run(_train_cli(toy, snap, '--num_steps', '2', '--dataset', 'ade20k'), timeout=300)
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f'error: {snap}/ckpt-1: '), r.stderr
@@ -494,14 +480,7 @@ def test_from_scratch_notes_frozen_batch_norm_and_a_resume_keeps_its_dataset(toy
 
 def test_help_lists_the_shared_flags():
     """`--help` shows the tool's flags, including the groups shared through icnet_tf.cli."""
-    r = subprocess.run(
-        [sys.executable, '-m', 'icnet_tf.train', '--help'],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _run([sys.executable, '-m', 'icnet_tf.train', '--help'], timeout=120)
     for flag in ('--batch_size', '--data_list', '--snapshot_dir', '--model', '--dataset'):
         assert f'  {flag}:' in r.stdout, flag
     assert 'python -m icnet_tf.train --data_list list/train.txt --data_dir DIR \\\n' in r.stdout
